@@ -1,0 +1,261 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
+/*
+ * meshcni map layouts: THE one definition of every key and value that crosses
+ * the kernel/userspace boundary.
+ *
+ * Three consumers read this file and a test (tests/kernel/test_layout_drift.py)
+ * fails when they disagree:
+ *   - the BPF programs (bpf/NAME.bpf.c, via maps.h), whose BTF records the layout
+ *     clang chose;
+ *   - csrc/ (the cffi extension), where the host C compiler lays it out and
+ *     cffi reports sizeof/offsetof;
+ *   - meshcni/layout.py, which parses this file to build numpy dtypes.
+ *
+ * Rules that keep the three in agreement (the parser enforces them):
+ *   - only the fixed-width kernel types __u8/__u16/__u32/__u64 and the
+ *     big-endian __be16/__be32/__be64 (numpy gets '>' byte order for those);
+ *     one-dimensional arrays of them;
+ *   - no implicit padding: every hole is an explicit `pad` field, so natural
+ *     alignment, clang -target bpf and gcc all produce the same offsets;
+ *   - no trailing padding either (size is a multiple of the alignment);
+ *     per-CPU values are multiples of 8 so the kernel adds no rounding;
+ *   - constants are plain `#define NAME <integer>` lines.
+ *
+ * Addresses: one unified 16-byte form for both families. IPv6 as is, IPv4 as
+ * an IPv4-mapped IPv6 address (::ffff:a.b.c.d), so a single map (and a single
+ * LPM trie, where an IPv4 /p is a /96+p) serves both. Always network order.
+ */
+#ifndef MESHCNI_LAYOUT_H
+#define MESHCNI_LAYOUT_H
+
+/* ---- reserved security identities (see docs/identities.md) ---- */
+#define MC_ID_UNKNOWN 0
+#define MC_ID_HOST 1
+#define MC_ID_WORLD 2
+#define MC_ID_REMOTE_NODE 6
+#define MC_ID_ANY 0
+
+/* ---- capacities (max_entries) ---- */
+#define MC_SVC_MAX 65536
+#define MC_BACKENDS_MAX 65536
+#define MC_REVNAT_MAX 65536
+#define MC_SOCK_REVNAT_MAX 262144
+#define MC_AFFINITY_MAX 65536
+#define MC_MAGLEV_MAX 4096
+#define MC_MAGLEV_M 1021
+#define MC_IPCACHE_MAX 524288
+#define MC_ENDPOINTS_MAX 4096
+#define MC_POLICY_MAX 262144
+#define MC_ENFORCE_MAX 65536
+#define MC_CT_MAX 262144
+#define MC_DROP_REASONS 64
+#define MC_EVENTS_BYTES 1048576
+
+/* ---- service frontends (socket LB) ----
+ * Cilium-style slots: slot 0 of a frontend is the master entry carrying the
+ * backend count and the service flags; slots 1..count carry one backend id
+ * each, so backend selection is one extra lookup and no variable-size value.
+ */
+struct mc_svc_key {
+	__u8 addr[16];
+	__be16 port;
+	__u8 proto;
+	__u8 scope;
+	__u16 slot;
+	__u16 pad;
+};
+
+#define MC_SVC_F_AFFINITY 1
+#define MC_SVC_F_MAGLEV 2
+
+struct mc_svc_value {
+	__u32 backend_id;
+	__u16 count;
+	__u16 flags;
+	__u32 svc_id;
+	__u32 affinity_timeout;
+};
+
+struct mc_backend_key {
+	__u32 backend_id;
+};
+
+struct mc_backend {
+	__u8 addr[16];
+	__be16 port;
+	__u8 proto;
+	__u8 flags;
+	__u32 pad;
+};
+
+/* svc_id -> the frontend a reply must appear to come from */
+struct mc_revnat_key {
+	__u32 svc_id;
+};
+
+struct mc_revnat {
+	__u8 addr[16];
+	__be16 port;
+	__u16 pad;
+	__u32 pad2;
+};
+
+/* (socket cookie, backend) -> frontend, for recvmsg/getpeername rewrites */
+struct mc_sock_revnat_key {
+	__u64 cookie;
+	__u8 addr[16];
+	__be16 port;
+	__u16 pad;
+	__u32 pad2;
+};
+
+struct mc_sock_revnat {
+	__u8 addr[16];
+	__be16 port;
+	__u16 pad;
+	__u32 svc_id;
+};
+
+/* ClientIP affinity, keyed by the client's network-namespace cookie */
+struct mc_affinity_key {
+	__u64 client_cookie;
+	__u32 svc_id;
+	__u32 pad;
+};
+
+struct mc_affinity {
+	__u64 last_used_ns;
+	__u32 backend_id;
+	__u32 pad;
+};
+
+struct mc_maglev_key {
+	__u32 svc_id;
+};
+
+struct mc_maglev {
+	__u32 backend_ids[MC_MAGLEV_M];
+	__u32 pad;
+};
+
+/* ---- ipcache: LPM trie, unified address -> identity ---- */
+struct mc_ipcache_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+struct mc_ipcache {
+	__u32 identity;
+	__u32 flags;
+};
+
+/* ---- local endpoints (pods on this node), keyed by host-side ifindex ---- */
+struct mc_endpoint_key {
+	__u32 ifindex;
+};
+
+struct mc_endpoint {
+	__u8 addr[16];
+	__u32 identity;
+	__u32 flags;
+	__u64 netns_cookie;
+};
+
+/* ---- policy: LPM trie so that a port range is a few prefixes ----
+ * Bit order of the trie is the field order below (all big-endian):
+ *   identity(32) dir(8) pad(24) peer(32) proto(8) pad(8) port(16)
+ * The local endpoint's identity and the direction are always matched in
+ * full; "any protocol" is a /96 (stops after peer), "any port" a /112 (stops
+ * before the port), one port a /128, and a port range (endPort) is split
+ * into aligned power-of-two blocks: at most 2*16-2 prefixes, never one entry
+ * per port. "Any peer" is peer = MC_ID_ANY, a second lookup, which keeps the
+ * entry count linear in the rules.
+ */
+struct mc_policy_key {
+	__u32 prefixlen;
+	__be32 identity;
+	__u8 dir;
+	__u8 pad;
+	__u16 pad2;
+	__be32 peer;
+	__u8 proto;
+	__u8 pad3;
+	__be16 port;
+};
+
+#define MC_POLICY_PREFIX_PEER 96
+#define MC_POLICY_PREFIX_PROTO 112
+#define MC_POLICY_KEY_BITS 128
+
+#define MC_DIR_INGRESS 0
+#define MC_DIR_EGRESS 1
+
+#define MC_POLICY_ALLOW 1
+#define MC_POLICY_DENY 2
+
+struct mc_policy {
+	__u8 action;
+	__u8 pad;
+	__u16 pad2;
+	__u32 rule_id;
+};
+
+struct mc_enforce_key {
+	__u32 identity;
+	__u8 dir;
+	__u8 pad;
+	__u16 pad2;
+};
+
+struct mc_enforce {
+	__u32 enforced;
+	__u32 pad;
+};
+
+/* ---- conntrack (unified addresses, both families in one map) ---- */
+struct mc_ct_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad;
+	__u16 pad2;
+};
+
+struct mc_ct {
+	__u64 expires_ns;
+	__u64 packets;
+	__u64 bytes;
+	__u32 src_identity;
+	__u16 state;
+	__u16 flags;
+};
+
+/* ---- visibility ---- */
+struct mc_drop_key {
+	__u32 reason;
+};
+
+/* per-CPU value */
+struct mc_drop_count {
+	__u64 packets;
+	__u64 bytes;
+};
+
+struct mc_drop_event {
+	__u64 ts_ns;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 dir;
+	__u16 reason;
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u32 ifindex;
+	__u32 pad;
+};
+
+#endif /* MESHCNI_LAYOUT_H */
