@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "BpfMap": "meshcni.bpf", "BpfObject": "meshcni.bpf", "open_or_create": "meshcni.bpf",
-    "MeshMaps": "meshcni.bpf.typed", "map_specs": "meshcni.layout",
+    "MeshMaps": "meshcni.bpf", "map_specs": "meshcni.layout",
     "PartialFailureError": "meshcni.errors", "MapFullError": "meshcni.errors",
     "BpfError": "meshcni.errors",
 }

@@ -28,7 +28,7 @@
 #ifndef MESHCNI_LAYOUT_H
 #define MESHCNI_LAYOUT_H
 
-/* ---- reserved security identities (see docs/identities.md) ---- */
+/* ---- reserved security identities (see docs/architecture.md) ---- */
 #define MC_ID_UNKNOWN 0
 #define MC_ID_HOST 1
 #define MC_ID_WORLD 2

@@ -1,0 +1,218 @@
+# SPDX-License-Identifier: MIT OR Apache-2.0
+"""``meshcni``: the command line. A thin shell over the library.
+
+    meshcni version                     versions of meshcni, libbpf, the kernel
+    meshcni maps list   [--root R]      the map table and the state of each pin
+    meshcni maps create [--root R]      create (or migrate) every pinned map
+    meshcni maps dump NAME [--root R]   entries of one map, one JSON object a line
+    meshcni ipcache lookup IP [--root R]  identity of the longest prefix covering IP
+    meshcni demo                        the map library on a private bpffs
+
+Exit codes: 0 ok, 1 operational error (message on stderr names the map or
+pin), 2 usage error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+
+from . import __version__
+
+log = logging.getLogger("meshcni")
+
+
+def _root_arg(p):
+    from .bpf.pin import DEFAULT_ROOT
+    p.add_argument("--root", default=os.environ.get("MESHCNI_BPF_ROOT", DEFAULT_ROOT),
+                   help="bpffs directory holding meshcni's pins (default %(default)s, env MESHCNI_BPF_ROOT)")
+
+
+def _record_json(rec):
+    import numpy as np
+    out = {}
+    for name in rec.dtype.names or ():
+        if name.startswith("pad"):
+            continue
+        v = rec[name]
+        if isinstance(v, np.ndarray):
+            if name.endswith("addr") and v.size == 16:
+                from .cidr import from_unified
+                out[name] = str(from_unified(bytes(v)))
+            else:
+                out[name] = v.tolist()
+        else:
+            out[name] = v.item() if hasattr(v, "item") else v
+    return out
+
+
+def cmd_version(args):
+    from ._libbpf import ffi, lib
+    print(f"meshcni {__version__}")
+    print(f"libbpf {ffi.string(lib.mc_libbpf_version()).decode()} (built against)")
+    print(f"kernel {platform.release()}")
+    return 0
+
+
+def cmd_maps_list(args):
+    from .bpf.maps import BpfMap
+    from .bpf.pin import compatible, info_mismatch
+    from .layout import MapSpec, map_specs
+    print(f"{'NAME':16} {'TYPE':13} {'KEY':>4} {'VALUE':>5} {'MAX':>8}  PIN")
+    for name, spec in map_specs().items():
+        path = os.path.join(args.root, name)
+        state = "absent"
+        if os.path.exists(path):
+            with BpfMap.open_pinned(path) as m:
+                i = m.info()
+                pinned = MapSpec(name, i.type, i.key_size, i.value_size, i.max_entries, i.map_flags)
+                if not compatible(pinned, spec):
+                    state = "MISMATCH: " + info_mismatch(pinned, spec)
+                elif spec.type == 27:
+                    state = f"ok (id {i.id})"
+                else:
+                    state = f"ok (id {i.id}, {len(m)} entries)"
+        print(f"{name:16} {spec.type_name:13} {spec.key_size:>4} {spec.value_size:>5} {spec.max_entries:>8}  {state}")
+    return 0
+
+
+def cmd_maps_create(args):
+    from .bpf.typed import MeshMaps
+    with MeshMaps(args.root) as mm:
+        print(f"{len(mm.maps)} maps pinned under {args.root}")
+    return 0
+
+
+def cmd_maps_dump(args):
+    from .bpf.maps import BpfMap
+    from .layout import map_specs
+    spec = map_specs().get(args.name)
+    if spec is None:
+        print(f"meshcni: no meshcni map {args.name!r}", file=sys.stderr)
+        return 2
+    if spec.type == 27:
+        print(f"meshcni: map {args.name} is a ring buffer; it has no entries to dump", file=sys.stderr)
+        return 2
+    path = os.path.join(args.root, args.name)
+    opened = BpfMap.open_pinned(path)
+    with BpfMap(os.dup(opened.fd), spec.with_(max_entries=opened.spec.max_entries,
+                                              map_flags=opened.spec.map_flags), path=path) as m:
+        opened.close()
+        keys, vals = m.dump()
+        for k, v in zip(keys, vals):
+            if spec.percpu:
+                print(json.dumps({"key": _record_json(k), "per_cpu": [_record_json(x) for x in v]}))
+            else:
+                print(json.dumps({"key": _record_json(k), "value": _record_json(v)}))
+    return 0
+
+
+def cmd_ipcache_lookup(args):
+    from .bpf.pin import open_or_create
+    from .bpf.typed import IPCacheMap
+    from .layout import map_specs
+    with open_or_create(map_specs()["mc_ipcache"], args.root, migrate=False, map_class=IPCacheMap) as m:
+        ident = m.lookup_ip(args.ip)
+    if ident is None:
+        print(f"{args.ip}: no prefix covers it")
+        return 1
+    print(f"{args.ip}: identity {ident}")
+    return 0
+
+
+def cmd_demo(args):
+    """Bulk-program the ipcache on a private bpffs, then reconcile a change."""
+    import numpy as np
+    from .bpf.pin import mount_bpffs, umount
+    from .bpf.typed import MeshMaps
+
+    n = args.entries
+    tmp = tempfile.mkdtemp(prefix="meshcni-demo-")
+    mount_bpffs(tmp)
+    try:
+        root = os.path.join(tmp, "meshcni")
+        with MeshMaps(root) as mm:
+            print(f"created {len(mm.maps)} pinned maps under {root} (private bpffs)")
+            base = np.arange(n, dtype=np.uint32)
+            # n distinct /32s in 10.0.0.0/8 and a few wider prefixes
+            texts = [f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}/32" for i in base.tolist()]
+            texts += ["10.0.0.0/8", "192.0.2.0/24", "2001:db8::/32"]
+            idents = [100000 + i for i in range(n)] + [2, 30001, 30002]
+            t = time.perf_counter()
+            written = mm.ipcache.insert_prefixes(texts, idents)
+            dt = time.perf_counter() - t
+            print(f"bulk insert: {written} prefixes in {dt * 1e3:.1f} ms ({written / dt:,.0f}/s)")
+            for ip in ("10.0.1.5", "10.255.255.254", "192.0.2.7", "2001:db8::1", "198.51.100.1"):
+                print(f"  lookup {ip:16} -> identity {mm.ipcache.lookup_ip(ip)}")
+            changed = dict(zip(texts, idents))
+            for t_ in texts[: max(1, n // 100)]:
+                changed[t_] += 1
+            for t_ in texts[n // 2: n // 2 + n // 200]:
+                del changed[t_]
+            t = time.perf_counter()
+            r = mm.ipcache.reconcile_prefixes(changed)
+            dt = time.perf_counter() - t
+            print(f"reconcile: +{r.added} ~{r.changed} -{r.deleted} ={r.unchanged} in {dt * 1e3:.1f} ms "
+                  f"({r.syscalls} bpf() calls)")
+            r2 = mm.ipcache.reconcile_prefixes(changed)
+            print(f"reconcile again: {r2.writes} writes, {r2.syscalls} bpf() calls")
+    finally:
+        umount(tmp)
+        os.rmdir(tmp)
+    print("cleaned up the private bpffs")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="meshcni", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("version", help="versions of meshcni, libbpf and the kernel").set_defaults(fn=cmd_version)
+
+    maps = sub.add_parser("maps", help="inspect and create the pinned maps")
+    msub = maps.add_subparsers(dest="maps_cmd", required=True)
+    x = msub.add_parser("list", help="the map table and the state of each pin")
+    _root_arg(x)
+    x.set_defaults(fn=cmd_maps_list)
+    x = msub.add_parser("create", help="create or migrate every pinned map")
+    _root_arg(x)
+    x.set_defaults(fn=cmd_maps_create)
+    x = msub.add_parser("dump", help="entries of one map as JSON lines")
+    x.add_argument("name", help="map name, e.g. mc_ipcache")
+    _root_arg(x)
+    x.set_defaults(fn=cmd_maps_dump)
+
+    ipc = sub.add_parser("ipcache", help="query the ipcache")
+    isub = ipc.add_subparsers(dest="ipcache_cmd", required=True)
+    x = isub.add_parser("lookup", help="identity of the longest prefix covering an IP")
+    x.add_argument("ip")
+    _root_arg(x)
+    x.set_defaults(fn=cmd_ipcache_lookup)
+
+    x = sub.add_parser("demo", help="bulk-program maps on a private bpffs (needs root)")
+    x.add_argument("--entries", type=int, default=100000, help="number of /32 prefixes (default %(default)s)")
+    x.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .errors import BpfError, PartialFailureError
+    try:
+        return args.fn(args)
+    except (BpfError, PartialFailureError, FileNotFoundError, ValueError) as e:
+        print(f"meshcni: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

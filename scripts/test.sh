@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT OR Apache-2.0
+# Sets the machine up (idempotent) and runs every test tier: pure, kernel, e2e.
+# Extra arguments go to pytest (e.g. -m pure, -k reconcile).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup-machine.sh
+# kernel and e2e tests must run, not skip, where this script is used (CI)
+export MESHCNI_REQUIRE_KERNEL=1
+exec .venv/bin/python -m pytest tests "$@"
