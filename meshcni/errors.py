@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import errno as _errno
 import os
-from dataclasses import dataclass, field
-from typing import List, Tuple
+from dataclasses import dataclass
+from typing import List
 
 ENOTSUPP = 524  # kernel-internal errno that bpf() returns for unsupported ops
 

@@ -46,18 +46,6 @@ class MapInfo:
     def type_name(self) -> str:
         return MAP_TYPES.get(self.type, f"type{self.type}")
 
-    def matches(self, spec: MapSpec) -> bool:
-        return (self.type, self.key_size, self.value_size, self.max_entries, self.map_flags) == (
-            spec.type, spec.key_size, spec.value_size, spec.max_entries, spec.map_flags)
-
-    def describe_mismatch(self, spec: MapSpec) -> str:
-        diffs = []
-        for f in ("type", "key_size", "value_size", "max_entries", "map_flags"):
-            a, b = getattr(self, f), getattr(spec, f)
-            if a != b:
-                diffs.append(f"{f} {a} (pinned) != {b} (wanted)")
-        return ", ".join(diffs)
-
 
 def map_info(fd: int) -> MapInfo:
     out = ffi.new("struct mc_map_info *")
