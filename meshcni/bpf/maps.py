@@ -423,7 +423,8 @@ class BpfMap:
         shadow, self._shadow = self._shadow if cache else None, None
         cur_k, cur_v = shadow if shadow is not None else self.dump(mode)
         try:
-            add, change, delete, same = _fastmap.diff(rows(cur_k), rows(cur_v), rows(k), rows(v))
+            add, change, delete, same, aligned = _fastmap.diff(rows(cur_k), rows(cur_v), rows(k), rows(v),
+                                                               return_aligned=True)
         except ValueError as e:
             self._shadow = shadow
             raise ValueError(f"map {self.name}: reconcile: {e}") from None
@@ -436,8 +437,15 @@ class BpfMap:
             syscalls += self.update(k[writes], v[writes], mode=mode).syscalls
         if not deletes_first and len(delete):
             syscalls += self.delete(cur_k[delete], missing_ok=True, mode=mode).syscalls
-        # copies: the caller may reuse its arrays
-        self._shadow = (k.copy(), v.copy())
+        if shadow is not None and aligned:
+            # same keys in the same order: patch the cached values in place
+            # instead of copying the whole input again
+            if len(change):
+                shadow[1][change] = v[change]
+            self._shadow = shadow
+        else:
+            # copies: the caller may reuse its arrays
+            self._shadow = (k.copy(), v.copy())
         return ReconcileResult(len(add), len(change), len(delete), int(same), syscalls)
 
 
