@@ -25,6 +25,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 # editable: the extensions and BPF objects are built in place (meshcni/)
-.venv/bin/python -m pip install -q -e '.[test]'
+MESHCNI_BPF_WERROR=${MESHCNI_BPF_WERROR:-1} .venv/bin/python -m pip install -q -e '.[test]'
 .venv/bin/python -c "import meshcni._fastmap, meshcni._libbpf; from meshcni.bpf import object_path; object_path('maps')"
 echo "setup-machine: ok ($(.venv/bin/python -c 'import meshcni._libbpf as l; print("libbpf", l.ffi.string(l.lib.mc_libbpf_version()).decode())'), $(clang --version | head -1))"
