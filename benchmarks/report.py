@@ -134,24 +134,17 @@ def tables(rows, by) -> str:
 def targets(by, rows):
     """[(description, measured text, met: True/False/None)]"""
     res = []
-    for n in T_CREF_SIZES:
-        np_ = by.get(("update", n, "numpy-batch"))
-        c = by.get(("update", n, "c-ref"))
-        if np_ and c:
-            ratio = c.median / np_.median
-            res.append((f"bulk update {n:,}: numpy-batch ≥ {T_CREF_RATIO}× C-ref throughput",
-                        f"{ratio:.3f}× ({np_.median:.4f} s vs {c.median:.4f} s)", ratio >= T_CREF_RATIO))
-        else:
-            res.append((f"bulk update {n:,}: numpy-batch ≥ {T_CREF_RATIO}× C-ref throughput", "not measured", None))
-    for n in T_CREF_SIZES:
-        np_ = by.get(("update", n, "numpy-batch"))
-        pe = by.get(("update", n, "per-element"))
-        if np_ and pe:
-            ratio = pe.median / np_.median
-            res.append((f"bulk update {n:,}: numpy-batch ≥ {T_PER_ELEMENT:g}× per-element",
-                        f"{ratio:.2f}× ({np_.median:.4f} s vs {pe.median:.4f} s)", ratio >= T_PER_ELEMENT))
-        else:
-            res.append((f"bulk update {n:,}: numpy-batch ≥ {T_PER_ELEMENT:g}× per-element", "not measured", None))
+    for base, label, goal, fmt in (("c-ref", "C-ref throughput", T_CREF_RATIO, ".3f"),
+                                   ("per-element", "per-element", T_PER_ELEMENT, ".2f")):
+        for n in T_CREF_SIZES:
+            np_ = by.get(("update", n, "numpy-batch"))
+            other = by.get(("update", n, base))
+            what = f"bulk update {n:,}: numpy-batch ≥ {goal:g}× {label}"
+            if np_ and other:
+                ratio = other.median / np_.median
+                res.append((what, f"{ratio:{fmt}}× ({np_.median:.4f} s vs {other.median:.4f} s)", ratio >= goal))
+            else:
+                res.append((what, "not measured", None))
     upd = by.get(("update", T_RECONCILE_N, "numpy-batch"))
     rec = sorted((r for r in rows if r.op == "reconcile-1pct" and r.entries == T_RECONCILE_N),
                  key=lambda r: method_key(r.method))
