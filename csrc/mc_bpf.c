@@ -529,3 +529,72 @@ int mc_prog_test_run(int prog_fd, const void *data_in, uint32_t size_in,
 		*duration_ns = opts.duration;
 	return 0;
 }
+
+/* ---- attachments ---- */
+
+int mc_obj_prog_attach_type(struct bpf_object *obj, const char *name)
+{
+	struct bpf_program *p = bpf_object__find_program_by_name(obj, name);
+
+	if (!p)
+		return -ENOENT;
+	return (int)bpf_program__expected_attach_type(p);
+}
+
+int mc_prog_id(int prog_fd)
+{
+	struct bpf_prog_info info;
+	__u32 len = sizeof(info);
+
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(prog_fd, &info, &len))
+		return -errno;
+	return (int)info.id;
+}
+
+int mc_link_create(int prog_fd, int target_fd, uint32_t attach_type)
+{
+	int fd = bpf_link_create(prog_fd, target_fd, attach_type, NULL);
+
+	return fd < 0 ? -errno : fd;
+}
+
+int mc_link_update(int link_fd, int new_prog_fd)
+{
+	return bpf_link_update(link_fd, new_prog_fd, NULL) ? -errno : 0;
+}
+
+int mc_link_detach(int link_fd)
+{
+	return bpf_link_detach(link_fd) ? -errno : 0;
+}
+
+int mc_link_info(int link_fd, struct mc_link_info *out)
+{
+	struct bpf_link_info info;
+	__u32 len = sizeof(info);
+
+	memset(&info, 0, sizeof(info));
+	if (bpf_obj_get_info_by_fd(link_fd, &info, &len))
+		return -errno;
+	out->type = info.type;
+	out->id = info.id;
+	out->prog_id = info.prog_id;
+	out->attach_type = 0;
+	out->cgroup_id = 0;
+	if (info.type == BPF_LINK_TYPE_CGROUP) {
+		out->attach_type = info.cgroup.attach_type;
+		out->cgroup_id = info.cgroup.cgroup_id;
+	}
+	return 0;
+}
+
+int mc_prog_query(int target_fd, uint32_t attach_type, uint32_t *prog_ids,
+		  uint32_t *count)
+{
+	__u32 flags = 0;
+
+	if (bpf_prog_query(target_fd, attach_type, 0, &flags, prog_ids, count))
+		return -errno;
+	return 0;
+}

@@ -114,4 +114,25 @@ int mc_prog_test_run(int prog_fd, const void *data_in, uint32_t size_in,
 		     void *data_out, uint32_t *size_out, uint32_t repeat,
 		     uint32_t *retval, uint32_t *duration_ns);
 
+/* ---- attachments (cgroup sock_addr hooks through BPF links) ---- */
+struct mc_link_info {
+	uint32_t type;        /* enum bpf_link_type */
+	uint32_t id;
+	uint32_t prog_id;
+	uint32_t attach_type; /* cgroup links only */
+	uint64_t cgroup_id;   /* cgroup links only; 0 once the cgroup is gone */
+};
+
+/* expected attach type libbpf derived from the program's section */
+int mc_obj_prog_attach_type(struct bpf_object *obj, const char *name);
+int mc_prog_id(int prog_fd);
+/* BPF_LINK_CREATE: returns the link fd */
+int mc_link_create(int prog_fd, int target_fd, uint32_t attach_type);
+int mc_link_update(int link_fd, int new_prog_fd);
+int mc_link_detach(int link_fd);
+int mc_link_info(int link_fd, struct mc_link_info *out);
+/* BPF_PROG_QUERY: program ids attached to target for attach_type; *count in/out */
+int mc_prog_query(int target_fd, uint32_t attach_type, uint32_t *prog_ids,
+		  uint32_t *count);
+
 #endif
