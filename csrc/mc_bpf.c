@@ -6,6 +6,9 @@
  * than the 1.2 bpf_map_get_info_by_fd, no bpf_prog_attach_opts fields past
  * 1.1), so the same source builds on Debian 12 and 13.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -597,4 +600,123 @@ int mc_prog_query(int target_fd, uint32_t attach_type, uint32_t *prog_ids,
 	if (bpf_prog_query(target_fd, attach_type, 0, &flags, prog_ids, count))
 		return -errno;
 	return 0;
+}
+
+/* ---- tc ---- */
+#include <sched.h>
+
+int mc_tc_attach(int ifindex, int where, uint32_t handle, uint32_t priority,
+		 int prog_fd, int replace)
+{
+	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex,
+		    .attach_point = BPF_TC_INGRESS | BPF_TC_EGRESS);
+	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = handle, .priority = priority,
+		    .prog_fd = prog_fd, .flags = replace ? BPF_TC_F_REPLACE : 0);
+	int rc;
+
+	rc = bpf_tc_hook_create(&hook);
+	if (rc && rc != -EEXIST)
+		return rc;
+	hook.attach_point = where == 2 ? BPF_TC_EGRESS : BPF_TC_INGRESS;
+	rc = bpf_tc_attach(&hook, &opts);
+	return rc < 0 ? rc : 0;
+}
+
+int mc_tc_detach(int ifindex, int where, uint32_t handle, uint32_t priority)
+{
+	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex,
+		    .attach_point = where == 2 ? BPF_TC_EGRESS : BPF_TC_INGRESS);
+	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = handle, .priority = priority);
+
+	return bpf_tc_detach(&hook, &opts);
+}
+
+int mc_tc_query(int ifindex, int where, uint32_t handle, uint32_t priority,
+		uint32_t *prog_id)
+{
+	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex,
+		    .attach_point = where == 2 ? BPF_TC_EGRESS : BPF_TC_INGRESS);
+	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = handle, .priority = priority);
+	int rc = bpf_tc_query(&hook, &opts);
+
+	if (rc)
+		return rc;
+	*prog_id = opts.prog_id;
+	return 0;
+}
+
+int mc_tc_hook_destroy(int ifindex)
+{
+	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex,
+		    .attach_point = BPF_TC_INGRESS | BPF_TC_EGRESS);
+
+	return bpf_tc_hook_destroy(&hook);
+}
+
+int mc_setns(int fd, int nstype)
+{
+	return setns(fd, nstype) ? -errno : 0;
+}
+
+/* ---- ring buffer ---- */
+struct mc_ringbuf {
+	struct ring_buffer *rb;
+	uint32_t rec_size;
+	uint8_t *buf;
+	uint32_t cap, n;
+};
+
+static int rb_copy(void *ctx, void *data, size_t size)
+{
+	struct mc_ringbuf *r = ctx;
+
+	if (r->n >= r->cap)
+		return 0; /* no room: discarded (callers size cap to the ring) */
+	memset(r->buf + (size_t)r->n * r->rec_size, 0, r->rec_size);
+	memcpy(r->buf + (size_t)r->n * r->rec_size, data,
+	       size < r->rec_size ? size : r->rec_size);
+	r->n++;
+	return 0;
+}
+
+struct mc_ringbuf *mc_ringbuf_open(int map_fd, uint32_t rec_size, int *err)
+{
+	struct mc_ringbuf *r = calloc(1, sizeof(*r));
+
+	if (!r) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	r->rec_size = rec_size;
+	r->rb = ring_buffer__new(map_fd, rb_copy, r, NULL);
+	if (!r->rb) {
+		*err = -errno;
+		free(r);
+		return NULL;
+	}
+	*err = 0;
+	return r;
+}
+
+int mc_ringbuf_poll(struct mc_ringbuf *rb, void *buf, uint32_t cap, int timeout_ms)
+{
+	int rc;
+
+	rb->buf = buf;
+	rb->cap = cap;
+	rb->n = 0;
+	if (cap == 0)
+		return 0;
+	rc = ring_buffer__poll(rb->rb, timeout_ms);
+	if (rc < 0 && rc != -EINTR && rb->n == 0)
+		return rc;
+	return (int)rb->n;
+}
+
+void mc_ringbuf_close(struct mc_ringbuf *rb)
+{
+	if (!rb)
+		return;
+	ring_buffer__free(rb->rb);
+	free(rb);
 }

@@ -135,4 +135,33 @@ int mc_link_info(int link_fd, struct mc_link_info *out);
 int mc_prog_query(int target_fd, uint32_t attach_type, uint32_t *prog_ids,
 		  uint32_t *count);
 
+/* ---- tc (clsact) attachments, in the caller's network namespace ----
+ * where: 1 = ingress, 2 = egress (BPF_TC_INGRESS / BPF_TC_EGRESS).
+ * mc_tc_attach creates the clsact qdisc if missing and attaches prog_fd at
+ * (handle, priority); replace != 0 replaces what is there. mc_tc_query puts
+ * the attached program's id in *prog_id (-ENOENT when nothing is attached).
+ */
+int mc_tc_attach(int ifindex, int where, uint32_t handle, uint32_t priority,
+		 int prog_fd, int replace);
+int mc_tc_detach(int ifindex, int where, uint32_t handle, uint32_t priority);
+int mc_tc_query(int ifindex, int where, uint32_t handle, uint32_t priority,
+		uint32_t *prog_id);
+/* remove the clsact qdisc (and with it every tc program) of ifindex */
+int mc_tc_hook_destroy(int ifindex);
+
+/* ---- ring buffer: records copied into a caller buffer ----
+ * mc_ringbuf_open returns a handle (NULL + *err on failure); mc_ringbuf_poll
+ * waits up to timeout_ms and copies whole records of up to rec_size bytes
+ * into buf (cap records at most), returning how many it copied; records
+ * beyond cap are consumed and discarded, so size cap to what the ring holds.
+ */
+struct mc_ringbuf;
+struct mc_ringbuf *mc_ringbuf_open(int map_fd, uint32_t rec_size, int *err);
+int mc_ringbuf_poll(struct mc_ringbuf *rb, void *buf, uint32_t cap,
+		    int timeout_ms);
+void mc_ringbuf_close(struct mc_ringbuf *rb);
+
+/* setns(2) on an fd (CLONE_NEWNET = 0x40000000) */
+int mc_setns(int fd, int nstype);
+
 #endif

@@ -6,6 +6,7 @@
     meshcni maps create [--root R]      create (or migrate) every pinned map
     meshcni maps dump NAME [--root R]   entries of one map, one JSON object a line
     meshcni ipcache lookup IP [--root R]  identity of the longest prefix covering IP
+    meshcni drops [--follow] [--root R]  drop counters by reason; --follow prints drop events
     meshcni demo                        the map library on a private bpffs
 
 Exit codes: 0 ok, 1 operational error (message on stderr names the map or
@@ -125,6 +126,32 @@ def cmd_ipcache_lookup(args):
     return 0
 
 
+def cmd_drops(args):
+    from .bpf.maps import BpfMap
+    from .datapath.policy import DropEvents, drop_counts, drop_reasons
+    from .layout import map_specs
+    path = os.path.join(args.root, "mc_drops")
+    spec = map_specs()["mc_drops"]
+    with BpfMap.open_pinned(path) as opened, BpfMap(os.dup(opened.fd), spec, path=path) as m:
+        counts = drop_counts(m)
+    print(f"{'REASON':16} {'PACKETS':>12} {'BYTES':>14}")
+    for _, name in sorted(drop_reasons().items()):
+        p, b = counts.get(name, (0, 0))
+        print(f"{name:16} {p:>12} {b:>14}")
+    if not args.follow:
+        return 0
+    espec = map_specs()["mc_events"]
+    epath = os.path.join(args.root, "mc_events")
+    with BpfMap.open_pinned(epath) as opened, BpfMap(os.dup(opened.fd), espec, path=epath) as em, \
+            DropEvents(em) as ev:
+        try:
+            while True:
+                for e in ev.poll(1000):
+                    print(json.dumps(e.__dict__), flush=True)
+        except KeyboardInterrupt:
+            return 0
+
+
 def cmd_demo(args):
     """Bulk-program the ipcache on a private bpffs, then reconcile a change."""
     import numpy as np
@@ -195,6 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("ip")
     _root_arg(x)
     x.set_defaults(fn=cmd_ipcache_lookup)
+
+    x = sub.add_parser("drops", help="drop counters by reason (and live drop events)")
+    x.add_argument("--follow", action="store_true", help="then print each drop event as JSON")
+    _root_arg(x)
+    x.set_defaults(fn=cmd_drops)
 
     x = sub.add_parser("demo", help="bulk-program maps on a private bpffs (needs root)")
     x.add_argument("--entries", type=int, default=100000, help="number of /32 prefixes (default %(default)s)")

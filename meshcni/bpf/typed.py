@@ -15,6 +15,7 @@ from .. import cidr
 from ..layout import map_specs
 from .maps import BpfMap, ReconcileResult
 from .pin import DEFAULT_ROOT, MigrationSet, open_or_create
+from .._closing import Closing
 
 
 class IPCacheMap(BpfMap):
@@ -62,7 +63,7 @@ class IPCacheMap(BpfMap):
 MAP_CLASSES = {"mc_ipcache": IPCacheMap}
 
 
-class MeshMaps:
+class MeshMaps(Closing):
     """All meshcni maps pinned under ``root`` (default /sys/fs/bpf/meshcni).
 
     Layout changes since the pins were made are migrated; pass a
@@ -91,8 +92,3 @@ class MeshMaps:
         for m in self.maps.values():
             m.close()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import layout
 from ..bpf import MeshMaps
+from .._closing import Closing
 
 PROTOS = {"tcp": 6, "udp": 17, 6: 6, 17: 17}
 M = None  # MC_MAGLEV_M, read from the layout on first use
@@ -212,7 +213,7 @@ def build_tables(services: Sequence[Service], backend_ids: Dict[Tuple[bytes, int
     return ServiceTables(sk, sv, bk, bv, rk, rv, mk, mv, pairs)
 
 
-class ServiceDatapath:
+class ServiceDatapath(Closing):
     """Reconciles the service maps pinned under ``pin_root`` to a desired state."""
 
     def __init__(self, pin_root: str):
@@ -272,8 +273,3 @@ class ServiceDatapath:
     def close(self) -> None:
         self.maps.close()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

@@ -18,6 +18,7 @@ from .._libbpf import ffi, lib
 from ..bpf import BpfObject, object_path
 from ..bpf.pin import ensure_root
 from ..errors import BpfError
+from .._closing import Closing
 
 _BPF_LINK_TYPE_CGROUP = 3
 
@@ -49,7 +50,7 @@ def query(cgroup_path: str, attach_type: int) -> List[int]:
         os.close(fd)
 
 
-class SockLB:
+class SockLB(Closing):
     """Load ``sock_lb.bpf.o`` against the pins under ``pin_root``; attach/detach it."""
 
     def __init__(self, pin_root: str, path: Optional[str] = None):
@@ -139,8 +140,3 @@ class SockLB:
     def close(self) -> None:
         self.obj.close()
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

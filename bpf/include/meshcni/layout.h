@@ -219,9 +219,28 @@ struct mc_ct_key {
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;
-	__u8 pad;
+	__u8 dir;
 	__u16 pad2;
 };
+
+/*
+ * Conntrack key scheme: an entry is the forward tuple as the originator sent
+ * it (saddr/sport = the side that opened the connection), plus `dir`: the
+ * policy direction (MC_DIR_*) of the hook that admitted it. A packet is
+ * looked up as-is with its hook's dir (forward), then reversed (daddr, saddr,
+ * dport, sport) with the opposite dir (a reply). The dir keeps the two ends
+ * of a pod-to-pod connection on one node apart: the sender's egress entry
+ * never admits a packet past the receiver's ingress policy.
+ */
+#define MC_CT_STATE_SYN_SENT 1
+#define MC_CT_STATE_ESTABLISHED 2
+#define MC_CT_STATE_CLOSING 3
+#define MC_CT_STATE_DATAGRAM 4
+#define MC_CT_F_SEEN_REPLY 1
+#define MC_CT_TIMEOUT_SYN_S 60
+#define MC_CT_TIMEOUT_ESTABLISHED_S 21600
+#define MC_CT_TIMEOUT_CLOSING_S 10
+#define MC_CT_TIMEOUT_DATAGRAM_S 60
 
 struct mc_ct {
 	__u64 expires_ns;
@@ -232,7 +251,15 @@ struct mc_ct {
 	__u16 flags;
 };
 
-/* ---- visibility ---- */
+/* ---- visibility ----
+ * Drop reasons: the index of mc_drops and mc_drop_event.reason. The CLI
+ * prints the name after MC_DROP_REASON_ (lower-cased).
+ */
+#define MC_DROP_REASON_POLICY 1
+#define MC_DROP_REASON_POLICY_DENY 2
+#define MC_DROP_REASON_MALFORMED 3
+#define MC_DROP_REASON_FRAGMENT 4
+
 struct mc_drop_key {
 	__u32 reason;
 };

@@ -1,0 +1,250 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
+/*
+ * Packet parsing for the tc programs, all through bpf_skb_load_bytes (no
+ * packet pointers, so no bounds the verifier could lose). The rule for odd
+ * packets (see docs/architecture.md, "Malformed packets"):
+ *   - not IPv4/IPv6 (ARP, ...): passed untouched (MC_PARSE_NOT_IP);
+ *   - a truncated or invalid L3 header (version, IHL < 5), or a truncated
+ *     TCP/UDP/ICMP header on a packet that should carry one: dropped,
+ *     MC_DROP_REASON_MALFORMED;
+ *   - IPv4 options: skipped by IHL, the packet is handled normally;
+ *   - IPv6 extension headers (hop-by-hop, routing, dest-opts, fragment, AH):
+ *     walked, up to MC_IPV6_EXT_MAX; more than that = unknown L4;
+ *   - a first fragment is handled normally (it carries the L4 header); a
+ *     non-first fragment has no ports: it passes where the direction is not
+ *     enforced and is dropped (MC_DROP_REASON_FRAGMENT) where it is;
+ *   - an unknown L4 protocol has ports 0: only an "any protocol" rule or a
+ *     rule for that protocol with "any port" admits it.
+ */
+#ifndef MESHCNI_PARSE_H
+#define MESHCNI_PARSE_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "meshcni/layout.h"
+
+#define MC_ETH_HLEN 14
+#define MC_ETH_P_IP 0x0800
+#define MC_ETH_P_IPV6 0x86DD
+#define MC_PROTO_ICMP 1
+#define MC_PROTO_TCP 6
+#define MC_PROTO_UDP 17
+#define MC_PROTO_ICMPV6 58
+#define MC_IPV6_EXT_MAX 4
+
+#define MC_TCP_FIN 0x01
+#define MC_TCP_SYN 0x02
+#define MC_TCP_RST 0x04
+#define MC_TCP_ACK 0x10
+
+enum {
+	MC_PARSE_OK = 0,
+	MC_PARSE_NOT_IP = 1,
+	MC_PARSE_BAD = 2,
+};
+
+/* what the hooks need of a packet; addresses in the unified form */
+struct mc_tuple {
+	__u32 saddr[4];
+	__u32 daddr[4];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 tcp_flags;
+	__u8 nonfirst_frag; /* no L4 header in this packet */
+	__u8 icmp_err;      /* ICMP error: inner holds the offending packet */
+	__u8 is_v6;
+	__u8 always_pass;   /* ICMPv6 neighbour discovery / MLD */
+	__u16 pad;
+	__u32 inner_off;    /* offset of the ICMP error's inner IP header */
+};
+
+static __always_inline void mc_v4_mapped(__u32 *w, __u32 ip4)
+{
+	w[0] = 0;
+	w[1] = 0;
+	w[2] = bpf_htonl(0x0000ffff);
+	w[3] = ip4;
+}
+
+/* IPv4 header at off: addresses, proto, fragment state; *l4 = L4 offset */
+static __always_inline int mc_parse_ip4(struct __sk_buff *skb, __u32 off,
+					struct mc_tuple *t, __u32 *l4)
+{
+	__u8 h[20];
+	__u32 ihl;
+	__u16 frag;
+
+	if (bpf_skb_load_bytes(skb, off, h, 20))
+		return MC_PARSE_BAD;
+	if ((h[0] >> 4) != 4)
+		return MC_PARSE_BAD;
+	ihl = (h[0] & 0xf) * 4;
+	if (ihl < 20)
+		return MC_PARSE_BAD;
+	frag = ((__u16)h[6] << 8 | h[7]) & 0x1fff;
+	t->nonfirst_frag = frag != 0;
+	t->proto = h[9];
+	mc_v4_mapped(t->saddr, *(__u32 *)&h[12]);
+	mc_v4_mapped(t->daddr, *(__u32 *)&h[16]);
+	*l4 = off + ihl;
+	return MC_PARSE_OK;
+}
+
+/* IPv6 header (and, if walk, its extension headers) at off */
+static __always_inline int mc_parse_ip6(struct __sk_buff *skb, __u32 off,
+					struct mc_tuple *t, __u32 *l4, int walk)
+{
+	__u8 h[40];
+	__u8 e[8];
+	__u8 nh;
+	int i;
+
+	if (bpf_skb_load_bytes(skb, off, h, 40))
+		return MC_PARSE_BAD;
+	if ((h[0] >> 4) != 6)
+		return MC_PARSE_BAD;
+	__builtin_memcpy(t->saddr, &h[8], 16);
+	__builtin_memcpy(t->daddr, &h[24], 16);
+	nh = h[6];
+	off += 40;
+	if (walk) {
+#pragma unroll
+		for (i = 0; i < MC_IPV6_EXT_MAX; i++) {
+			if (nh != 0 && nh != 43 && nh != 60 && nh != 44 && nh != 51)
+				break;
+			if (bpf_skb_load_bytes(skb, off, e, 8))
+				return MC_PARSE_BAD;
+			if (nh == 44) {
+				if ((((__u16)e[2] << 8 | e[3]) & 0xfff8) != 0)
+					t->nonfirst_frag = 1;
+				off += 8;
+			} else if (nh == 51) {
+				off += ((__u32)e[1] + 2) * 4;
+			} else {
+				off += ((__u32)e[1] + 1) * 8;
+			}
+			nh = e[0];
+			if (t->nonfirst_frag)
+				break;
+		}
+	}
+	t->proto = nh;
+	*l4 = off;
+	return MC_PARSE_OK;
+}
+
+static __always_inline int mc_icmp4_is_err(__u8 type)
+{
+	return type == 3 || type == 4 || type == 5 || type == 11 || type == 12;
+}
+
+static __always_inline int mc_icmp6_is_err(__u8 type)
+{
+	return type >= 1 && type <= 4;
+}
+
+/*
+ * L4: ports (ICMP echo: the identifier as sport of a request and dport of a
+ * reply, so a reply reverses onto its request), TCP flags, ICMP errors.
+ */
+static __always_inline int mc_parse_l4(struct __sk_buff *skb, __u32 off,
+				       struct mc_tuple *t)
+{
+	__u8 h[20];
+
+	if (t->nonfirst_frag)
+		return MC_PARSE_OK;
+	switch (t->proto) {
+	case MC_PROTO_TCP:
+		if (bpf_skb_load_bytes(skb, off, h, 20))
+			return MC_PARSE_BAD;
+		if ((h[12] >> 4) < 5)
+			return MC_PARSE_BAD;
+		__builtin_memcpy(&t->sport, &h[0], 2);
+		__builtin_memcpy(&t->dport, &h[2], 2);
+		t->tcp_flags = h[13];
+		break;
+	case MC_PROTO_UDP:
+		if (bpf_skb_load_bytes(skb, off, h, 8))
+			return MC_PARSE_BAD;
+		__builtin_memcpy(&t->sport, &h[0], 2);
+		__builtin_memcpy(&t->dport, &h[2], 2);
+		break;
+	case MC_PROTO_ICMP:
+	case MC_PROTO_ICMPV6:
+		if (bpf_skb_load_bytes(skb, off, h, 8))
+			return MC_PARSE_BAD;
+		if (t->proto == MC_PROTO_ICMP ? mc_icmp4_is_err(h[0]) : mc_icmp6_is_err(h[0])) {
+			t->icmp_err = 1;
+			t->inner_off = off + 8;
+		} else if (h[0] == (t->proto == MC_PROTO_ICMP ? 8 : 128)) {
+			__builtin_memcpy(&t->sport, &h[4], 2); /* echo request */
+		} else if (h[0] == (t->proto == MC_PROTO_ICMP ? 0 : 129)) {
+			__builtin_memcpy(&t->dport, &h[4], 2); /* echo reply */
+		} else if (t->proto == MC_PROTO_ICMPV6 &&
+			   ((h[0] >= 130 && h[0] <= 137) || h[0] == 143)) {
+			t->always_pass = 1; /* MLD, RS/RA, NS/NA, redirect */
+		}
+		break;
+	default:
+		break; /* unknown L4: ports 0 */
+	}
+	return MC_PARSE_OK;
+}
+
+static __always_inline int mc_parse(struct __sk_buff *skb, struct mc_tuple *t)
+{
+	__u16 proto;
+	__u32 l4 = 0;
+	int rc;
+
+	if (bpf_skb_load_bytes(skb, 12, &proto, 2))
+		return MC_PARSE_NOT_IP;
+	if (proto == bpf_htons(MC_ETH_P_IP)) {
+		rc = mc_parse_ip4(skb, MC_ETH_HLEN, t, &l4);
+	} else if (proto == bpf_htons(MC_ETH_P_IPV6)) {
+		t->is_v6 = 1;
+		rc = mc_parse_ip6(skb, MC_ETH_HLEN, t, &l4, 1);
+	} else {
+		return MC_PARSE_NOT_IP;
+	}
+	if (rc)
+		return rc;
+	return mc_parse_l4(skb, l4, t);
+}
+
+/*
+ * The packet inside an ICMP error (the one that caused it, as its sender
+ * sent it): addresses, proto and the ports from its first 8 bytes.
+ */
+static __always_inline int mc_parse_inner(struct __sk_buff *skb,
+					  const struct mc_tuple *outer,
+					  struct mc_tuple *in)
+{
+	__u32 l4 = 0;
+	__u8 h[8];
+	int rc;
+
+	if (outer->is_v6)
+		rc = mc_parse_ip6(skb, outer->inner_off, in, &l4, 0);
+	else
+		rc = mc_parse_ip4(skb, outer->inner_off, in, &l4);
+	if (rc || in->nonfirst_frag)
+		return MC_PARSE_BAD;
+	if (bpf_skb_load_bytes(skb, l4, h, 8))
+		return MC_PARSE_BAD;
+	if (in->proto == MC_PROTO_TCP || in->proto == MC_PROTO_UDP) {
+		__builtin_memcpy(&in->sport, &h[0], 2);
+		__builtin_memcpy(&in->dport, &h[2], 2);
+	} else if (in->proto == MC_PROTO_ICMP || in->proto == MC_PROTO_ICMPV6) {
+		if (h[0] == 8 || h[0] == 128)
+			__builtin_memcpy(&in->sport, &h[4], 2);
+		else if (h[0] == 0 || h[0] == 129)
+			__builtin_memcpy(&in->dport, &h[4], 2);
+	}
+	return MC_PARSE_OK;
+}
+
+#endif

@@ -1,0 +1,397 @@
+# SPDX-License-Identifier: MIT OR Apache-2.0
+"""The pod-facing tc programs (bpf/policy.bpf.c): policy, conntrack, drops.
+
+Directions are the pod's (Cilium's naming): ``mc_from_pod`` runs on tc
+*ingress* of the host-side veth (packets leaving the pod: the pod's EGRESS
+policy), ``mc_to_pod`` on tc *egress* (packets entering the pod: its INGRESS
+policy).
+
+- :func:`build_policy` turns desired :class:`PolicyEntry` rows and enforced
+  flags into ``mc_policy`` / ``mc_enforce`` arrays (a port range becomes the
+  minimal aligned power-of-two prefixes); :class:`PolicyDatapath` applies
+  them with ``BpfMap.reconcile``.
+- :func:`ct_gc` deletes expired conntrack entries (only those) in batches.
+- :func:`drop_counts` sums the per-CPU drop counters by reason name;
+  :class:`DropEvents` reads the ring buffer of drop events live.
+- :class:`PolicyProgram` attaches the two programs to an interface inside a
+  network namespace (attaching twice is a no-op), and detaches them.
+"""
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional, Tuple, Union
+
+import numpy as np
+
+from .. import layout
+from .._libbpf import ffi, lib
+from ..bpf import BpfMap, BpfObject, object_path, rows
+from ..bpf.pin import ensure_root
+from ..errors import BpfError
+from .._closing import Closing
+
+ANY = None
+INGRESS = layout.constants()["MC_DIR_INGRESS"]
+EGRESS = layout.constants()["MC_DIR_EGRESS"]
+ALLOW = layout.constants()["MC_POLICY_ALLOW"]
+DENY = layout.constants()["MC_POLICY_DENY"]
+_C = layout.constants()
+
+PortSpec = Union[None, int, Tuple[int, int]]
+
+
+def drop_reasons() -> Dict[int, str]:
+    """reason number -> name (from the MC_DROP_REASON_* constants of layout.h)."""
+    pre = "MC_DROP_REASON_"
+    return {v: k[len(pre):].lower() for k, v in layout.constants().items() if k.startswith(pre)}
+
+
+@dataclass(frozen=True)
+class PolicyEntry:
+    """Allow (or deny) ``identity`` in ``direction`` to/from ``peer``.
+
+    ``peer``/``proto``/``port`` None = any; ``port`` is one port or an
+    inclusive ``(port, end_port)`` range (NetworkPolicy endPort).
+    """
+    identity: int
+    direction: int
+    peer: Optional[int] = ANY
+    proto: Optional[int] = ANY
+    port: PortSpec = ANY
+    action: int = ALLOW
+    rule_id: int = 0
+
+
+def port_blocks(lo: int, hi: int) -> List[Tuple[int, int]]:
+    """Minimal aligned power-of-two blocks covering [lo, hi]: (start, prefix bits of 16)."""
+    if not (0 <= lo <= hi <= 0xFFFF):
+        raise ValueError(f"bad port range {lo}-{hi}")
+    out = []
+    while lo <= hi:
+        size = lo & -lo if lo else 1 << 16
+        while size > hi - lo + 1:
+            size >>= 1
+        out.append((lo, 16 - size.bit_length() + 1))
+        lo += size
+    return out
+
+
+def build_policy(entries: Iterable[PolicyEntry], enforced: Iterable[Tuple[int, int]]):
+    """Desired state -> ``(policy_keys, policy_values, enforce_keys, enforce_values)``.
+
+    ``enforced``: (identity, direction) pairs selected by some policy in that
+    direction (default deny there). A later entry with the same key wins
+    unless an earlier one was a DENY (deny is sticky).
+    """
+    kdt, vdt = layout.dtype_of("mc_policy_key"), layout.dtype_of("mc_policy")
+    rows: Dict[tuple, Tuple[int, int]] = {}
+    for e in entries:
+        if e.direction not in (INGRESS, EGRESS):
+            raise ValueError(f"bad direction {e.direction}")
+        peer = e.peer or 0
+        if e.proto is None:
+            if e.port is not None:
+                raise ValueError("a port needs a protocol")
+            keys = [(_C["MC_POLICY_PREFIX_PEER"], 0, 0)]
+        elif e.port is None:
+            keys = [(_C["MC_POLICY_PREFIX_PROTO"], e.proto, 0)]
+        else:
+            lo, hi = (e.port, e.port) if isinstance(e.port, int) else e.port
+            keys = [(_C["MC_POLICY_PREFIX_PROTO"] + bits, e.proto, start)
+                    for start, bits in port_blocks(lo, hi)]
+        for plen, proto, port in keys:
+            k = (plen, e.identity, e.direction, peer, proto, port)
+            old = rows.get(k)
+            if old and old[0] == DENY:
+                continue
+            rows[k] = (e.action, e.rule_id)
+    pk = np.zeros(len(rows), kdt)
+    pv = np.zeros(len(rows), vdt)
+    for i, (k, v) in enumerate(sorted(rows.items())):
+        pk[i]["prefixlen"], pk[i]["identity"], pk[i]["dir"], pk[i]["peer"], pk[i]["proto"], pk[i]["port"] = k
+        pv[i]["action"], pv[i]["rule_id"] = v
+    enf = sorted(set((int(i), int(d)) for i, d in enforced))
+    ek = np.zeros(len(enf), layout.dtype_of("mc_enforce_key"))
+    ev = np.zeros(len(enf), layout.dtype_of("mc_enforce"))
+    for i, (ident, d) in enumerate(enf):
+        ek[i]["identity"], ek[i]["dir"] = ident, d
+        ev[i]["enforced"] = 1
+    return pk, pv, ek, ev
+
+
+def addr16(ip: str) -> bytes:
+    """The unified 16-byte address (IPv4 as ::ffff:a.b.c.d)."""
+    a = ipaddress.ip_address(ip)
+    return (b"\0" * 10 + b"\xff\xff" + a.packed) if a.version == 4 else a.packed
+
+
+class PolicyDatapath:
+    """The maps of a loaded policy object: policy, enforce, endpoints, ipcache, ct, drops."""
+
+    def __init__(self, obj: BpfObject):
+        self.obj = obj
+        self.policy = obj.map("mc_policy")
+        self.enforce = obj.map("mc_enforce")
+        self.endpoints = obj.map("mc_endpoints")
+        self.ipcache = obj.map("mc_ipcache")
+        self.ct = obj.map("mc_ct")
+        self.drops = obj.map("mc_drops")
+
+    def apply(self, entries: Iterable[PolicyEntry], enforced: Iterable[Tuple[int, int]]):
+        """Make mc_policy / mc_enforce hold exactly this desired state.
+
+        Order avoids transient drops of traffic that is allowed before and
+        after: enforcement that goes away is lifted first, then the policy
+        entries are reconciled (adds before deletes), and enforcement that
+        is new is switched on last, once its allow entries are in.
+        Returns the two ReconcileResults (policy, enforce-final).
+        """
+        pk, pv, ek, ev = build_policy(entries, enforced)
+        cur_k, cur_v = self.enforce.dump()
+        have = {r.tobytes() for r in rows(cur_k)}
+        keep = np.array([r.tobytes() in have for r in rows(ek)], bool)
+        self.enforce.reconcile(ek[keep], ev[keep])
+        rp = self.policy.reconcile(pk, pv)
+        re_ = self.enforce.reconcile(ek, ev)
+        return rp, re_
+
+    def set_endpoint(self, ifindex: int, identity: int, ip: str = "::", flags: int = 0) -> None:
+        k = np.zeros(1, self.endpoints.key_dtype)
+        v = np.zeros(1, self.endpoints.value_dtype)
+        k[0]["ifindex"] = ifindex
+        v[0]["addr"] = np.frombuffer(addr16(ip), np.uint8)
+        v[0]["identity"], v[0]["flags"] = identity, flags
+        self.endpoints.update(k, v)
+
+    def set_ipcache(self, prefixes: Dict[str, int]) -> None:
+        k = np.zeros(len(prefixes), self.ipcache.key_dtype)
+        v = np.zeros(len(prefixes), self.ipcache.value_dtype)
+        for i, (cidr, ident) in enumerate(prefixes.items()):
+            net = ipaddress.ip_network(cidr, strict=False)
+            k[i]["prefixlen"] = net.prefixlen + (96 if net.version == 4 else 0)
+            k[i]["addr"] = np.frombuffer(addr16(str(net.network_address)), np.uint8)
+            v[i]["identity"] = ident
+        self.ipcache.update(k, v)
+
+    def ct_gc(self, now_ns: Optional[int] = None, batch: int = 4096) -> int:
+        return ct_gc(self.ct, now_ns, batch)
+
+    def drop_counts(self) -> Dict[str, Tuple[int, int]]:
+        return drop_counts(self.drops)
+
+    def close(self) -> None:
+        for m in (self.policy, self.enforce, self.endpoints, self.ipcache, self.ct, self.drops):
+            m.close()
+
+
+def ct_gc(ct: BpfMap, now_ns: Optional[int] = None, batch: int = 4096) -> int:
+    """Delete the conntrack entries with ``expires_ns < now`` (CLOCK_MONOTONIC,
+    the clock of bpf_ktime_get_ns), ``batch`` keys per delete call; returns
+    how many went. Live entries are never touched; an entry the datapath
+    refreshed between the dump and the delete is re-checked by lookup."""
+    now = time.monotonic_ns() if now_ns is None else now_ns
+    keys, vals = ct.dump()
+    dead = keys[vals["expires_ns"] < now]
+    n = 0
+    for i in range(0, len(dead), batch):
+        chunk = dead[i:i + batch]
+        cur, found = ct.lookup(chunk)  # refreshed since the dump? keep it
+        chunk = chunk[found & (cur["expires_ns"] < now)]
+        if len(chunk):
+            ct.delete(chunk, missing_ok=True)
+            n += len(chunk)
+    return n
+
+
+class CTGC:
+    """Run :func:`ct_gc` every ``interval`` seconds in a thread."""
+
+    def __init__(self, ct: BpfMap, interval: float = 60.0, batch: int = 4096):
+        self.ct, self.interval, self.batch = ct, interval, batch
+        self._stop = threading.Event()
+        self.deleted = 0
+        self._t = threading.Thread(target=self._run, name="meshcni-ct-gc", daemon=True)
+
+    def start(self) -> "CTGC":
+        self._t.start()
+        return self
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            self.deleted += ct_gc(self.ct, batch=self.batch)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._t.join()
+
+
+def drop_counts(drops: BpfMap) -> Dict[str, Tuple[int, int]]:
+    """reason name -> (packets, bytes), summed over CPUs; only reasons seen."""
+    names = drop_reasons()
+    reasons = sorted(names)
+    k = np.array(reasons, np.uint32).view(drops.key_dtype)
+    vals, found = drops.lookup(k)
+    out = {}
+    for i, r in enumerate(reasons):
+        p, b = int(vals[i]["packets"].sum()), int(vals[i]["bytes"].sum())
+        if p:
+            out[names[r]] = (p, b)
+    return out
+
+
+@dataclass(frozen=True)
+class DropEvent:
+    ts_ns: int
+    saddr: str
+    daddr: str
+    sport: int
+    dport: int
+    proto: int
+    direction: int
+    reason: str
+    src_identity: int
+    dst_identity: int
+    ifindex: int
+
+
+def _ip(b: bytes) -> str:
+    a = ipaddress.IPv6Address(b)
+    return str(a.ipv4_mapped) if a.ipv4_mapped else str(a)
+
+
+class DropEvents(Closing):
+    """Live reader of ``mc_events`` (the ring buffer of struct mc_drop_event)."""
+
+    def __init__(self, events: BpfMap):
+        self._map = events
+        self._dt = layout.dtype_of("mc_drop_event")
+        err = ffi.new("int *")
+        self._rb = lib.mc_ringbuf_open(events.fd, self._dt.itemsize, err)
+        if self._rb == ffi.NULL:
+            raise BpfError(-err[0], "mc_events: ring_buffer__new")
+        # a whole ring's worth of records fits, so poll never discards
+        self._cap = layout.constants()["MC_EVENTS_BYTES"] // (self._dt.itemsize + 8) + 1
+        self._buf = np.zeros(self._cap, self._dt)
+        self._names = drop_reasons()
+
+    def poll(self, timeout_ms: int = 0) -> List[DropEvent]:
+        n = lib.mc_ringbuf_poll(self._rb, ffi.from_buffer(self._buf), self._cap, timeout_ms)
+        if n < 0:
+            raise BpfError(-n, "mc_events: poll")
+        out = []
+        for r in self._buf[:n]:
+            out.append(DropEvent(int(r["ts_ns"]), _ip(r["saddr"].tobytes()), _ip(r["daddr"].tobytes()),
+                                 int(r["sport"]), int(r["dport"]), int(r["proto"]), int(r["dir"]),
+                                 self._names.get(int(r["reason"]), str(int(r["reason"]))),
+                                 int(r["src_identity"]), int(r["dst_identity"]), int(r["ifindex"])))
+        return out
+
+    def close(self) -> None:
+        if self._rb is not None:
+            lib.mc_ringbuf_close(self._rb)
+            self._rb = None
+
+
+
+_CLONE_NEWNET = 0x40000000
+_TC_INGRESS, _TC_EGRESS = 1, 2
+TC_HANDLE, TC_PRIORITY = 0x4D43, 1  # "MC"
+
+
+@contextlib.contextmanager
+def in_netns(name_or_path: Optional[str]):
+    """Run the body in a network namespace (a name under /run/netns or a path);
+    the thread's own namespace is restored afterwards."""
+    if not name_or_path:
+        yield
+        return
+    path = name_or_path if "/" in name_or_path else f"/run/netns/{name_or_path}"
+    old = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    new = os.open(path, os.O_RDONLY)
+    try:
+        rc = lib.mc_setns(new, _CLONE_NEWNET)
+        if rc < 0:
+            raise BpfError(-rc, f"setns {path}")
+        try:
+            yield
+        finally:
+            rc = lib.mc_setns(old, _CLONE_NEWNET)
+            if rc < 0:  # cannot happen short of a kernel bug; never continue elsewhere
+                os.abort()
+    finally:
+        os.close(new)
+        os.close(old)
+
+
+class PolicyProgram(Closing):
+    """policy.bpf.o loaded against the pins; attach to pod veths (host side)."""
+
+    HOOKS = (("mc_from_pod", _TC_INGRESS), ("mc_to_pod", _TC_EGRESS))
+
+    def __init__(self, pin_root: str, path: Optional[str] = None):
+        self.obj = BpfObject(path or object_path("policy"), ensure_root(pin_root)).load()
+
+    def datapath(self) -> PolicyDatapath:
+        return PolicyDatapath(self.obj)
+
+    def attached(self, ifname: str, netns: Optional[str] = None) -> Dict[str, Optional[int]]:
+        """prog -> attached program id (None if nothing at meshcni's handle)."""
+        out = {}
+        with in_netns(netns):
+            ifindex = _ifindex(ifname)
+            pid = ffi.new("uint32_t *")
+            for prog, where in self.HOOKS:
+                rc = lib.mc_tc_query(ifindex, where, TC_HANDLE, TC_PRIORITY, pid)
+                out[prog] = pid[0] if rc == 0 else None
+        return out
+
+    def attach(self, ifname: str, netns: Optional[str] = None) -> Dict[str, str]:
+        """Attach both programs; prog -> "attached" / "kept" / "updated"."""
+        done = {}
+        with in_netns(netns):
+            ifindex = _ifindex(ifname)
+            pid = ffi.new("uint32_t *")
+            for prog, where in self.HOOKS:
+                fd = self.obj.prog_fd(prog)
+                want = lib.mc_prog_id(fd)
+                rc = lib.mc_tc_query(ifindex, where, TC_HANDLE, TC_PRIORITY, pid)
+                if rc == 0 and pid[0] == want:
+                    done[prog] = "kept"
+                    continue
+                rc2 = lib.mc_tc_attach(ifindex, where, TC_HANDLE, TC_PRIORITY, fd, 1 if rc == 0 else 0)
+                if rc2 < 0:
+                    raise BpfError(-rc2, f"tc attach {prog} to {ifname}")
+                done[prog] = "updated" if rc == 0 else "attached"
+        return done
+
+    def detach(self, ifname: str, netns: Optional[str] = None) -> int:
+        """Detach both programs (the clsact qdisc stays); returns how many went."""
+        n = 0
+        with in_netns(netns):
+            ifindex = _ifindex(ifname)
+            for _, where in self.HOOKS:
+                if lib.mc_tc_detach(ifindex, where, TC_HANDLE, TC_PRIORITY) == 0:
+                    n += 1
+        return n
+
+    def close(self) -> None:
+        self.obj.close()
+
+
+
+def _ifindex(ifname: str) -> int:
+    try:
+        return int(ifname) if ifname.isdigit() else _if_nametoindex(ifname)
+    except OSError as e:
+        raise BpfError(e.errno or 19, f"interface {ifname}") from None
+
+
+def _if_nametoindex(name: str) -> int:
+    # socket.if_nametoindex asks the calling thread's network namespace
+    import socket
+    return socket.if_nametoindex(name)
