@@ -34,6 +34,8 @@ from ..bpf import BpfMap, BpfObject, object_path, rows
 from ..bpf.pin import ensure_root
 from ..errors import BpfError
 from .._closing import Closing
+from .. import cidr
+from ..bpf.typed import IPCacheMap
 
 ANY = None
 INGRESS = layout.constants()["MC_DIR_INGRESS"]
@@ -126,8 +128,7 @@ def build_policy(entries: Iterable[PolicyEntry], enforced: Iterable[Tuple[int, i
 
 def addr16(ip: str) -> bytes:
     """The unified 16-byte address (IPv4 as ::ffff:a.b.c.d)."""
-    a = ipaddress.ip_address(ip)
-    return (b"\0" * 10 + b"\xff\xff" + a.packed) if a.version == 4 else a.packed
+    return cidr.unified_addr(ip)
 
 
 class PolicyDatapath:
@@ -138,7 +139,7 @@ class PolicyDatapath:
         self.policy = obj.map("mc_policy")
         self.enforce = obj.map("mc_enforce")
         self.endpoints = obj.map("mc_endpoints")
-        self.ipcache = obj.map("mc_ipcache")
+        self.ipcache = obj.map("mc_ipcache", map_class=IPCacheMap)
         self.ct = obj.map("mc_ct")
         self.drops = obj.map("mc_drops")
 
@@ -169,14 +170,8 @@ class PolicyDatapath:
         self.endpoints.update(k, v)
 
     def set_ipcache(self, prefixes: Dict[str, int]) -> None:
-        k = np.zeros(len(prefixes), self.ipcache.key_dtype)
-        v = np.zeros(len(prefixes), self.ipcache.value_dtype)
-        for i, (cidr, ident) in enumerate(prefixes.items()):
-            net = ipaddress.ip_network(cidr, strict=False)
-            k[i]["prefixlen"] = net.prefixlen + (96 if net.version == 4 else 0)
-            k[i]["addr"] = np.frombuffer(addr16(str(net.network_address)), np.uint8)
-            v[i]["identity"] = ident
-        self.ipcache.update(k, v)
+        """Add (or overwrite) ipcache entries: {"cidr": identity}."""
+        self.ipcache.insert_prefixes(list(prefixes), list(prefixes.values()))
 
     def ct_gc(self, now_ns: Optional[int] = None, batch: int = 4096) -> int:
         return ct_gc(self.ct, now_ns, batch)

@@ -409,3 +409,25 @@ def test_pod_to_pod_on_one_node_meets_both_policies(dp):
     assert to_pod(dp, in4(tcp(80, 40000, SYN | ACK), TCP)) == OK
     k, _ = dp.ct.dump()
     assert sorted(int(x) for x in k["dir"]) == [INGRESS, EGRESS]
+
+
+def test_cidr_identity_with_except_carved_out_and_drops_one_for_one(dp):
+    # ipBlock 198.51.100.0/24 except 198.51.100.128/26, as the controller
+    # will write it: the CIDR identity's prefixes from cidr.ipblock_prefixes
+    from meshcni import cidr
+    CIDR_ID = 30001
+    prefixes = cidr.ipblock_prefixes({"cidr": "198.51.100.0/24", "except": ["198.51.100.128/26"]})
+    dp.set_ipcache({p: CIDR_ID for p in prefixes})
+    dp.apply([PolicyEntry(POD, EGRESS, peer=CIDR_ID, proto=TCP, port=443)], [(POD, EGRESS)])
+    attempts = {"198.51.100.1": OK, "198.51.100.127": OK, "198.51.100.128": SHOT,
+                "198.51.100.150": SHOT, "198.51.100.191": SHOT, "198.51.100.192": OK,
+                "198.51.100.255": OK, "203.0.113.1": SHOT}
+    with DropEvents(dp.obj.map("mc_events")) as ev:
+        ev.poll(0)
+        for i, (dst, want) in enumerate(attempts.items()):
+            assert from_pod(dp, out4(tcp(6000 + i, 443, SYN), TCP, dst=dst)) == want, dst
+        got = ev.poll(100)
+    dropped = [d for d, w in attempts.items() if w == SHOT]
+    assert dp.drop_counts()["policy"][0] == len(dropped)
+    assert sorted(e.daddr for e in got) == sorted(dropped)
+    assert {e.dst_identity for e in got} == {2}  # carved out -> world
