@@ -102,10 +102,19 @@ def _h(s: str, salt: bytes) -> int:
     return int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8, person=salt).digest(), "little")
 
 
-def maglev_table(backends: Sequence[Tuple[str, int]], m: Optional[int] = None) -> np.ndarray:
+def maglev_table(backends: Sequence[Tuple[str, int]], m: Optional[int] = None,
+                 previous: Optional[np.ndarray] = None) -> np.ndarray:
     """Maglev lookup table (Eisenbud et al., NSDI'16): ``m`` slots, each naming
-    an index into ``backends`` (a list of (key string, id)). Backends are hashed
-    by their address, not their id, so any node computes the same table."""
+    the id of one of ``backends`` (a list of (key string, id)). Backends are
+    hashed by their address, not their id, so any node computes the same table.
+
+    ``previous`` (the table in the map now): when the backend set only shrank,
+    every slot of a surviving backend stays where it is and only the removed
+    backends' slots are refilled, in Maglev preference order with each
+    survivor capped at ceil(m/n) slots. So a removal moves exactly the clients
+    of the removed backends, which plain Maglev only does approximately. Any
+    addition rebuilds from scratch (plain Maglev's near-minimal disruption).
+    """
     m = m or layout.constants()["MC_MAGLEV_M"]
     out = np.zeros(m, np.uint32)
     if not backends:
@@ -116,19 +125,36 @@ def maglev_table(backends: Sequence[Tuple[str, int]], m: Optional[int] = None) -
     skip = [_h(k, b"mc-maglev-skip") % (m - 1) + 1 for k, _ in keys]
     nxt = [0] * n
     owner = [-1] * m
+    count = [0] * n
     filled = 0
-    while True:
+    cap = m  # no cap for a fresh build
+    if previous is not None and len(previous) == m:
+        index = {bid: i for i, (_, bid) in enumerate(keys)}
+        prev_ids = {int(b) for b in previous}
+        if set(index) <= prev_ids and prev_ids - set(index):
+            for c, bid in enumerate(previous.tolist()):
+                i = index.get(int(bid))
+                if i is not None:
+                    owner[c] = i
+                    count[i] += 1
+                    filled += 1
+            cap = -(-m // n)
+    while filled < m:
         for i in range(n):
+            if count[i] >= cap:
+                continue
             c = (off[i] + nxt[i] * skip[i]) % m
             while owner[c] >= 0:
                 nxt[i] += 1
                 c = (off[i] + nxt[i] * skip[i]) % m
             owner[c] = i
+            count[i] += 1
             nxt[i] += 1
             filled += 1
             if filled == m:
-                out[:] = [keys[o][1] for o in owner]
-                return out
+                break
+    out[:] = [keys[o][1] for o in owner]
+    return out
 
 
 @dataclass
@@ -148,9 +174,13 @@ def backend_identity(be: Backend, proto: int) -> Tuple[bytes, int, int]:
     return (_addr16(be.ip), be.port, proto)
 
 
-def build_tables(services: Sequence[Service], backend_ids: Dict[Tuple[bytes, int, int], int]) -> ServiceTables:
+def build_tables(services: Sequence[Service], backend_ids: Dict[Tuple[bytes, int, int], int],
+                 previous_maglev: Optional[Dict[int, np.ndarray]] = None) -> ServiceTables:
     """Pure: services -> arrays for every map. ``backend_ids`` maps
-    (addr16, port, proto) to the stable id of each backend; all must be present."""
+    (addr16, port, proto) to the stable id of each backend; all must be present.
+    ``previous_maglev``: svc_id -> the Maglev table programmed now (see
+    maglev_table)."""
+    previous_maglev = previous_maglev or {}
     dt = layout.dtype_of
     svc_rows: List[tuple] = []
     seen_fe: Dict[tuple, str] = {}
@@ -183,7 +213,8 @@ def build_tables(services: Sequence[Service], backend_ids: Dict[Tuple[bytes, int
         revnat.append((svc.svc_id, _addr16(fe0.ip), fe0.port))
         if svc.maglev and ids:
             maglev.append((svc.svc_id, maglev_table(
-                [(f"{ipaddress.ip_address(be.ip)}|{be.port}|{proto}", bid) for be, bid in zip(svc.backends, ids)])))
+                [(f"{ipaddress.ip_address(be.ip)}|{be.port}|{proto}", bid) for be, bid in zip(svc.backends, ids)],
+                previous=previous_maglev.get(svc.svc_id))))
 
     sk = np.zeros(len(svc_rows), dt("mc_svc_key"))
     sv = np.zeros(len(svc_rows), dt("mc_svc_value"))
@@ -245,7 +276,9 @@ class ServiceDatapath(Closing):
         return np.concatenate([ck[extra], keys]), np.concatenate([cv[extra], values])
 
     def apply(self, services: Sequence[Service]) -> Dict[str, object]:
-        t = build_tables(services, self._assign_ids(services))
+        mk, mv = self.maps.maglev.dump()
+        prev = {int(k["svc_id"]): v["backend_ids"].copy() for k, v in zip(mk, mv)}
+        t = build_tables(services, self._assign_ids(services), prev)
         mm = self.maps
         res = {}
         # 1. everything a frontend may point at, without deleting anything

@@ -58,3 +58,27 @@ def test_maglev_balance_and_small_disruption():
     assert set(np.unique(t2)) == {1, 3}
     survivors = t != 2
     assert (t[survivors] != t2[survivors]).mean() < 0.05
+
+
+def test_maglev_removal_with_previous_moves_only_the_removed_slots():
+    import random
+    rnd = random.Random(3)
+    for trial in range(20):
+        n = rnd.randint(2, 12)
+        bes = [(f"10.{trial}.0.{i}|80|6", 100 + i) for i in range(n)]
+        t = maglev_table(bes)
+        gone = set(rnd.sample(range(n), rnd.randint(1, n - 1)))
+        left = [b for i, b in enumerate(bes) if i not in gone]
+        t2 = maglev_table(left, previous=t)
+        survivors = np.isin(t, [bid for _, bid in left])
+        assert (t2[survivors] == t[survivors]).all()          # nobody else moved
+        assert set(np.unique(t2)) == {bid for _, bid in left}  # removed ones gone
+        counts = np.bincount(t2)[[bid for _, bid in left]]
+        cap = -(-len(t) // len(left))
+        assert counts.sum() == len(t) and counts.max() <= cap  # still balanced
+        assert counts.min() >= len(t) // len(left) - len(t) // n  # no survivor starved
+    # an addition rebuilds (plain Maglev)
+    bes = [(f"10.9.0.{i}|80|6", i + 1) for i in range(3)]
+    t = maglev_table(bes)
+    assert (maglev_table(bes + [("10.9.0.9|80|6", 9)], previous=t) ==
+            maglev_table(bes + [("10.9.0.9|80|6", 9)])).all()
