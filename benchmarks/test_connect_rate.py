@@ -50,12 +50,12 @@ import os
 import shutil
 import statistics
 import subprocess
-import tempfile
-import uuid
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+
+from meshcni import sandbox
 
 pytestmark = pytest.mark.kernel
 
@@ -104,31 +104,15 @@ def run(*cmd, **kw):
 
 
 def _private_bpffs(stack: ExitStack) -> str:
-    path = tempfile.mkdtemp(prefix="meshcni-bench-bpffs-")
-    stack.callback(os.rmdir, path)
-    run("mount", "-t", "bpf", "bpf", path)
-    stack.callback(subprocess.run, ["umount", "-l", path], check=False)
-    return os.path.join(path, "meshcni")
+    return os.path.join(stack.enter_context(sandbox.private_bpffs("meshcni-bench-bpffs-")), "meshcni")
 
 
 def _private_cgroup(stack: ExitStack) -> str:
-    """A child of a private cgroup2 mount (the tests/kernel/test_sock_lb.py pattern)."""
-    mnt = tempfile.mkdtemp(prefix="meshcni-bench-cg2-")
-    stack.callback(os.rmdir, mnt)
-    run("mount", "-t", "cgroup2", "none", mnt)
-    stack.callback(subprocess.run, ["umount", mnt], check=False)
-    child = os.path.join(mnt, f"meshcni-bench-{uuid.uuid4().hex[:8]}")
-    os.mkdir(child)
-    stack.callback(os.rmdir, child)  # clients have exited by then
-    return child
+    return stack.enter_context(sandbox.private_cgroup2_child("meshcni-bench-"))
 
 
 def _netns(stack: ExitStack) -> str:
-    ns = f"mcbench-{uuid.uuid4().hex[:8]}"
-    run("ip", "netns", "add", ns)
-    stack.callback(subprocess.run, ["ip", "netns", "del", ns], check=False)
-    run("ip", "-n", ns, "link", "set", "lo", "up")
-    return ns
+    return stack.enter_context(sandbox.netns("mcbench"))
 
 
 def _server(stack: ExitStack, binary: Path, ns: str) -> subprocess.Popen:

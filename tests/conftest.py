@@ -7,12 +7,13 @@ A kernel-tier test on a machine without root is skipped with the reason —
 except when MESHCNI_REQUIRE_KERNEL=1 (CI sets it), where it fails: CI must
 never pass by skipping the real tests.
 """
+import contextlib
 import os
-import subprocess
-import tempfile
-import uuid
 
 import pytest
+
+from meshcni.sandbox import netns as make_netns
+from meshcni.sandbox import private_bpffs, private_cgroup2_child
 
 REQUIRE_KERNEL = os.environ.get("MESHCNI_REQUIRE_KERNEL") == "1"
 
@@ -35,13 +36,8 @@ def pytest_runtest_setup(item):
 @pytest.fixture
 def bpffs():
     """A private bpffs mount, unmounted (with everything pinned) afterwards."""
-    path = tempfile.mkdtemp(prefix="meshcni-bpffs-")
-    subprocess.run(["mount", "-t", "bpf", "bpf", path], check=True)
-    try:
+    with private_bpffs() as path:
         yield path
-    finally:
-        subprocess.run(["umount", "-l", path], check=False)
-        os.rmdir(path)
 
 
 @pytest.fixture
@@ -52,15 +48,13 @@ def pin_root(bpffs):
 
 @pytest.fixture
 def netns():
-    """Factory for network namespaces, all deleted afterwards."""
-    made = []
+    """Factory for network namespaces (lo down), all deleted afterwards."""
+    with contextlib.ExitStack() as stack:
+        yield lambda prefix="mctest": stack.enter_context(make_netns(prefix, lo_up=False))
 
-    def make(prefix="mctest"):
-        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
-        subprocess.run(["ip", "netns", "add", name], check=True)
-        made.append(name)
-        return name
 
-    yield make
-    for name in made:
-        subprocess.run(["ip", "netns", "del", name], check=False)
+@pytest.fixture
+def cgroup2_child():
+    """A child of a private cgroup2 mount, removed afterwards."""
+    with private_cgroup2_child("meshcni-test-") as child:
+        yield child

@@ -8,7 +8,6 @@ touches the root namespace.
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 

@@ -11,8 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
-import uuid
 
 import pytest
 
@@ -28,20 +26,8 @@ CHI2_DF2_P001 = 13.816
 
 
 @pytest.fixture
-def cgroup():
-    mnt = tempfile.mkdtemp(prefix="meshcni-cg2-")
-    subprocess.run(["mount", "-t", "cgroup2", "none", mnt], check=True)
-    child = os.path.join(mnt, f"meshcni-test-{uuid.uuid4().hex[:8]}")
-    os.mkdir(child)
-    try:
-        yield child
-    finally:
-        # processes have exited; move nothing, just remove our child
-        try:
-            os.rmdir(child)
-        finally:
-            subprocess.run(["umount", mnt], check=False)
-            os.rmdir(mnt)
+def cgroup(cgroup2_child):
+    return cgroup2_child
 
 
 @pytest.fixture
@@ -73,7 +59,7 @@ def client_ns(netns):
 
 def _cmd(cgroup, ns, backends, ops):
     cfg = json.dumps({"backends": backends, "ops": ops})
-    script = f'echo $$ > "$1/cgroup.procs" && exec ip netns exec "$2" "$3" "$4" "$5"'
+    script = 'echo $$ > "$1/cgroup.procs" && exec ip netns exec "$2" "$3" "$4" "$5"'
     return ["sh", "-c", script, "sh", cgroup, ns, sys.executable, HELPER, cfg]
 
 
