@@ -240,6 +240,22 @@ def reconcile_kwargs(method: str) -> dict:
 UPDATE_METHODS = ["c-ref", "numpy-batch", "loop-in-C", "per-element"]
 
 
+def bulk_update(benchmark, holder, fresh_map, keys, values, method):
+    """Time BpfMap.update into a fresh map per round (numpy-batch or loop-in-C)."""
+    n = len(keys)
+    mode = "loop" if method == "loop-in-C" else "auto"
+
+    def setup():
+        holder["m"] = fresh_map()
+        return (keys, values), {"mode": mode}
+
+    res = benchmark.pedantic(lambda k, v, mode: holder["m"].update(k, v, mode=mode), setup=setup,
+                             rounds=rounds(n), iterations=1)
+    assert res.written == n
+    assert res.used_batch == (method == "numpy-batch")
+    benchmark.extra_info.update(used_batch=res.used_batch, syscalls=res.syscalls)
+
+
 @pytest.mark.parametrize("method", UPDATE_METHODS)
 @pytest.mark.parametrize("n", SIZES)
 def test_update(benchmark, request, maps, n, method):
@@ -259,17 +275,7 @@ def test_update(benchmark, request, maps, n, method):
 
         benchmark.pedantic(per_element_hash, setup=setup, rounds=per_element_rounds(n), iterations=1)
     else:
-        mode = "loop" if method == "loop-in-C" else "auto"
-
-        def setup():
-            holder["m"] = new_hash(maps, n)
-            return (keys, values), {"mode": mode}
-
-        res = benchmark.pedantic(lambda k, v, mode: holder["m"].update(k, v, mode=mode), setup=setup,
-                                 rounds=rounds(n), iterations=1)
-        assert res.written == n
-        assert res.used_batch == (method == "numpy-batch")
-        benchmark.extra_info.update(used_batch=res.used_batch, syscalls=res.syscalls)
+        bulk_update(benchmark, holder, lambda: new_hash(maps, n), keys, values, method)
     check_hash_contents(holder["m"], keys, values)  # once, outside timing
 
 
@@ -383,7 +389,7 @@ def check_lpm_contents(m: BpfMap, keys: np.ndarray) -> None:
         set(keys.tobytes()[i:i + 20] for i in range(0, 20 * len(keys), 20))
 
 
-@pytest.mark.parametrize("method", ["c-ref", "numpy-batch", "loop-in-C", "per-element"])
+@pytest.mark.parametrize("method", UPDATE_METHODS)
 def test_lpm_insert(benchmark, request, maps, lpm_arrays, method):
     """All prefixes into a fresh, empty mc_ipcache-shaped LPM trie each round."""
     spec, keys, values = lpm_arrays
@@ -403,15 +409,5 @@ def test_lpm_insert(benchmark, request, maps, lpm_arrays, method):
 
         benchmark.pedantic(per_element_bytes, setup=setup, rounds=per_element_rounds(n), iterations=1)
     else:
-        mode = "loop" if method == "loop-in-C" else "auto"
-
-        def setup():
-            holder["m"] = maps.fresh(spec)
-            return (keys, values), {"mode": mode}
-
-        res = benchmark.pedantic(lambda k, v, mode: holder["m"].update(k, v, mode=mode), setup=setup,
-                                 rounds=rounds(n), iterations=1)
-        assert res.written == n
-        assert res.used_batch == (method == "numpy-batch")
-        benchmark.extra_info.update(used_batch=res.used_batch, syscalls=res.syscalls)
+        bulk_update(benchmark, holder, lambda: maps.fresh(spec), keys, values, method)
     check_lpm_contents(holder["m"], keys)

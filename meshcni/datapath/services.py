@@ -64,6 +64,15 @@ class Service:
             self.frontends = [self.frontends]
 
 
+def _check_addr_port(who: str, what: str, ip, port) -> None:
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise ServiceError(f"{who}: {what} port {port} out of range")
+    try:
+        _addr16(ip)
+    except ValueError:
+        raise ServiceError(f"{who}: {what} ip {ip!r} is not an address") from None
+
+
 def _check(svc: Service) -> int:
     who = f"Service {svc.name}"
     if not isinstance(svc.svc_id, int) or not 0 < svc.svc_id < 2 ** 32:
@@ -76,21 +85,11 @@ def _check(svc: Service) -> int:
         if p is None:
             raise ServiceError(f"{who}: frontend {i} protocol {fe.proto!r} not tcp/udp")
         protos.add(p)
-        if not isinstance(fe.port, int) or not 0 < fe.port < 65536:
-            raise ServiceError(f"{who}: frontend port {fe.port} out of range")
-        try:
-            _addr16(fe.ip)
-        except ValueError:
-            raise ServiceError(f"{who}: frontend ip {fe.ip!r} is not an address") from None
+        _check_addr_port(who, "frontend", fe.ip, fe.port)
     if len(protos) > 1:
         raise ServiceError(f"{who}: frontends mix protocols (one Service per protocol)")
     for i, be in enumerate(svc.backends):
-        if not isinstance(be.port, int) or not 0 < be.port < 65536:
-            raise ServiceError(f"{who}: backend {i} port {be.port} out of range")
-        try:
-            _addr16(be.ip)
-        except ValueError:
-            raise ServiceError(f"{who}: backend {i} ip {be.ip!r} is not an address") from None
+        _check_addr_port(who, f"backend {i}", be.ip, be.port)
     if len(set(svc.backends)) != len(svc.backends):
         raise ServiceError(f"{who}: backends repeat")
     if svc.affinity_timeout is not None and not 0 < svc.affinity_timeout < 2 ** 32:
