@@ -8,6 +8,9 @@
     meshcni ipcache lookup IP [--root R]  identity of the longest prefix covering IP
     meshcni drops [--follow] [--root R]  drop counters by reason; --follow prints drop events
     meshcni demo                        the map library on a private bpffs
+    meshcni cni install --bin-dir D --conf-dir C (--subnet CIDR ... | --chained)
+                                        put the CNI plugin and its network config on a node
+    meshcni cni uninstall --bin-dir D --conf-dir C
 
 Exit codes: 0 ok, 1 operational error (message on stderr names the map or
 pin), 2 usage error.
@@ -195,6 +198,58 @@ def cmd_demo(args):
     return 0
 
 
+def cmd_cni_install(args):
+    from .cni.install import InstallError, install
+    try:
+        done = install(args.bin_dir, args.conf_dir, chained=args.chained, name=args.name,
+                       datapath=args.datapath, bpf_root=args.bpf_root, state_dir=args.state_dir,
+                       agent_socket=args.agent_socket, log_file=args.log_file, mtu=args.mtu,
+                       subnets=args.subnet, data_dir=args.data_dir)
+    except InstallError as e:
+        print(f"meshcni cni install: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(done, indent=2))
+    return 0
+
+
+def cmd_cni_uninstall(args):
+    from .cni.install import uninstall
+    print(json.dumps(uninstall(args.bin_dir, args.conf_dir), indent=2))
+    return 0
+
+
+def _cni_dirs(x):
+    x.add_argument("--bin-dir", default="/opt/cni/bin", help="CNI plugin directory (default %(default)s)")
+    x.add_argument("--conf-dir", default="/etc/cni/net.d", help="CNI config directory (default %(default)s)")
+
+
+def _add_cni(sub):
+    cni = sub.add_parser("cni", help="install the CNI plugin and its network config on a node")
+    csub = cni.add_subparsers(dest="cni_cmd", required=True)
+    x = csub.add_parser("install", help="copy the plugin launcher and write (or chain into) the config",
+                        description="Standalone (--subnet): writes 05-meshcni.conflist with the built-in IPAM. "
+                        "Chained (--chained): appends meshcni to the first existing config, after e.g. "
+                        "ptp + host-local. Idempotent; files are replaced atomically.")
+    _cni_dirs(x)
+    x.add_argument("--chained", action="store_true", help="append to the first existing conflist")
+    x.add_argument("--subnet", action="append", metavar="CIDR",
+                   help="pod CIDR to allocate from (repeat for dual stack); standalone only")
+    x.add_argument("--name", default="meshcni", help="network name of a standalone config (default %(default)s)")
+    x.add_argument("--datapath", choices=("auto", "required", "off"), default="auto",
+                   help="auto: attach tc programs when the agent has pinned them; required: refuse pods "
+                   "until it has; off (default %(default)s)")
+    x.add_argument("--bpf-root", help="pin root of the agent (default /sys/fs/bpf/meshcni)")
+    x.add_argument("--state-dir", help="endpoint records (default /var/run/meshcni)")
+    x.add_argument("--data-dir", help="IPAM allocations (default /var/lib/cni/meshcni)")
+    x.add_argument("--agent-socket", help="the agent's local API socket; ADDs wait for it")
+    x.add_argument("--log-file", help="the plugin appends one line per call here")
+    x.add_argument("--mtu", type=int, help="pod interface MTU (default 1500)")
+    x.set_defaults(fn=cmd_cni_install)
+    x = csub.add_parser("uninstall", help="remove the launcher and meshcni's config or chain entry")
+    _cni_dirs(x)
+    x.set_defaults(fn=cmd_cni_uninstall)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="meshcni", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -231,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     x = sub.add_parser("demo", help="bulk-program maps on a private bpffs (needs root)")
     x.add_argument("--entries", type=int, default=100000, help="number of /32 prefixes (default %(default)s)")
     x.set_defaults(fn=cmd_demo)
+    _add_cni(sub)
     return p
 
 

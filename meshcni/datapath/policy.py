@@ -294,8 +294,8 @@ class DropEvents(Closing):
 
 
 _CLONE_NEWNET = 0x40000000
-_TC_INGRESS, _TC_EGRESS = 1, 2
-TC_HANDLE, TC_PRIORITY = 0x4D43, 1  # "MC"
+from .tcpins import HOOKS as _HOOKS, TC_HANDLE, TC_PRIORITY  # noqa: E402  (one place for the tc hook table)
+from . import tcpins  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -326,7 +326,7 @@ def in_netns(name_or_path: Optional[str]):
 class PolicyProgram(Closing):
     """policy.bpf.o loaded against the pins; attach to pod veths (host side)."""
 
-    HOOKS = (("mc_from_pod", _TC_INGRESS), ("mc_to_pod", _TC_EGRESS))
+    HOOKS = _HOOKS
 
     def __init__(self, pin_root: str, path: Optional[str] = None):
         self.obj = BpfObject(path or object_path("policy"), ensure_root(pin_root)).load()
@@ -373,6 +373,12 @@ class PolicyProgram(Closing):
                 if lib.mc_tc_detach(ifindex, where, TC_HANDLE, TC_PRIORITY) == 0:
                     n += 1
         return n
+
+    def pin_programs(self, pin_root: str) -> Dict[str, int]:
+        """Pin both programs under ``<pin_root>/progs`` for the CNI plugin; prog -> id."""
+        fds = {prog: self.obj.prog_fd(prog) for prog, _ in self.HOOKS}
+        tcpins.pin_programs(fds, pin_root)
+        return {prog: lib.mc_prog_id(fd) for prog, fd in fds.items()}
 
     def close(self) -> None:
         self.obj.close()

@@ -7,7 +7,6 @@ touches the root namespace.
 """
 import json
 import subprocess
-import sys
 
 import pytest
 
@@ -18,31 +17,6 @@ pytestmark = pytest.mark.kernel
 POD, HOST_ID = 1000, 1
 HOST_IP, POD_IP = "10.99.0.1", "10.99.0.2"
 HOST6, POD6 = "fd99::1", "fd99::2"
-
-SERVER = """
-import socket, sys
-s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(16)
-print("ready", flush=True)
-while True:
-    c, _ = s.accept(); c.settimeout(2)
-    try:
-        c.sendall(c.recv(100))
-    except OSError:
-        pass
-    c.close()
-"""
-
-CLIENT = """
-import socket, sys
-try:
-    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=float(sys.argv[3]))
-    s.sendall(b"ping"); ok = s.recv(10) == b"ping"
-except OSError:
-    ok = False
-sys.exit(0 if ok else 1)
-"""
-
 
 def sh(*args):
     subprocess.run(args, check=True, capture_output=True)
@@ -63,28 +37,7 @@ def veth(netns):
     return h, p, json.loads(out)[0]["ifindex"]
 
 
-@pytest.fixture
-def servers():
-    procs = []
-
-    def start(ns, ip, port):
-        pr = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", SERVER, ip, str(port)],
-                              stdout=subprocess.PIPE, text=True)
-        procs.append(pr)
-        assert pr.stdout.readline().strip() == "ready"
-
-    yield start
-    for pr in procs:
-        pr.kill()
-        pr.wait()
-
-
-def connects(ns, ip, port, timeout=1.0):
-    return subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", CLIENT, ip, str(port),
-                           str(timeout)]).returncode == 0
-
-
-def test_attach_enforce_and_detach_on_a_real_veth(pin_root, veth, servers):
+def test_attach_enforce_and_detach_on_a_real_veth(pin_root, veth, servers, reach):
     h, p, ifindex = veth
     servers(h, HOST_IP, 8080)
     servers(p, POD_IP, 9090)
@@ -102,16 +55,16 @@ def test_attach_enforce_and_detach_on_a_real_veth(pin_root, veth, servers):
                        HOST6 + "/128": HOST_ID})
         try:
             # no policy: both ways work
-            assert connects(p, HOST_IP, 8080)
-            assert connects(h, POD_IP, 9090)
-            assert connects(p, HOST6, 8080) and connects(h, POD6, 9090)
+            assert reach(p, HOST_IP, 8080)
+            assert reach(h, POD_IP, 9090)
+            assert reach(p, HOST6, 8080) and reach(h, POD6, 9090)
             # both directions default-deny
             d.apply([], [(POD, INGRESS), (POD, EGRESS)])
             d.ct.clear()
             with DropEvents(d.obj.map("mc_events")) as ev:
                 ev.poll(0)
-                assert not connects(p, HOST_IP, 8080, 0.5)
-                assert not connects(h, POD_IP, 9090, 0.5)
+                assert not reach(p, HOST_IP, 8080, 0.5)
+                assert not reach(h, POD_IP, 9090, 0.5)
                 got = ev.poll(200)
             reasons = {(e.direction, e.reason, e.src_identity, e.dst_identity) for e in got}
             assert (EGRESS, "policy", POD, HOST_ID) in reasons
@@ -121,10 +74,10 @@ def test_attach_enforce_and_detach_on_a_real_veth(pin_root, veth, servers):
             # while host -> pod stays closed
             d.apply([PolicyEntry(POD, EGRESS, peer=HOST_ID, proto=6, port=8080)],
                     [(POD, INGRESS), (POD, EGRESS)])
-            assert connects(p, HOST_IP, 8080)
-            assert not connects(h, POD_IP, 9090, 0.5)
-            assert connects(p, HOST6, 8080)  # (neighbour discovery always passes)
-            assert not connects(h, POD6, 9090, 0.5)
+            assert reach(p, HOST_IP, 8080)
+            assert not reach(h, POD_IP, 9090, 0.5)
+            assert reach(p, HOST6, 8080)  # (neighbour discovery always passes)
+            assert not reach(h, POD6, 9090, 0.5)
             assert len(d.ct) >= 2
         finally:
             d.close()
@@ -132,8 +85,8 @@ def test_attach_enforce_and_detach_on_a_real_veth(pin_root, veth, servers):
         with PolicyProgram(pin_root) as prog2:
             assert prog2.attach("vh", netns=h) == {"mc_from_pod": "updated", "mc_to_pod": "updated"}
             assert prog.attached("vh", netns=h) != ids
-            assert connects(p, HOST_IP, 8080)  # state (pinned maps) carried over
+            assert reach(p, HOST_IP, 8080)  # state (pinned maps) carried over
         assert prog.detach("vh", netns=h) == 2
         assert prog.attached("vh", netns=h) == {"mc_from_pod": None, "mc_to_pod": None}
         assert prog.detach("vh", netns=h) == 0
-        assert connects(h, POD_IP, 9090)  # nothing enforces any more
+        assert reach(h, POD_IP, 9090)  # nothing enforces any more

@@ -1,0 +1,113 @@
+# SPDX-License-Identifier: MIT OR Apache-2.0
+"""Pod ADD (+ DEL) end to end, meshcni-cni beside the reference plugins, one run.
+
+    python -m pytest benchmarks/test_cni_add.py --benchmark-only
+
+Each round is what a runtime does for one pod: create a pod namespace, run the
+conflist's ADD (plugins exec'd with env + stdin, inside a test-made node
+namespace through nsenter), then DEL, then delete the namespace. Methods:
+
+meshcni
+    ``meshcni-cni`` standalone (veth, built-in IPAM, link-local next hop),
+    the launcher ``meshcni cni install`` writes; datapath off.
+meshcni+tc
+    the same with the tc programs pinned on the node (datapath required):
+    what an ADD costs on a node running the agent.
+ptp
+    Debian's reference ``ptp`` + ``host-local`` (Go binaries), the same job.
+chained
+    ``ptp`` + ``host-local`` then ``meshcni-cni`` chained (datapath required),
+    as on Kind: the extra cost of meshcni in chained mode is chained - ptp.
+noop
+    the namespace create/delete and nsenter alone (a plugin that is ``true``):
+    the floor every method pays.
+
+Read the ratios to ``ptp`` in the same run (benchmarks/README.md); the
+interpreter start and imports dominate meshcni's cost (``python -X importtime``
+of the plugin is recorded in ``extra_info``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from contextlib import ExitStack
+
+import pytest
+
+from meshcni import sandbox
+from meshcni.cni.install import install
+from meshcni.cni.runtime import Attachment, Runtime
+
+pytestmark = pytest.mark.kernel
+
+REF = "/usr/lib/cni"
+ROUNDS = 30
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cnibench")
+    with ExitStack() as st:
+        name = st.enter_context(sandbox.netns("mcbnode"))
+        bpffs = st.enter_context(sandbox.private_bpffs())
+        pin_root = os.path.join(bpffs, "meshcni")
+        from meshcni.datapath.policy import PolicyProgram
+        prog = st.enter_context(PolicyProgram(pin_root))
+        prog.pin_programs(pin_root)
+        bin_dir = str(tmp / "bin")
+        install(bin_dir, str(tmp / "net.d"), subnets=["10.40.0.0/16"])
+        noop = os.path.join(bin_dir, "noop")
+        with open(noop, "w") as f:
+            f.write('#!/bin/sh\ncat >/dev/null\n[ "$CNI_COMMAND" = ADD ] && echo \'{"cniVersion":"1.0.0","ips":[]}\'\n'
+                    'exit 0\n')
+        os.chmod(noop, 0o755)
+        yield {"name": name, "path": f"/run/netns/{name}", "tmp": tmp, "bin": bin_dir, "pin_root": pin_root}
+
+
+def _plugins(node, method):
+    tmp = node["tmp"]
+    mesh = {"type": "meshcni-cni", "datapath": "off", "stateDir": str(tmp / "state"),
+            "ipam": {"type": "meshcni", "subnet": "10.40.0.0/16", "dataDir": str(tmp / "ipam")}}
+    ptp = {"type": "ptp", "ipMasq": False,
+           "ipam": {"type": "host-local", "subnet": "10.41.0.0/16", "dataDir": str(tmp / "hl")}}
+    chained = {"type": "meshcni-cni", "datapath": "required", "bpfRoot": node["pin_root"],
+               "stateDir": str(tmp / "state")}
+    return {
+        "meshcni": [mesh],
+        "meshcni+tc": [dict(mesh, datapath="required", bpfRoot=node["pin_root"])],
+        "ptp": [ptp],
+        "chained": [ptp, chained],
+        "noop": [{"type": "noop"}],
+    }[method]
+
+
+@pytest.mark.parametrize("method", ["noop", "ptp", "meshcni", "meshcni+tc", "chained"])
+def test_pod_add_del(benchmark, node, method):
+    rt = Runtime({"cniVersion": "1.0.0", "name": "bench", "plugins": _plugins(node, method)},
+                 [node["bin"], REF], cache_dir=str(node["tmp"] / "cache"), node_netns=node["path"])
+
+    def one_pod():
+        ns = f"mcbpod-{uuid.uuid4().hex[:8]}"
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+        try:
+            att = Attachment(uuid.uuid4().hex[:12], f"/run/netns/{ns}", "eth0",
+                             {"K8S_POD_NAMESPACE": "bench", "K8S_POD_NAME": "p"})
+            rt.add(att)
+            rt.delete(att)
+        finally:
+            subprocess.run(["ip", "netns", "del", ns], check=True)
+
+    benchmark.pedantic(one_pod, rounds=ROUNDS, warmup_rounds=2)
+    if method == "meshcni":
+        # where the time goes: the biggest cumulative imports of one ADD process
+        p = subprocess.run([sys.executable, "-X", "importtime", "-c", "import meshcni.cni.plugin, pyroute2"],
+                           capture_output=True, text=True)
+        rows = []
+        for line in p.stderr.splitlines():
+            parts = [x.strip() for x in line.split("|")]
+            if len(parts) == 3 and parts[1].isdigit():
+                rows.append((int(parts[1]), parts[2]))
+        benchmark.extra_info["top_imports_us"] = json.dumps(sorted(rows, reverse=True)[:6])
