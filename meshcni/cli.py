@@ -287,6 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--entries", type=int, default=100000, help="number of /32 prefixes (default %(default)s)")
     x.set_defaults(fn=cmd_demo)
     _add_cni(sub)
+    from .sim.cli import add_parser as add_sim
+    add_sim(sub)
+    from .apiserver.cli import add_parser as add_apiserver
+    add_apiserver(sub)
     return p
 
 

@@ -1,0 +1,272 @@
+# SPDX-License-Identifier: MIT OR Apache-2.0
+"""One simulated cluster: topology, API server, controllers, kubelets — and its teardown.
+
+State lives under ``<state_root>/<name>/``::
+
+    config.json        what `sim up` was asked for (+ the cluster index, API ports)
+    ledger.json        every namespace, cgroup, mount and process made (for teardown)
+    kubeconfig         API server for the root namespace (tests, kubectl): 127.0.0.1
+    kubeconfig-node    the same server as seen from node namespaces: 172.30.0.1
+    daemon.pid, logs/  the process that runs it all, and its log
+    nodes/<node>/cni/  bin, net.d, ipam, state, cache of each node's CNI
+    pods/              one record per running pod (netns, cgroup) for `sim exec`
+
+The API server listens twice on one store: on loopback in the root
+namespace and on the underlay bridge address (a socket opened inside the
+underlay namespace), so agents inside node namespaces reach it without any
+route or forwarding in the root namespace.
+"""
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import shutil
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Optional
+
+from . import topology
+from .topology import Ledger, NodeSpec, SimError, short
+
+log = logging.getLogger("meshcni.sim")
+REPO_CRDS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                         "deploy", "crds")
+_NAME_OK = set("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+@dataclass
+class ClusterConfig:
+    name: str = "mesh"
+    nodes: int = 2
+    pod_cidr: str = "10.244.0.0/16"
+    service_cidr: str = "10.96.0.0/16"
+    agent: bool = False
+    state_root: str = topology.DEFAULT_STATE_ROOT
+    index: int = 0
+    api_port: int = 0
+    node_api: str = ""
+    extra: Dict[str, str] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if not self.name or len(self.name) > 20 or set(self.name) - _NAME_OK or self.name[0] == "-":
+            raise SimError(f"--name {self.name!r}: 1-20 characters of a-z, 0-9 and '-'")
+        if not 1 <= self.nodes <= 32:
+            raise SimError(f"--nodes {self.nodes}: between 1 and 32")
+        for flag, v in (("--pod-cidr", self.pod_cidr), ("--service-cidr", self.service_cidr)):
+            try:
+                net = ipaddress.ip_network(v)
+            except ValueError:
+                raise SimError(f"{flag} {v!r} is not a CIDR (host bits must be zero)") from None
+            if net.version != 4:
+                raise SimError(f"{flag} {v}: only IPv4 clusters are simulated for now")
+        if ipaddress.ip_network(self.pod_cidr).overlaps(ipaddress.ip_network(self.service_cidr)):
+            raise SimError(f"--pod-cidr {self.pod_cidr} overlaps --service-cidr {self.service_cidr}")
+        if ipaddress.ip_network(self.pod_cidr).overlaps(topology.UNDERLAY_NET):
+            raise SimError(f"--pod-cidr {self.pod_cidr} overlaps the underlay {topology.UNDERLAY_NET}")
+
+
+def cluster_dir(state_root: str, name: str) -> str:
+    return os.path.join(state_root, name)
+
+
+def read_config(state_root: str, name: str) -> Optional[ClusterConfig]:
+    try:
+        with open(os.path.join(cluster_dir(state_root, name), "config.json")) as f:
+            return ClusterConfig(**json.load(f))
+    except FileNotFoundError:
+        return None
+
+
+def list_clusters(state_root: str) -> List[str]:
+    with contextlib.suppress(FileNotFoundError):
+        return sorted(d for d in os.listdir(state_root) if os.path.exists(os.path.join(state_root, d, "config.json")))
+    return []
+
+
+def pick_index(state_root: str, name: str) -> int:
+    used = set()
+    for c in list_clusters(state_root):
+        cfg = read_config(state_root, c)
+        if cfg and c != name:
+            used.add(cfg.index)
+    return next(i for i in range(1, 250) if i not in used)
+
+
+def agent_available() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("meshcni.agent") is not None
+
+
+class Cluster:
+    def __init__(self, cfg: ClusterConfig):
+        self.cfg = cfg
+        self.dir = cluster_dir(cfg.state_root, cfg.name)
+        self.ledger = Ledger(os.path.join(self.dir, "ledger.json"))
+        self.kubeconfig = os.path.join(self.dir, "kubeconfig")
+        self.node_kubeconfig = os.path.join(self.dir, "kubeconfig-node")
+        self.pods_dir = os.path.join(self.dir, "pods")
+        self.nodes: List[NodeSpec] = []
+        self.apiserver = None
+        self._underlay_httpd = None
+        self.controllers = None
+        self.kubelets = []
+        self.cgroup_root = ""
+        self.with_agent = False
+        self.stopped = threading.Event()
+
+    # -- bring-up --
+
+    def up(self, progress: Callable[[str], None] = print) -> None:
+        cfg = self.cfg
+        cfg.validate()
+        os.makedirs(os.path.join(self.dir, "logs"), exist_ok=True)
+        cfg.index = cfg.index or pick_index(cfg.state_root, cfg.name)
+        self.nodes = topology.plan_nodes(cfg.name, cfg.index, cfg.nodes, cfg.pod_cidr, cfg.state_root)
+        ul = topology.underlay_ns(cfg.state_root)
+        self._save_config()
+        topology.ensure_underlay(self.ledger, ul)
+        progress(f"underlay {ul}: bridge {topology.BRIDGE} {topology.UNDERLAY_GW}/16")
+        for n in self.nodes:
+            topology.create_node(n, self.ledger)
+            progress(f"node {n.name}: netns {n.netns}, IP {n.ip}, podCIDR {n.pod_cidr}")
+        topology.route_nodes(self.nodes)
+        progress("routes: each node's podCIDR via its node IP")
+        mnt = topology.mount_cgroup2(os.path.join(self.dir, "cgroup2"), self.ledger)
+        self.cgroup_root = os.path.join(mnt, f"meshcni-sim-{cfg.name}")
+        os.makedirs(self.cgroup_root, exist_ok=True)
+        self.ledger.add("cgroup", self.cgroup_root)
+        for n in self.nodes:
+            path = os.path.join(self.cgroup_root, n.name)
+            os.makedirs(path, exist_ok=True)
+            self.ledger.add("cgroup", path)
+        progress(f"cgroups: {self.cgroup_root}/<node>/<pod> (private cgroup2 mount)")
+        self._start_apiserver()
+        progress(f"API server: {self.apiserver.url} (nodes reach it at {cfg.node_api})")
+        api = self._api_client()
+        self._register_nodes(api)
+        progress(f"Node objects: {', '.join(n.name for n in self.nodes)}")
+        self.with_agent = cfg.agent and agent_available()
+        self._install_cni()
+        progress("CNI: meshcni-cni installed on every node (standalone, datapath "
+                 f"{'required' if self.with_agent else 'off'})")
+        from .controllers import ControllerManager
+        self.controllers = ControllerManager(api).start()
+        progress("controllers: scheduler, EndpointSlice controller (the API server allocates ClusterIPs)")
+        from .kubelet import Kubelet
+        for n in self.nodes:
+            self.kubelets.append(Kubelet(api, cfg.name, n.name, n.ip, n.netns, os.path.join(self.cgroup_root, n.name),
+                                         self._cni_dir(n), self.pods_dir, self.ledger).start())
+        progress(f"kubelets: {len(self.kubelets)}")
+        if cfg.agent and not self.with_agent:
+            progress("agents: `meshcni agent` does not exist yet (control-plane issue); nodes run without one")
+
+    def _save_config(self) -> None:
+        os.makedirs(self.dir, exist_ok=True)
+        tmp = os.path.join(self.dir, ".config.json")
+        with open(tmp, "w") as f:
+            json.dump(asdict(self.cfg), f, indent=1)
+        os.rename(tmp, os.path.join(self.dir, "config.json"))
+
+    def _cni_dir(self, n: NodeSpec) -> str:
+        return os.path.join(self.dir, "nodes", n.name, "cni")
+
+    def _start_apiserver(self) -> None:
+        from ..apiserver import APIServer, write_kubeconfig
+        from ..apiserver.http import Server
+        crds = REPO_CRDS if os.path.isdir(REPO_CRDS) else None
+        self.apiserver = APIServer("127.0.0.1", 0, crd_dir=crds, history=5000,
+                                   service_cidr=self.cfg.service_cidr).start()
+        self.cfg.api_port = int(self.apiserver.url.rsplit(":", 1)[1])
+        # the same store, listening inside the underlay namespace
+        from ..cni.link import entered
+        with entered(f"/run/netns/{topology.underlay_ns(self.cfg.state_root)}"):
+            self._underlay_httpd = Server((topology.UNDERLAY_GW, 0), self.apiserver.store,
+                                          self.apiserver.bookmark_interval)
+        t = threading.Thread(target=self._underlay_httpd.serve_forever, kwargs={"poll_interval": 0.2},
+                             name="apiserver-underlay", daemon=True)
+        t.start()
+        self.cfg.node_api = f"http://{topology.UNDERLAY_GW}:{self._underlay_httpd.server_address[1]}"
+        self._save_config()
+        write_kubeconfig(self.kubeconfig, self.apiserver.url, f"sim-{self.cfg.name}")
+        write_kubeconfig(self.node_kubeconfig, self.cfg.node_api, f"sim-{self.cfg.name}")
+
+    def _api_client(self):
+        from kubernetes import client, config
+        c = client.Configuration()
+        config.load_kube_config(config_file=self.kubeconfig, client_configuration=c)
+        return client.ApiClient(c)
+
+    def _register_nodes(self, api) -> None:
+        from .controllers import send_json
+        from .kubelet import now
+        for n in self.nodes:
+            body = {"apiVersion": "v1", "kind": "Node",
+                    "metadata": {"name": n.name, "labels": {"kubernetes.io/hostname": n.name,
+                                                             "kubernetes.io/os": "linux",
+                                                             "sim.mesh-cni.dev/cluster": self.cfg.name}},
+                    "spec": {"podCIDR": n.pod_cidr, "podCIDRs": [n.pod_cidr]}}
+            send_json(api, "PATCH", f"/api/v1/nodes/{n.name}", body, "application/apply-patch+yaml",
+                      [("fieldManager", "meshcni-sim"), ("force", "true")])
+            t = now()
+            send_json(api, "PATCH", f"/api/v1/nodes/{n.name}/status", {"status": {
+                "addresses": [{"type": "InternalIP", "address": n.ip}, {"type": "Hostname", "address": n.name}],
+                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                                "lastHeartbeatTime": t, "lastTransitionTime": t}],
+                # every field: the kubernetes client's models refuse a partial nodeInfo
+                "nodeInfo": {"kubeletVersion": "v1.32.0-meshcni-sim", "kubeProxyVersion": "",
+                             "operatingSystem": "linux", "architecture": os.uname().machine,
+                             "kernelVersion": os.uname().release, "osImage": "meshcni simulator",
+                             "containerRuntimeVersion": "meshcni-sim://0", "bootID": n.netns,
+                             "machineID": short(n.name, 32), "systemUUID": short(n.name + "/uuid", 32)}}},
+                "application/merge-patch+json")
+
+    def _install_cni(self) -> None:
+        from ..cni.install import install
+        for n in self.nodes:
+            d = self._cni_dir(n)
+            install(os.path.join(d, "bin"), os.path.join(d, "net.d"), subnets=[n.pod_cidr],
+                    datapath="required" if self.with_agent else "off",
+                    state_dir=os.path.join(d, "state"), data_dir=os.path.join(d, "ipam"),
+                    log_file=os.path.join(self.dir, "logs", f"cni-{n.name}.log"))
+
+    # -- teardown --
+
+    def down(self) -> Dict[str, int]:
+        """Stop everything and remove what the ledger lists (safe to call twice)."""
+        for k in self.kubelets:
+            with contextlib.suppress(Exception):
+                k.stop(delete_pods=True)
+        self.kubelets = []
+        if self.controllers:
+            self.controllers.stop()
+        if self._underlay_httpd is not None:
+            self._underlay_httpd.stopping = True
+            self._underlay_httpd.shutdown()
+            self._underlay_httpd.server_close()
+            self._underlay_httpd.close_connections()
+            self._underlay_httpd = None
+        if self.apiserver is not None:
+            self.apiserver.stop()
+            self.apiserver = None
+        return destroy(self.cfg.state_root, self.cfg.name)
+
+
+def destroy(state_root: str, name: str) -> Dict[str, int]:
+    """Remove a cluster's leftovers from its ledger, then its state dir."""
+    d = cluster_dir(state_root, name)
+    if not os.path.isdir(d):
+        return {}
+    ledger = Ledger(os.path.join(d, "ledger.json"))
+    done = topology.teardown(ledger, state_root, name)
+    left = {k: v for k, v in ledger.read().items() if v}
+    if left:
+        raise SimError(f"cluster {name}: could not remove {json.dumps(left)}")
+    for root, dirs, _ in os.walk(d):
+        # never recurse into a mount (a cgroup2 mount shows the whole hierarchy)
+        if any(os.path.ismount(os.path.join(root, x)) for x in dirs):
+            raise SimError(f"cluster {name}: a mount is still under {d}; not removing it")
+    shutil.rmtree(d, ignore_errors=True)
+    return done
