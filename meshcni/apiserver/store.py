@@ -573,6 +573,12 @@ class Store:
                 if since < self.compacted:
                     w.expired_message = (f"too old resource version: {since} ({self.compacted + 1})")
                     return w
+                if since > self.rv:
+                    # a version from the future (a server that lost its snapshot): kube
+                    # answers "too large resource version"; ending the watch makes the
+                    # client relist instead of trusting a cache newer than the server
+                    w.expired_message = f"too large resource version: {since}, current: {self.rv}"
+                    return w
                 back = []
                 for ev in reversed(self.history):
                     if ev.rv <= since:

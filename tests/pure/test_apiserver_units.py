@@ -99,3 +99,11 @@ def test_json_patch_rfc6902():
     assert ei.value.code == 422
     with pytest.raises(APIError):
         json_patch(doc, [{"op": "remove", "path": "/nope"}])
+
+
+def test_watch_from_a_future_resource_version_is_expired():
+    from meshcni.apiserver.store import Store
+    st = Store()
+    rt = next(t for k, t in st.types.items() if t.kind == "ConfigMap")
+    w = st.watch(rt, "default", str(st.rv + 1000), None, None)
+    assert w.expired_message and "too large resource version" in w.expired_message
