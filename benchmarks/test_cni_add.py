@@ -13,6 +13,9 @@ meshcni
 meshcni+tc
     the same with the tc programs pinned on the node (datapath required):
     what an ADD costs on a node running the agent.
+meshcni-pyroute2
+    ``meshcni`` with ``MESHCNI_CNI_NETLINK=pyroute2``: ADD and DEL through
+    pyroute2 as before the compiled core's netlink client, for comparison.
 ptp
     Debian's reference ``ptp`` + ``host-local`` (Go binaries), the same job.
 chained
@@ -28,6 +31,7 @@ of the plugin is recorded in ``extra_info``).
 """
 from __future__ import annotations
 
+import compileall
 import json
 import os
 import subprocess
@@ -49,6 +53,14 @@ ROUNDS = 30
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
+    # an installed plugin runs from byte-compiled modules (wheels and Debian
+    # packages compile at install); a checkout under PYTHONDONTWRITEBYTECODE=1
+    # would recompile every edited module in every plugin process instead
+    import meshcni
+    pkg = os.path.dirname(meshcni.__file__)
+    compileall.compile_dir(pkg, maxlevels=0, quiet=1)
+    for sub in ("cni", "datapath"):  # all an ADD or DEL imports
+        compileall.compile_dir(os.path.join(pkg, sub), quiet=1)
     tmp = tmp_path_factory.mktemp("cnibench")
     with ExitStack() as st:
         name = st.enter_context(sandbox.netns("mcbnode"))
@@ -78,16 +90,18 @@ def _plugins(node, method):
     return {
         "meshcni": [mesh],
         "meshcni+tc": [dict(mesh, datapath="required", bpfRoot=node["pin_root"])],
+        "meshcni-pyroute2": [mesh],
         "ptp": [ptp],
         "chained": [ptp, chained],
         "noop": [{"type": "noop"}],
     }[method]
 
 
-@pytest.mark.parametrize("method", ["noop", "ptp", "meshcni", "meshcni+tc", "chained"])
+@pytest.mark.parametrize("method", ["noop", "ptp", "meshcni", "meshcni+tc", "chained", "meshcni-pyroute2"])
 def test_pod_add_del(benchmark, node, method):
+    env = {"MESHCNI_CNI_NETLINK": "pyroute2"} if method == "meshcni-pyroute2" else {}
     rt = Runtime({"cniVersion": "1.0.0", "name": "bench", "plugins": _plugins(node, method)},
-                 [node["bin"], REF], cache_dir=str(node["tmp"] / "cache"), node_netns=node["path"])
+                 [node["bin"], REF], cache_dir=str(node["tmp"] / "cache"), node_netns=node["path"], extra_env=env)
 
     def one_pod():
         ns = f"mcbpod-{uuid.uuid4().hex[:8]}"
@@ -103,7 +117,8 @@ def test_pod_add_del(benchmark, node, method):
     benchmark.pedantic(one_pod, rounds=ROUNDS, warmup_rounds=2)
     if method == "meshcni":
         # where the time goes: the biggest cumulative imports of one ADD process
-        p = subprocess.run([sys.executable, "-X", "importtime", "-c", "import meshcni.cni.plugin, pyroute2"],
+        p = subprocess.run([sys.executable, "-X", "importtime", "-c",
+                            "import meshcni.cni.plugin, meshcni.cni.link, meshcni._libbpf"],
                            capture_output=True, text=True)
         rows = []
         for line in p.stderr.splitlines():

@@ -1,10 +1,10 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
 """cffi builder (API mode) for ``meshcni._libbpf``.
 
-The cdef is csrc/mc_bpf.h itself (minus preprocessor lines) plus the layout
-structs of bpf/include/meshcni/layout.h, so cffi's compile-time checks
-compare both against what the C compiler actually lays out: a drift between
-the header and the extension cannot build.
+The cdef is csrc/mc_bpf.h and csrc/mc_nl.h themselves (minus preprocessor
+lines) plus the layout structs of bpf/include/meshcni/layout.h, so cffi's
+compile-time checks compare both against what the C compiler actually lays
+out: a drift between the header and the extension cannot build.
 """
 import os
 import re
@@ -48,25 +48,30 @@ def _c_string(text):
 def make_ffi():
     with open(os.path.join(HERE, "mc_bpf.h")) as f:
         api = f.read()
+    with open(os.path.join(HERE, "mc_nl.h")) as f:
+        nl_api = f.read()
     with open(LAYOUT_H) as f:
         layout = f.read()
     # pycparser has no comments; cdef strips them itself, but the '/*' inside
     # prose would confuse the define filter, so drop comments first.
     layout_nc = re.sub(r"/\*.*?\*/", "", layout, flags=re.S)
     api_nc = re.sub(r"/\*.*?\*/", "", api, flags=re.S)
+    nl_nc = re.sub(r"/\*.*?\*/", "", nl_api, flags=re.S)
 
     ffi = FFI()
     ffi.cdef(_KERNEL_TYPES)
     ffi.cdef(_strip_preprocessor(layout_nc, keep_int_defines=True))
     ffi.cdef(_strip_preprocessor(api_nc, keep_int_defines=False))
+    ffi.cdef(_strip_preprocessor(nl_nc, keep_int_defines=False))
     ffi.set_source(
         "meshcni._libbpf",
         '#include <linux/types.h>\n'
         '#include "mc_bpf.h"\n'
+        '#include "mc_nl.h"\n'
         '#include "meshcni/layout.h"\n'
         f"static const char MC_LAYOUT_TEXT[] =\n{_c_string(layout)};\n"
         "const char *mc_layout_header(void) { return MC_LAYOUT_TEXT; }\n",
-        sources=[os.path.relpath(os.path.join(HERE, "mc_bpf.c"), ROOT)],
+        sources=[os.path.relpath(os.path.join(HERE, src), ROOT) for src in ("mc_bpf.c", "mc_nl.c")],
         include_dirs=[os.path.relpath(HERE, ROOT), os.path.relpath(BPF_INCLUDE, ROOT)],
         libraries=["bpf"],
         extra_compile_args=["-O2", "-Wall", "-Wno-unused-function"],
