@@ -291,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_sim(sub)
     from .apiserver.cli import add_parser as add_apiserver
     add_apiserver(sub)
+    from .agent.cli import add_parser as add_agent
+    add_agent(sub)
     return p
 
 

@@ -24,7 +24,9 @@ import json
 import logging
 import os
 import shutil
+import sys
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional
 
@@ -34,6 +36,8 @@ from .topology import Ledger, NodeSpec, SimError, short
 log = logging.getLogger("meshcni.sim")
 REPO_CRDS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                          "deploy", "crds")
+DAEMONSET = os.path.join(os.path.dirname(REPO_CRDS), "agent", "daemonset.yaml")
+STARTUP_TAINT = "mesh-cni.dev/startup"
 _NAME_OK = set("abcdefghijklmnopqrstuvwxyz0123456789-")
 
 
@@ -95,6 +99,14 @@ def pick_index(state_root: str, name: str) -> int:
     return next(i for i in range(1, 250) if i not in used)
 
 
+def _tail(path: str, n: int = 5) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return " | ".join(x.strip() for x in f.readlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
 def agent_available() -> bool:
     import importlib.util
     return importlib.util.find_spec("meshcni.agent") is not None
@@ -146,12 +158,12 @@ class Cluster:
         self._start_apiserver()
         progress(f"API server: {self.apiserver.url} (nodes reach it at {cfg.node_api})")
         api = self._api_client()
+        self.with_agent = cfg.agent and agent_available()
         self._register_nodes(api)
         progress(f"Node objects: {', '.join(n.name for n in self.nodes)}")
-        self.with_agent = cfg.agent and agent_available()
-        self._install_cni()
-        progress("CNI: meshcni-cni installed on every node (standalone, datapath "
-                 f"{'required' if self.with_agent else 'off'})")
+        if not self.with_agent:
+            self._install_cni()
+            progress("CNI: meshcni-cni installed on every node (standalone, datapath off)")
         from .controllers import ControllerManager
         self.controllers = ControllerManager(api).start()
         progress("controllers: scheduler, EndpointSlice controller (the API server allocates ClusterIPs)")
@@ -160,8 +172,8 @@ class Cluster:
             self.kubelets.append(Kubelet(api, cfg.name, n.name, n.ip, n.netns, os.path.join(self.cgroup_root, n.name),
                                          self._cni_dir(n), self.pods_dir, self.ledger).start())
         progress(f"kubelets: {len(self.kubelets)}")
-        if cfg.agent and not self.with_agent:
-            progress("agents: `meshcni agent` does not exist yet (control-plane issue); nodes run without one")
+        if self.with_agent:
+            self._start_agents(progress)
 
     def _save_config(self) -> None:
         os.makedirs(self.dir, exist_ok=True)
@@ -208,6 +220,8 @@ class Cluster:
                                                              "kubernetes.io/os": "linux",
                                                              "sim.mesh-cni.dev/cluster": self.cfg.name}},
                     "spec": {"podCIDR": n.pod_cidr, "podCIDRs": [n.pod_cidr]}}
+            if self.with_agent:  # kubelet --register-with-taints: no pods before the agent is ready
+                body["spec"]["taints"] = [{"key": STARTUP_TAINT, "effect": "NoSchedule"}]
             send_json(api, "PATCH", f"/api/v1/nodes/{n.name}", body, "application/apply-patch+yaml",
                       [("fieldManager", "meshcni-sim"), ("force", "true")])
             t = now()
@@ -232,6 +246,104 @@ class Cluster:
                     state_dir=os.path.join(d, "state"), data_dir=os.path.join(d, "ipam"),
                     log_file=os.path.join(self.dir, "logs", f"cni-{n.name}.log"))
 
+    # -- agents --
+
+    def agent_argv(self, n: NodeSpec) -> List[str]:
+        """The DaemonSet's own args, with its host paths mapped onto this simulated node."""
+        import yaml
+        with open(DAEMONSET) as f:
+            ds = yaml.safe_load(f)
+        c = ds["spec"]["template"]["spec"]["containers"][0]
+        node_dir = os.path.join(self.dir, "nodes", n.name)
+        paths = {"/sys/fs/bpf": os.path.join(node_dir, "bpf"),
+                 "/run/meshcni/cgroupv2": os.path.join(self.cgroup_root, n.name),
+                 "/host/opt/cni/bin": os.path.join(self._cni_dir(n), "bin"),
+                 "/host/etc/cni/net.d": os.path.join(self._cni_dir(n), "net.d"),
+                 "/var/run/meshcni": os.path.join(node_dir, "run")}
+        argv = []
+        for a in c.get("args", []):
+            a = a.replace("$(NODE_NAME)", n.name)
+            flag, eq, val = a.partition("=")
+            if eq:
+                for host, mapped in paths.items():
+                    if val == host or val.startswith(host + "/"):
+                        val = mapped + val[len(host):]
+                        break
+                a = f"{flag}={val}"
+            argv.append(a)
+        return [sys.executable, "-m", "meshcni.cli"] + argv + [f"--kubeconfig={self.node_kubeconfig}"]
+
+    def _start_agents(self, progress) -> None:
+        procs = {}
+        for n in self.nodes:
+            procs[n.name] = self._spawn_agent(n)
+        deadline = time.monotonic() + 90
+        pending = dict(procs)
+        while pending:
+            for name, (pr, cl) in list(pending.items()):
+                if pr.poll() is not None:
+                    raise SimError(f"agent on {name} exited {pr.returncode}: "
+                                   + _tail(os.path.join(self.dir, "logs", f"agent-{name}.log")))
+                if cl.healthy() is None and self._cni_ready(name):
+                    del pending[name]
+                    progress(f"agent on {name}: ready (logs/agent-{name}.log)")
+            if pending and time.monotonic() > deadline:
+                raise SimError(f"agents not ready after 90 s: {', '.join(pending)}")
+            time.sleep(0.2)
+        self.agents = procs
+        self.agent_restarts = {n.name: 0 for n in self.nodes}
+        threading.Thread(target=self._supervise_agents, name="agent-supervisor", daemon=True).start()
+
+    def _supervise_agents(self) -> None:
+        """Restart an agent that exits, as the DaemonSet controller + kubelet would."""
+        while not self.stopped.wait(0.3):
+            for n in self.nodes:
+                pr, _ = self.agents.get(n.name, (None, None))
+                if pr is not None and pr.poll() is not None and not self.stopped.is_set():
+                    self.ledger.remove("pid", pr.pid)
+                    self.agent_restarts[n.name] += 1
+                    log.warning("agent on %s exited %s; restarting (restart %d)", n.name, pr.returncode,
+                                self.agent_restarts[n.name])
+                    self.agents[n.name] = self._spawn_agent(n)
+
+    def _spawn_agent(self, n: NodeSpec):
+        import subprocess
+        from ..bpf.pin import mount_bpffs
+        from ..cni.endpoints import AgentClient
+        node_dir = os.path.join(self.dir, "nodes", n.name)
+        bpf = os.path.join(node_dir, "bpf")
+        os.makedirs(bpf, exist_ok=True)
+        if not os.path.ismount(bpf):
+            mount_bpffs(bpf)
+        self.ledger.add("mount", bpf)
+        os.makedirs(os.path.join(node_dir, "run"), exist_ok=True)
+        logf = open(os.path.join(self.dir, "logs", f"agent-{n.name}.log"), "ab")
+        pr = subprocess.Popen(["ip", "netns", "exec", n.netns] + self.agent_argv(n), stdout=logf,
+                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        logf.close()
+        self.ledger.add("pid", pr.pid)
+        return pr, AgentClient(os.path.join(node_dir, "run", "agent.sock"), timeout=1.0)
+
+    def _cni_ready(self, node: str) -> bool:
+        d = os.path.join(self.dir, "nodes", node, "cni", "net.d")
+        return os.path.isdir(d) and any(f.endswith(".conflist") for f in os.listdir(d))
+
+    def _stop_agents(self) -> None:
+        import signal
+        self.stopped.set()
+        for name, (pr, _) in getattr(self, "agents", {}).items():
+            if pr.poll() is None:
+                os.killpg(pr.pid, signal.SIGTERM)
+        for name, (pr, _) in getattr(self, "agents", {}).items():
+            try:
+                pr.wait(timeout=10)
+            except Exception:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pr.pid, signal.SIGKILL)
+                pr.wait()
+            self.ledger.remove("pid", pr.pid)
+        self.agents = {}
+
     # -- teardown --
 
     def down(self) -> Dict[str, int]:
@@ -240,6 +352,7 @@ class Cluster:
             with contextlib.suppress(Exception):
                 k.stop(delete_pods=True)
         self.kubelets = []
+        self._stop_agents()
         if self.controllers:
             self.controllers.stop()
         if self._underlay_httpd is not None:

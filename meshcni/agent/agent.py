@@ -1,0 +1,278 @@
+# SPDX-License-Identifier: MIT OR Apache-2.0
+"""``meshcni agent``: one per node. Loads the datapath, installs the CNI plugin, runs the node's controllers.
+
+Bring-up, in order (each step logged):
+1. wait for this Node object (its podCIDR is the CNI's IPAM subnet);
+2. the datapath: service maps (pinned, reused across restarts), the socket LB
+   attached to the node's cgroup v2 (links pinned, so it outlives the agent),
+   the pod-facing tc programs pinned under ``<bpf-root>/progs`` for the plugin;
+3. the local API on the unix socket, endpoints restored from the plugin's records;
+4. the CNI plugin and its conflist (datapath required, agentSocket set);
+5. informers for Services and EndpointSlices; nothing is written to a map
+   before both have synced (a partial cache must never remove a live backend);
+6. the Service controller: every change enqueues one key, a worker computes
+   the desired Services from the caches and reconciles the maps in batches;
+7. ready: /readyz turns 200 and the startup taint ``mesh-cni.dev/startup``
+   comes off the Node.
+
+On SIGTERM the agent stops its controllers and leaves the datapath as it is:
+established and new connections keep working while it restarts.
+"""
+from __future__ import annotations
+
+import http.server
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+log = logging.getLogger("meshcni.agent")
+STARTUP_TAINT = "mesh-cni.dev/startup"
+SERVICES_KEY = "services"
+
+
+@dataclass
+class AgentConfig:
+    node_name: str
+    kubeconfig: Optional[str] = None
+    bpf_root: str = "/sys/fs/bpf/meshcni"
+    cgroup_root: str = "/sys/fs/cgroup"
+    cni_bin_dir: str = "/opt/cni/bin"
+    cni_conf_dir: str = "/etc/cni/net.d"
+    chained: bool = False
+    socket: str = "/var/run/meshcni/agent.sock"
+    state_dir: str = "/var/run/meshcni"
+    metrics_address: str = "127.0.0.1:9962"
+    sync_timeout: float = 60.0
+
+
+class Metrics:
+    """prometheus-client registry of the agent (own registry: tests run several agents)."""
+
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        self.registry = CollectorRegistry()
+        self.reconciles = Counter("meshcni_reconcile_total", "reconciles by controller and outcome",
+                                  ["controller", "outcome"], registry=self.registry)
+        self.duration = Histogram("meshcni_reconcile_seconds", "reconcile duration by controller", ["controller"],
+                                  registry=self.registry)
+        self.problems = Counter("meshcni_bad_input_total", "objects left out for bad input, by kind",
+                                ["kind"], registry=self.registry)
+        self.services = Gauge("meshcni_services", "datapath services programmed", registry=self.registry)
+        self.backends = Gauge("meshcni_backends", "backends across programmed services", registry=self.registry)
+        self.map_entries = Gauge("meshcni_map_entries", "entries per pinned map", ["map"], registry=self.registry)
+        self.map_capacity = Gauge("meshcni_map_capacity", "capacity per pinned map", ["map"], registry=self.registry)
+        self.endpoints = Gauge("meshcni_endpoints", "local endpoints", registry=self.registry)
+
+
+class Agent:
+    def __init__(self, cfg: AgentConfig):
+        self.cfg = cfg
+        self.metrics = Metrics()
+        self.ready = threading.Event()
+        self.stopping = threading.Event()
+        self.informers = []
+        self.queue = None
+        self.svc_dp = None
+        self.socklb = None
+        self.policy = None
+        self.localapi = None
+        self._http = None
+        self.last_reconcile: Dict[str, object] = {}
+        self.pod_cidrs: List[str] = []
+
+    # -- bring-up --
+
+    def start(self) -> "Agent":
+        from kubernetes import client
+        from ..k8s import Informer, WorkQueue, api_client, run_workers
+        cfg = self.cfg
+        self._start_http()
+        self.api = api_client(cfg.kubeconfig)
+        self.core = client.CoreV1Api(self.api)
+        node = self._wait_node()
+        self.pod_cidrs = list(node["spec"].get("podCIDRs") or ([node["spec"]["podCIDR"]]
+                                                               if node["spec"].get("podCIDR") else []))
+        log.info("node %s: podCIDRs %s", cfg.node_name, ",".join(self.pod_cidrs) or "(none)")
+        self._start_datapath()
+        from ..cni import endpoints as eps
+        from .localapi import LocalAPI
+        self.localapi = LocalAPI(cfg.socket, self.status,
+                                 on_change=lambda: self.metrics.endpoints.set(len(self.localapi.endpoints)))
+        self.localapi.load(eps.all_records(cfg.state_dir))
+        self.localapi.start()
+        self.metrics.endpoints.set(len(self.localapi.endpoints))
+        log.info("local API on %s (%d endpoints restored)", cfg.socket, len(self.localapi.endpoints))
+        self._install_cni()
+        disc = client.DiscoveryV1Api(self.api)
+        self.services = Informer(self.core.list_service_for_all_namespaces, name="services")
+        self.slices = Informer(disc.list_endpoint_slice_for_all_namespaces, name="endpointslices")
+        self.queue = WorkQueue(name="services")
+        for inf in (self.services, self.slices):
+            inf.add_handler(lambda o: self.queue.add(SERVICES_KEY), lambda a, b: self.queue.add(SERVICES_KEY),
+                            lambda o: self.queue.add(SERVICES_KEY))
+            inf.start()
+            self.informers.append(inf)
+        for inf in self.informers:
+            if not inf.wait_for_sync(cfg.sync_timeout):
+                raise RuntimeError(f"informer {inf.name}: no initial list within {cfg.sync_timeout} s")
+        log.info("informers synced: %d services, %d endpointslices", len(self.services.list()), len(self.slices.list()))
+        self.reconcile_services()  # first reconcile on complete caches, before readiness
+        run_workers(self.queue, lambda key: self.reconcile_services(), 1, name="services")
+        self._remove_startup_taint()
+        self.ready.set()
+        log.info("ready")
+        return self
+
+    def _wait_node(self) -> dict:
+        from kubernetes.client.exceptions import ApiException
+        deadline = time.monotonic() + self.cfg.sync_timeout
+        while True:
+            try:
+                return self.api.sanitize_for_serialization(self.core.read_node(self.cfg.node_name))
+            except ApiException as e:
+                if e.status != 404 or time.monotonic() > deadline:
+                    raise RuntimeError(f"Node {self.cfg.node_name}: {e.reason}") from None
+            time.sleep(0.5)
+
+    def _start_datapath(self) -> None:
+        from ..controllers.services import ServiceIDs
+        from ..datapath.policy import PolicyProgram
+        from ..datapath.services import ServiceDatapath
+        from ..datapath.socklb import SockLB
+        cfg = self.cfg
+        self.svc_dp = ServiceDatapath(cfg.bpf_root)
+        self.svc_ids = ServiceIDs(os.path.join(cfg.state_dir, "service-ids.json"))
+        self.socklb = SockLB(cfg.bpf_root)
+        done = self.socklb.attach(cfg.cgroup_root)
+        log.info("socket LB on cgroup %s: %s", cfg.cgroup_root, ", ".join(f"{k} {v}" for k, v in sorted(done.items())))
+        self.policy = PolicyProgram(cfg.bpf_root)
+        ids = self.policy.pin_programs(cfg.bpf_root)
+        log.info("tc programs pinned under %s/progs: %s", cfg.bpf_root, ids)
+
+    def _install_cni(self) -> None:
+        from ..cni.install import install
+        cfg = self.cfg
+        kw = dict(datapath="required", bpf_root=cfg.bpf_root, state_dir=cfg.state_dir, agent_socket=cfg.socket)
+        if cfg.chained:
+            done = install(cfg.cni_bin_dir, cfg.cni_conf_dir, chained=True, **kw)
+        else:
+            if not self.pod_cidrs:
+                raise RuntimeError(f"Node {cfg.node_name}: spec.podCIDR is empty; standalone IPAM needs it")
+            done = install(cfg.cni_bin_dir, cfg.cni_conf_dir, subnets=self.pod_cidrs,
+                           data_dir=os.path.join(cfg.state_dir, "ipam"), **kw)
+        log.info("CNI installed: %s", json.dumps(done))
+
+    def _remove_startup_taint(self) -> None:
+        node = self.api.sanitize_for_serialization(self.core.read_node(self.cfg.node_name))
+        taints = node["spec"].get("taints") or []
+        keep = [t for t in taints if t.get("key") != STARTUP_TAINT]
+        if len(keep) != len(taints):
+            self.core.patch_node(self.cfg.node_name, {"spec": {"taints": keep or None}})
+            log.info("startup taint %s removed from Node %s", STARTUP_TAINT, self.cfg.node_name)
+
+    # -- controllers --
+
+    def reconcile_services(self) -> None:
+        from ..controllers.services import desired_services, frontend_conflicts
+        from ..errors import MapFullError
+        t0 = time.perf_counter()
+        desired, problems = desired_services(self.services.list(), self.slices.list(), self.svc_ids)
+        for p in problems:
+            log.warning("%s", p)
+            self.metrics.problems.labels(p.kind).inc()
+        for a, b in frontend_conflicts(desired):
+            log.warning("Service %s: frontend already used by %s; left out", b, a)
+        dropped = {b for _, b in frontend_conflicts(desired)}
+        desired = [s for s in desired if s.name not in dropped]
+        try:
+            self.svc_dp.apply(desired)
+        except MapFullError as e:
+            self.metrics.reconciles.labels("services", "map_full").inc()
+            log.error("services: %s (existing entries kept)", e)
+            raise
+        except Exception:
+            self.metrics.reconciles.labels("services", "error").inc()
+            raise
+        self.metrics.reconciles.labels("services", "ok").inc()
+        self.metrics.duration.labels("services").observe(time.perf_counter() - t0)
+        self.metrics.services.set(len(desired))
+        self.metrics.backends.set(sum(len(s.backends) for s in desired))
+        self.last_reconcile = {"services": len(desired), "backends": sum(len(s.backends) for s in desired),
+                               "seconds": round(time.perf_counter() - t0, 4), "at": time.time()}
+        log.info("services reconciled: %d services, %d backends in %.1f ms", len(desired),
+                 self.last_reconcile["backends"], (time.perf_counter() - t0) * 1000)
+
+    # -- status, health, metrics --
+
+    def status(self) -> dict:
+        return {"node": self.cfg.node_name, "ready": self.ready.is_set(), "podCIDRs": self.pod_cidrs,
+                "endpoints": len(self.localapi.endpoints) if self.localapi else 0,
+                "services": self.last_reconcile,
+                "informers": {i.name: {"synced": i.has_synced(), "objects": len(i.list()),
+                                       "relists": i.relists, "watchRestarts": i.watch_restarts}
+                              for i in self.informers}}
+
+    def _update_map_gauges(self) -> None:
+        if self.svc_dp is None:
+            return
+        for name in ("svc", "backends", "revnat", "maglev", "affinity"):
+            m = getattr(self.svc_dp.maps, name, None)
+            if m is not None:
+                try:
+                    self.metrics.map_entries.labels(f"mc_{name}").set(len(m.dump()[0]))
+                    self.metrics.map_capacity.labels(f"mc_{name}").set(m.spec.max_entries)
+                except Exception:
+                    pass
+
+    def _start_http(self) -> None:
+        host, _, port = self.cfg.metrics_address.rpartition(":")
+        agent = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                if self.path == "/healthz":
+                    code, body, ct = 200, b"ok", "text/plain"
+                elif self.path == "/readyz":
+                    ok = agent.ready.is_set()
+                    code, body, ct = (200 if ok else 503), (b"ok" if ok else b"not ready"), "text/plain"
+                elif self.path == "/metrics":
+                    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+                    agent._update_map_gauges()
+                    code, body, ct = 200, generate_latest(agent.metrics.registry), CONTENT_TYPE_LATEST
+                else:
+                    code, body, ct = 404, b"not found", "text/plain"
+                self.send_response(code)
+                self.send_header("Content-Type", ct)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._http = http.server.ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
+        self._http.daemon_threads = True
+        threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.2}, name="agent-http",
+                         daemon=True).start()
+        log.info("health and metrics on http://%s/", self.cfg.metrics_address)
+
+    def stop(self) -> None:
+        """Stop controllers and servers; the datapath stays (pins and links survive us)."""
+        self.stopping.set()
+        if self.queue is not None:
+            self.queue.shutdown()
+        for inf in self.informers:
+            inf.stop()
+        if self.localapi:
+            self.localapi.stop()
+        if self._http:
+            self._http.shutdown()
+            self._http.server_close()
+        for x in (self.policy, self.socklb, self.svc_dp):
+            if x is not None:
+                x.close()  # closes fds only; pinned maps, programs and links stay
+        log.info("stopped (datapath left in place)")

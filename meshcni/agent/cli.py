@@ -1,0 +1,56 @@
+# SPDX-License-Identifier: MIT OR Apache-2.0
+"""``meshcni agent`` flags (the DaemonSet passes these; the simulator passes the same)."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("agent", help="the per-node agent (DaemonSet): datapath, CNI, node controllers",
+                       description="Loads and pins the datapath, installs the CNI plugin (IPAM = the Node's "
+                       "podCIDR), programs Services into the socket LB, serves a local API on a unix socket "
+                       "and /healthz /readyz /metrics. Leaves the datapath in place on exit.")
+    p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"),
+                   help="kubeconfig file (default $KUBECONFIG, else in-cluster config)")
+    p.add_argument("--node-name", default=os.environ.get("NODE_NAME"), help="this node's name (default $NODE_NAME)")
+    p.add_argument("--bpf-root", default="/sys/fs/bpf/meshcni", help="pin root on a bpffs (default %(default)s)")
+    p.add_argument("--cgroup-root", default="/sys/fs/cgroup",
+                   help="cgroup v2 directory whose processes (the pods) get the socket LB (default %(default)s)")
+    p.add_argument("--cni-bin-dir", default="/opt/cni/bin")
+    p.add_argument("--cni-conf-dir", default="/etc/cni/net.d")
+    p.add_argument("--chained", action="store_true", help="chain after the node's existing CNI config")
+    p.add_argument("--socket", default="/var/run/meshcni/agent.sock", help="local API socket (default %(default)s)")
+    p.add_argument("--state-dir", default="/var/run/meshcni", help="endpoint records, ids (default %(default)s)")
+    p.add_argument("--metrics-address", default="127.0.0.1:9962", help="HOST:PORT of /healthz /readyz /metrics")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(fn=cmd_agent)
+
+
+def cmd_agent(args) -> int:
+    from .agent import Agent, AgentConfig
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.node_name:
+        print("meshcni agent: --node-name (or $NODE_NAME) is required", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *a: stop.set())
+    agent = Agent(AgentConfig(node_name=args.node_name, kubeconfig=args.kubeconfig, bpf_root=args.bpf_root,
+                              cgroup_root=args.cgroup_root, cni_bin_dir=args.cni_bin_dir,
+                              cni_conf_dir=args.cni_conf_dir, chained=args.chained, socket=args.socket,
+                              state_dir=args.state_dir, metrics_address=args.metrics_address))
+    try:
+        agent.start()
+    except Exception as e:
+        logging.getLogger("meshcni.agent").exception("start failed: %s", e)
+        agent.stop()
+        return 1
+    while not stop.wait(0.5):
+        pass
+    agent.stop()
+    return 0

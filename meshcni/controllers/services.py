@@ -1,0 +1,221 @@
+# SPDX-License-Identifier: MIT OR Apache-2.0
+"""Services + EndpointSlices -> the socket LB's desired Services (a pure function).
+
+One datapath Service per (Kubernetes Service, port, IP family): its
+frontends are the Service's clusterIPs of that family on that port, its
+backends the ready endpoints (ready, hence serving and not terminating) of
+the Service's EndpointSlices of that family whose slice port matches the
+Service port by name and protocol. Headless and ExternalName Services are
+skipped, not errors. Bad input is reported per object and field and only
+that object (or port, or endpoint) is left out — everything else still
+programs.
+
+Multi-cluster hook: ``remote`` (Service key -> extra backends from
+MeshEndpoints) is merged into the backends of the same port; the
+MeshEndpoint controller fills it (next issue).
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+from ..datapath.services import Backend, Frontend, Service
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+PROTOCOLS = {"TCP": "tcp", "UDP": "udp"}
+DEFAULT_AFFINITY_TIMEOUT = 10800  # kube's default for ClientIP affinity
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Bad input: which object, which field, what is wrong (logged and sent as an Event)."""
+    kind: str
+    namespace: str
+    name: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}: {self.field}: {self.message}"
+
+
+def _ip(s) -> Optional[ipaddress._BaseAddress]:
+    try:
+        return ipaddress.ip_address(s)
+    except (TypeError, ValueError):
+        return None
+
+
+def _port_ok(p) -> bool:
+    return isinstance(p, int) and not isinstance(p, bool) and 0 < p < 65536
+
+
+class ServiceIDs:
+    """Stable svc_id per (Service, port, family), persisted so restarts keep them.
+
+    The datapath's reverse NAT and affinity entries are keyed by svc_id, so an
+    id must survive an agent restart; ids of vanished Services are freed.
+    """
+
+    def __init__(self, path: Optional[str] = None, first: int = 1):
+        self.path, self.first = path, first
+        self.ids: Dict[str, int] = {}
+        self.lock = threading.Lock()
+        if path and os.path.exists(path):
+            with open(path) as f:
+                self.ids = {k: int(v) for k, v in json.load(f).items()}
+
+    def assign(self, keys: Iterable[str]) -> Dict[str, int]:
+        with self.lock:
+            keys = sorted(set(keys))
+            changed = False
+            for k in [k for k in self.ids if k not in keys]:
+                del self.ids[k]
+                changed = True
+            used = set(self.ids.values())
+            nxt = self.first
+            for k in keys:
+                if k not in self.ids:
+                    while nxt in used:
+                        nxt += 1
+                    self.ids[k] = nxt
+                    used.add(nxt)
+                    changed = True
+            if changed and self.path:
+                d = os.path.dirname(self.path) or "."
+                os.makedirs(d, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=d, prefix=".svcids.")
+                with os.fdopen(fd, "w") as f:
+                    json.dump(self.ids, f, sort_keys=True)
+                os.rename(tmp, self.path)
+            return dict(self.ids)
+
+
+def _frontends(svc: dict) -> Tuple[List[ipaddress._BaseAddress], List[Problem]]:
+    m, spec = svc["metadata"], svc.get("spec") or {}
+    ips = list(spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else []))
+    out, bad = [], []
+    for i, s in enumerate(ips):
+        a = _ip(s)
+        if a is None:
+            f = "spec.clusterIP" if len(ips) == 1 else f"spec.clusterIPs[{i}]"
+            bad.append(Problem("Service", m.get("namespace", ""), m["name"], f, f'"{s}" is not an IP address'))
+        else:
+            out.append(a)
+    return out, bad
+
+
+def desired_services(services: Iterable[dict], slices: Iterable[dict], ids: ServiceIDs,
+                     remote: Optional[Dict[str, List[Backend]]] = None) -> Tuple[List[Service], List[Problem]]:
+    """(datapath Services, problems) for the whole cluster."""
+    problems: List[Problem] = []
+    by_svc: Dict[Tuple[str, str], List[dict]] = {}
+    for sl in slices:
+        m = sl.get("metadata") or {}
+        name = (m.get("labels") or {}).get(SERVICE_NAME_LABEL)
+        if not name:
+            continue  # not a Service's slice (or a hand-made one): not ours to read
+        if sl.get("addressType") not in ("IPv4", "IPv6"):
+            continue  # FQDN slices carry names, not addresses
+        by_svc.setdefault((m.get("namespace", ""), name), []).append(sl)
+
+    wanted: List[Tuple[str, Service]] = []
+    for svc in services:
+        m, spec = svc.get("metadata") or {}, svc.get("spec")
+        ns, name = m.get("namespace", ""), m.get("name", "?")
+        if not isinstance(spec, dict):
+            problems.append(Problem("Service", ns, name, "spec", "missing"))
+            continue
+        if spec.get("type") == "ExternalName" or spec.get("clusterIP") in ("None", None, ""):
+            continue
+        fronts, bad = _frontends(svc)
+        problems += bad
+        if bad:
+            continue  # a Service with a broken address is left out whole, never half-programmed
+        affinity = None
+        if spec.get("sessionAffinity") == "ClientIP":
+            t = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get("timeoutSeconds",
+                                                                                      DEFAULT_AFFINITY_TIMEOUT)
+            if not (isinstance(t, int) and not isinstance(t, bool) and 0 < t <= 86400):
+                problems.append(Problem("Service", ns, name, "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                                        f"{t!r} is not 1..86400"))
+                t = DEFAULT_AFFINITY_TIMEOUT
+            affinity = int(t)
+        for i, sp in enumerate(spec.get("ports") or []):
+            if not isinstance(sp, dict):
+                problems.append(Problem("Service", ns, name, f"spec.ports[{i}]", "not an object"))
+                continue
+            port, proto = sp.get("port"), sp.get("protocol", "TCP")
+            if not _port_ok(port):
+                problems.append(Problem("Service", ns, name, f"spec.ports[{i}].port",
+                                        f"{port!r} must be between 1 and 65535"))
+                continue
+            if proto not in PROTOCOLS:
+                if proto != "SCTP":
+                    problems.append(Problem("Service", ns, name, f"spec.ports[{i}].protocol",
+                                            f'"{proto}" is not TCP, UDP or SCTP'))
+                continue  # SCTP: the socket LB does not balance it (documented)
+            pname = sp.get("name", "")
+            for fam in (4, 6):
+                fips = [a for a in fronts if a.version == fam]
+                if not fips:
+                    continue
+                backends = []
+                for sl in by_svc.get((ns, name), []):
+                    if (sl["addressType"] == "IPv4") != (fam == 4):
+                        continue
+                    sport = next((p for p in sl.get("ports") or [] if (p.get("name") or "") == pname
+                                  and p.get("protocol", "TCP") == proto), None)
+                    if sport is None:
+                        continue
+                    bport = sport.get("port")
+                    if not _port_ok(bport):
+                        problems.append(Problem("EndpointSlice", ns, sl["metadata"].get("name", "?"),
+                                                f"ports[name={pname}].port", f"{bport!r} is not a port number"))
+                        continue
+                    for j, ep in enumerate(sl.get("endpoints") or []):
+                        cond = ep.get("conditions") or {}
+                        # kube: a nil ready counts as ready; terminating endpoints are never new targets
+                        if cond.get("ready") is False or cond.get("terminating") is True:
+                            continue
+                        for k, a in enumerate(ep.get("addresses") or []):
+                            ip = _ip(a)
+                            if ip is None or ip.version != fam:
+                                problems.append(Problem("EndpointSlice", ns, sl["metadata"].get("name", "?"),
+                                                        f"endpoints[{j}].addresses[{k}]",
+                                                        f'"{a}" is not an {sl["addressType"]} address'))
+                                continue
+                            backends.append(Backend(str(ip), bport))
+                for be in (remote or {}).get(f"{ns}/{name}:{pname}/{proto}", []):
+                    if (_ip(be.ip) or ipaddress.ip_address("::")).version == fam:
+                        backends.append(be)
+                backends = sorted(set(backends), key=lambda b: (b.ip, b.port))
+                key = f"{ns}/{name}:{pname or port}/{proto}/v{fam}"
+                wanted.append((key, Service(name=key, frontends=[Frontend(str(a), port, PROTOCOLS[proto])
+                                                                 for a in fips],
+                                            backends=backends, svc_id=0, affinity_timeout=affinity)))
+    idmap = ids.assign(k for k, _ in wanted)
+    out = []
+    for k, s in wanted:
+        s.svc_id = idmap[k]
+        out.append(s)
+    return out, problems
+
+
+def frontend_conflicts(services: Sequence[Service]) -> List[Tuple[str, str]]:
+    """Pairs of Services claiming one frontend (the second is dropped by the caller)."""
+    seen: Dict[Tuple[str, int, str], str] = {}
+    out = []
+    for s in services:
+        for f in s.frontends:
+            k = (f.ip, f.port, f.proto)
+            if k in seen:
+                out.append((seen[k], s.name))
+            else:
+                seen[k] = s.name
+    return out
