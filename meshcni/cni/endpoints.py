@@ -16,8 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
-import tempfile
 from typing import Dict, List, Optional
 
 from .spec import IO_FAILURE, TRY_AGAIN_LATER, CNIError
@@ -34,7 +32,8 @@ def write(state_dir: str, record: Dict) -> str:
     path = _path(state_dir, record["containerID"], record["ifname"])
     try:
         os.makedirs(d, mode=0o755, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=".ep.")
+        tmp = os.path.join(d, f".ep.{os.getpid()}.{record['containerID']}")  # unique per writer
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         with os.fdopen(fd, "w") as f:
             json.dump(record, f, sort_keys=True)
             f.flush()
@@ -124,6 +123,7 @@ class AgentClient:
 def _unix_connection_class():
     # http.client costs ~15 ms to import: only plugins with an agentSocket pay it
     import http.client
+    import socket
 
     class UnixConnection(http.client.HTTPConnection):
         def __init__(self, path: str, timeout: float):
