@@ -11,6 +11,11 @@
     meshcni cni install --bin-dir D --conf-dir C (--subnet CIDR ... | --chained)
                                         put the CNI plugin and its network config on a node
     meshcni cni uninstall --bin-dir D --conf-dir C
+    meshcni status | service list | endpoint list [--socket S] [-o json]
+                                        what the node agent runs (its local API)
+    meshcni agent ...                   the per-node agent (DaemonSet)
+    meshcni apiserver ...               a Kubernetes-compatible API server
+    meshcni sim ...                     simulated clusters in network namespaces
 
 Exit codes: 0 ok, 1 operational error (message on stderr names the map or
 pin), 2 usage error.
@@ -198,6 +203,76 @@ def cmd_demo(args):
     return 0
 
 
+def _agent_get(args, path):
+    from .cni.endpoints import AgentClient
+    from .cni.spec import CNIError
+    try:
+        return AgentClient(args.socket, timeout=5.0)._call("GET", path)
+    except CNIError as e:
+        print(f"meshcni: {e.msg}", file=sys.stderr)
+        return None
+
+
+def _print_table(headers, rows):
+    w = [max([len(h)] + [len(str(r[i])) for r in rows]) for i, h in enumerate(headers)]
+    for r in [headers] + rows:
+        print("   ".join(str(x).ljust(w[i]) for i, x in enumerate(r)).rstrip())
+
+
+def cmd_status(args):
+    st = _agent_get(args, "/v1/status")
+    if st is None:
+        return 1
+    if args.output == "json":
+        print(json.dumps(st, indent=2))
+        return 0
+    svc = st.get("services") or {}
+    print(f"node:        {st['node']} ({'ready' if st['ready'] else 'NOT READY'})")
+    print(f"podCIDRs:    {', '.join(st.get('podCIDRs') or []) or '-'}")
+    print(f"endpoints:   {st.get('endpoints', 0)} local")
+    print(f"services:    {svc.get('services', 0)} programmed, {svc.get('backends', 0)} backends, "
+          f"last reconcile {svc.get('seconds', '-')} s")
+    for name, i in sorted((st.get("informers") or {}).items()):
+        print(f"informer:    {name}: {'synced' if i['synced'] else 'NOT SYNCED'}, {i['objects']} objects, "
+              f"{i['relists']} relists, {i['watchRestarts']} watch restarts")
+    return 0
+
+
+def cmd_service_list(args):
+    svcs = _agent_get(args, "/v1/services")
+    if svcs is None:
+        return 1
+    if args.output == "json":
+        print(json.dumps(svcs, indent=2))
+        return 0
+    rows = []
+    for s in svcs:
+        for i, f in enumerate(s["frontends"]):
+            rows.append([s["id"] if i == 0 else "", f, ", ".join(s["backends"]) or "(none)",
+                         s["name"] if i == 0 else ""])
+    _print_table(["ID", "FRONTEND", "BACKENDS", "SERVICE"], rows)
+    return 0
+
+
+def cmd_endpoint_list(args):
+    eps = _agent_get(args, "/v1/endpoints")
+    if eps is None:
+        return 1
+    if args.output == "json":
+        print(json.dumps(eps, indent=2))
+        return 0
+    _print_table(["POD", "IPS", "HOST IFACE", "MODE", "CONTAINER"],
+                 [[f"{e.get('podNamespace')}/{e.get('podName')}", ",".join(e.get("ips", [])), e.get("hostIfname", ""),
+                   e.get("mode", ""), e.get("containerID", "")[:12]] for e in eps])
+    return 0
+
+
+def _agent_args(x):
+    x.add_argument("--socket", default=os.environ.get("MESHCNI_AGENT_SOCKET", "/var/run/meshcni/agent.sock"),
+                   help="the agent's local API socket (default $MESHCNI_AGENT_SOCKET or %(default)s)")
+    x.add_argument("-o", "--output", choices=("table", "json"), default="table")
+
+
 def cmd_cni_install(args):
     from .cni.install import InstallError, install
     try:
@@ -287,6 +362,19 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--entries", type=int, default=100000, help="number of /32 prefixes (default %(default)s)")
     x.set_defaults(fn=cmd_demo)
     _add_cni(sub)
+    x = sub.add_parser("status", help="the node agent's status (over its local API)")
+    _agent_args(x)
+    x.set_defaults(fn=cmd_status)
+    x = sub.add_parser("service", help="Services programmed by the node agent")
+    ssub = x.add_subparsers(dest="service_cmd", required=True)
+    y = ssub.add_parser("list", help="frontends and backends")
+    _agent_args(y)
+    y.set_defaults(fn=cmd_service_list)
+    x = sub.add_parser("endpoint", help="local endpoints (pods) known to the node agent")
+    esub = x.add_subparsers(dest="endpoint_cmd", required=True)
+    y = esub.add_parser("list", help="pods on this node")
+    _agent_args(y)
+    y.set_defaults(fn=cmd_endpoint_list)
     from .sim.cli import add_parser as add_sim
     add_sim(sub)
     from .apiserver.cli import add_parser as add_apiserver

@@ -82,6 +82,7 @@ class Agent:
         self.localapi = None
         self._http = None
         self.last_reconcile: Dict[str, object] = {}
+        self.programmed: list = []
         self.pod_cidrs: List[str] = []
 
     # -- bring-up --
@@ -101,7 +102,8 @@ class Agent:
         from ..cni import endpoints as eps
         from .localapi import LocalAPI
         self.localapi = LocalAPI(cfg.socket, self.status,
-                                 on_change=lambda: self.metrics.endpoints.set(len(self.localapi.endpoints)))
+                                 on_change=lambda: self.metrics.endpoints.set(len(self.localapi.endpoints)),
+                                 views={"/v1/services": self.programmed_services})
         self.localapi.load(eps.all_records(cfg.state_dir))
         self.localapi.start()
         self.metrics.endpoints.set(len(self.localapi.endpoints))
@@ -197,6 +199,7 @@ class Agent:
         except Exception:
             self.metrics.reconciles.labels("services", "error").inc()
             raise
+        self.programmed = desired
         self.metrics.reconciles.labels("services", "ok").inc()
         self.metrics.duration.labels("services").observe(time.perf_counter() - t0)
         self.metrics.services.set(len(desired))
@@ -207,6 +210,12 @@ class Agent:
                  self.last_reconcile["backends"], (time.perf_counter() - t0) * 1000)
 
     # -- status, health, metrics --
+
+    def programmed_services(self) -> list:
+        return [{"name": s.name, "id": s.svc_id,
+                 "frontends": [f"{f.ip}:{f.port}/{f.proto}" for f in s.frontends],
+                 "backends": [f"{b.ip}:{b.port}" for b in s.backends],
+                 "affinityTimeout": s.affinity_timeout} for s in self.programmed]
 
     def status(self) -> dict:
         return {"node": self.cfg.node_name, "ready": self.ready.is_set(), "podCIDRs": self.pod_cidrs,

@@ -4,6 +4,7 @@
     GET    /healthz                              200 "ok" once the agent serves
     GET    /v1/status                            the agent's status (JSON)
     GET    /v1/endpoints                         local endpoints (JSON list)
+    GET    /v1/services                          the Services the agent programmed (JSON list)
     PUT    /v1/endpoints/{containerID}/{ifname}  register (the CNI plugin's ADD)
     DELETE /v1/endpoints/{containerID}/{ifname}  deregister (DEL); unknown is fine
 
@@ -29,8 +30,10 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 
 class LocalAPI:
-    def __init__(self, path: str, status: Callable[[], dict], on_change: Optional[Callable[[], None]] = None):
+    def __init__(self, path: str, status: Callable[[], dict], on_change: Optional[Callable[[], None]] = None,
+                 views: Optional[Dict[str, Callable[[], object]]] = None):
         self.path, self.status, self.on_change = path, status, on_change
+        self.views = dict(views or {})  # more read-only GET paths (e.g. /v1/services)
         self.endpoints: Dict[str, dict] = {}
         self.lock = threading.Lock()
         self._srv: Optional[_Server] = None
@@ -74,6 +77,8 @@ class LocalAPI:
                     return self._send(200, '"ok"')
                 if self.path == "/v1/status":
                     return self._send(200, api.status())
+                if self.path in api.views:
+                    return self._send(200, api.views[self.path]())
                 if self.path == "/v1/endpoints":
                     with api.lock:
                         return self._send(200, sorted(api.endpoints.values(), key=lambda r: r["containerID"]))

@@ -156,3 +156,25 @@ def test_agent_restart_keeps_every_connection(cl):
     wait(lambda: (root / "m" / "logs" / "agent-m-node1.log").read_text().count(" ready") >= 2, what="agent back")
     core.patch_namespaced_pod("web-1", "default", {"metadata": {"annotations": {"sim.mesh-cni.dev/not-ready": None}}})
     wait(lambda: set(counts(root, "client", cip, 80)) == {"default/web-0", "default/web-1"}, what="web-1 back")
+
+
+def test_cli_reads_the_agent(cl):
+    root, core = cl
+    sock = str(root / "m" / "nodes" / "m-node1" / "run" / "agent.sock")
+
+    def cli(*a):
+        p = subprocess.run([sys.executable, "-m", "meshcni.cli", *a, "--socket", sock], capture_output=True,
+                           text=True, timeout=30)
+        assert p.returncode == 0, p.stderr
+        return p.stdout
+    st = json.loads(cli("status", "-o", "json"))
+    assert st["node"] == "m-node1" and st["ready"] and st["informers"]["services"]["synced"]
+    svcs = json.loads(cli("service", "list", "-o", "json"))
+    web = [s for s in svcs if s["name"].startswith("default/web:http/TCP/v4")]
+    assert web and web[0]["frontends"] == [f"{core.read_namespaced_service('web', 'default').spec.cluster_ip}:80/tcp"]
+    eps = json.loads(cli("endpoint", "list", "-o", "json"))
+    assert {e["podName"] for e in eps} <= {p.metadata.name for p in core.list_namespaced_pod("default").items}
+    assert "FRONTEND" in cli("service", "list")
+    bad = subprocess.run([sys.executable, "-m", "meshcni.cli", "status", "--socket", str(root / "nope.sock")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and "not reachable" in bad.stderr
