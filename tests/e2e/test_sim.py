@@ -18,6 +18,7 @@ from kubernetes import client, config
 
 pytestmark = pytest.mark.e2e
 
+CLUSTER_NAMES = ("a", "b", "f", "k")
 PROBE = ("import socket,sys\n"
          "s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=2); print(s.recv(200).decode().strip())\n")
 
@@ -36,10 +37,15 @@ def leftovers(root):
     ns = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
     with open("/proc/self/mounts") as f:
         mounts = [line.split()[1] for line in f if str(root) in line.split()[1]]
-    procs = subprocess.run(["pgrep", "-f", f"state-root {root}"], capture_output=True, text=True).stdout.split()
+    # daemons, agents, pod servers: every process of ours has the state root in its argv
+    procs = subprocess.run(["pgrep", "-f", "--", str(root)], capture_output=True, text=True).stdout.split()
     mine = {n for n in ns if n == underlay_ns(str(root))}
     dirs = [d for d in os.listdir(root) if not d.startswith(".")] if os.path.isdir(root) else []
-    return {"underlay": sorted(mine), "mounts": mounts, "daemons": procs, "state": dirs}
+    with open("/proc/self/mounts") as f:
+        cg2 = [line.split()[1] for line in f if line.split()[2] == "cgroup2"]
+    cgroups = [os.path.join(m, d) for m in cg2 for d in os.listdir(m)
+               if d in {f"meshcni-sim-{c}" for c in CLUSTER_NAMES}]
+    return {"underlay": sorted(mine), "mounts": mounts, "daemons": procs, "state": dirs, "cgroups": cgroups}
 
 
 def api(root, name):
@@ -84,7 +90,7 @@ def cluster(tmp_path_factory):
         yield root
     finally:
         sim(root, "down", "--all", check=False)
-        assert leftovers(root) == {"underlay": [], "mounts": [], "daemons": [], "state": []}
+        assert leftovers(root) == {"underlay": [], "mounts": [], "daemons": [], "state": [], "cgroups": []}
 
 
 def write(tmp_path, docs, name="objs.yaml"):
@@ -255,7 +261,7 @@ def test_failed_up_leaves_nothing(tmp_path):
     p = sim(root, "up", "--name", "f", "--nodes", "2", "--no-agent", check=False,
             env={"MESHCNI_SIM_FAIL_AFTER_UP": "1"})
     assert p.returncode == 1 and "failed" in p.stderr
-    assert leftovers(root) == {"underlay": [], "mounts": [], "daemons": [], "state": []}
+    assert leftovers(root) == {"underlay": [], "mounts": [], "daemons": [], "state": [], "cgroups": []}
 
 
 def test_down_after_the_daemon_was_killed(tmp_path):
@@ -270,5 +276,5 @@ def test_down_after_the_daemon_was_killed(tmp_path):
          what="daemon dead")
     out = sim(root, "down", "--name", "k")
     assert "cleaned up after the daemon" in out.stdout
-    assert leftovers(root) == {"underlay": [], "mounts": [], "daemons": [], "state": []}
+    assert leftovers(root) == {"underlay": [], "mounts": [], "daemons": [], "state": [], "cgroups": []}
     assert not subprocess.run(["pgrep", "-f", "meshcni.sim.podserver --name default/orphan"]).returncode == 0
