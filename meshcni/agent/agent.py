@@ -46,6 +46,7 @@ class AgentConfig:
     socket: str = "/var/run/meshcni/agent.sock"
     state_dir: str = "/var/run/meshcni"
     metrics_address: str = "127.0.0.1:9962"
+    ipam_dir: str = "/var/lib/cni/meshcni"
     sync_timeout: float = 60.0
 
 
@@ -165,7 +166,7 @@ class Agent:
             if not self.pod_cidrs:
                 raise RuntimeError(f"Node {cfg.node_name}: spec.podCIDR is empty; standalone IPAM needs it")
             done = install(cfg.cni_bin_dir, cfg.cni_conf_dir, subnets=self.pod_cidrs,
-                           data_dir=os.path.join(cfg.state_dir, "ipam"), **kw)
+                           data_dir=cfg.ipam_dir, **kw)
         log.info("CNI installed: %s", json.dumps(done))
 
     def _remove_startup_taint(self) -> None:

@@ -259,7 +259,8 @@ class Cluster:
                  "/run/meshcni/cgroupv2": os.path.join(self.cgroup_root, n.name),
                  "/host/opt/cni/bin": os.path.join(self._cni_dir(n), "bin"),
                  "/host/etc/cni/net.d": os.path.join(self._cni_dir(n), "net.d"),
-                 "/var/run/meshcni": os.path.join(node_dir, "run")}
+                 "/var/run/meshcni": os.path.join(node_dir, "run"),
+                 "/var/lib/cni/meshcni": os.path.join(node_dir, "ipam")}
         argv = []
         for a in c.get("args", []):
             a = a.replace("$(NODE_NAME)", n.name)

@@ -18,7 +18,6 @@ from kubernetes import client, config
 
 pytestmark = pytest.mark.e2e
 
-CLUSTER_NAMES = ("a", "b", "f", "k")
 PROBE = ("import socket,sys\n"
          "s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=2); print(s.recv(200).decode().strip())\n")
 
@@ -31,7 +30,7 @@ def sim(root, *args, check=True, env=None):
     return p
 
 
-def leftovers(root):
+def leftovers(root, names=("a", "b")):
     """Namespaces, mounts and processes that belong to clusters under ``root``."""
     from meshcni.sim.topology import underlay_ns
     ns = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
@@ -44,7 +43,7 @@ def leftovers(root):
     with open("/proc/self/mounts") as f:
         cg2 = [line.split()[1] for line in f if line.split()[2] == "cgroup2"]
     cgroups = [os.path.join(m, d) for m in cg2 for d in os.listdir(m)
-               if d in {f"meshcni-sim-{c}" for c in CLUSTER_NAMES}]
+               if d in {f"meshcni-sim-{c}" for c in names}]
     return {"underlay": sorted(mine), "mounts": mounts, "daemons": procs, "state": dirs, "cgroups": cgroups}
 
 
@@ -261,7 +260,7 @@ def test_failed_up_leaves_nothing(tmp_path):
     p = sim(root, "up", "--name", "f", "--nodes", "2", "--no-agent", check=False,
             env={"MESHCNI_SIM_FAIL_AFTER_UP": "1"})
     assert p.returncode == 1 and "failed" in p.stderr
-    assert leftovers(root) == {"underlay": [], "mounts": [], "daemons": [], "state": [], "cgroups": []}
+    assert leftovers(root, ["f"]) == {"underlay": [], "mounts": [], "daemons": [], "state": [], "cgroups": []}
 
 
 def test_down_after_the_daemon_was_killed(tmp_path):
@@ -276,5 +275,5 @@ def test_down_after_the_daemon_was_killed(tmp_path):
          what="daemon dead")
     out = sim(root, "down", "--name", "k")
     assert "cleaned up after the daemon" in out.stdout
-    assert leftovers(root) == {"underlay": [], "mounts": [], "daemons": [], "state": [], "cgroups": []}
+    assert leftovers(root, ["k"]) == {"underlay": [], "mounts": [], "daemons": [], "state": [], "cgroups": []}
     assert not subprocess.run(["pgrep", "-f", "meshcni.sim.podserver --name default/orphan"]).returncode == 0
