@@ -32,6 +32,8 @@ from typing import Dict, List, Optional
 log = logging.getLogger("meshcni.agent")
 STARTUP_TAINT = "mesh-cni.dev/startup"
 SERVICES_KEY = "services"
+ROUTES_KEY = "routes"
+RTPROT_MESHCNI = 191  # routes the agent owns (and may delete); others are never touched
 
 
 @dataclass
@@ -47,6 +49,7 @@ class AgentConfig:
     state_dir: str = "/var/run/meshcni"
     metrics_address: str = "127.0.0.1:9962"
     ipam_dir: str = "/var/lib/cni/meshcni"
+    routes: bool = True
     sync_timeout: float = 60.0
 
 
@@ -113,10 +116,11 @@ class Agent:
         disc = client.DiscoveryV1Api(self.api)
         self.services = Informer(self.core.list_service_for_all_namespaces, name="services")
         self.slices = Informer(disc.list_endpoint_slice_for_all_namespaces, name="endpointslices")
-        self.queue = WorkQueue(name="services")
-        for inf in (self.services, self.slices):
-            inf.add_handler(lambda o: self.queue.add(SERVICES_KEY), lambda a, b: self.queue.add(SERVICES_KEY),
-                            lambda o: self.queue.add(SERVICES_KEY))
+        self.nodes = Informer(self.core.list_node, name="nodes")
+        self.queue = WorkQueue(name="agent")
+        for inf, key in ((self.services, SERVICES_KEY), (self.slices, SERVICES_KEY), (self.nodes, ROUTES_KEY)):
+            inf.add_handler(lambda o, k=key: self.queue.add(k), lambda a, b, k=key: self.queue.add(k),
+                            lambda o, k=key: self.queue.add(k))
             inf.start()
             self.informers.append(inf)
         for inf in self.informers:
@@ -124,7 +128,9 @@ class Agent:
                 raise RuntimeError(f"informer {inf.name}: no initial list within {cfg.sync_timeout} s")
         log.info("informers synced: %d services, %d endpointslices", len(self.services.list()), len(self.slices.list()))
         self.reconcile_services()  # first reconcile on complete caches, before readiness
-        run_workers(self.queue, lambda key: self.reconcile_services(), 1, name="services")
+        if cfg.routes:
+            self.reconcile_routes()
+        run_workers(self.queue, self._work, 1, name="agent")
         self._remove_startup_taint()
         self.ready.set()
         log.info("ready")
@@ -178,6 +184,38 @@ class Agent:
             log.info("startup taint %s removed from Node %s", STARTUP_TAINT, self.cfg.node_name)
 
     # -- controllers --
+
+    def _work(self, key: str) -> None:
+        if key == SERVICES_KEY:
+            self.reconcile_services()
+        elif key == ROUTES_KEY and self.cfg.routes:
+            self.reconcile_routes()
+
+    def reconcile_routes(self) -> None:
+        """Routes to the other nodes' pod CIDRs in this (the node's) network namespace."""
+        import socket
+        from pyroute2 import IPRoute
+        from ..controllers.routes import desired_routes
+        t0 = time.perf_counter()
+        want, problems = desired_routes(self.nodes.list(), self.cfg.node_name)
+        for p in problems:
+            log.warning("%s", p)
+            self.metrics.problems.labels(p.kind).inc()
+        with IPRoute() as ipr:
+            have = {}
+            for fam in (socket.AF_INET, socket.AF_INET6):
+                for r in ipr.get_routes(family=fam, table=254):
+                    if r["proto"] == RTPROT_MESHCNI:
+                        have[f"{r.get_attr('RTA_DST')}/{r['dst_len']}"] = r.get_attr("RTA_GATEWAY")
+            for dst, via in want.items():
+                if have.get(dst) != via:
+                    ipr.route("replace", dst=dst, gateway=via, proto=RTPROT_MESHCNI,
+                              family=socket.AF_INET6 if ":" in dst else socket.AF_INET)
+            for dst in set(have) - set(want):
+                ipr.route("del", dst=dst, proto=RTPROT_MESHCNI, family=socket.AF_INET6 if ":" in dst else socket.AF_INET)
+        self.metrics.reconciles.labels("routes", "ok").inc()
+        self.metrics.duration.labels("routes").observe(time.perf_counter() - t0)
+        log.info("routes reconciled: %d other-node pod CIDRs", len(want))
 
     def reconcile_services(self) -> None:
         from ..controllers.services import desired_services, frontend_conflicts

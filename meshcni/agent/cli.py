@@ -28,6 +28,8 @@ def add_parser(sub) -> None:
     p.add_argument("--ipam-dir", default="/var/lib/cni/meshcni",
                    help="IPAM allocations of the built-in IPAM; must survive reboots only as long as pods do "
                    "(default %(default)s)")
+    p.add_argument("--no-routes", dest="routes", action="store_false",
+                   help="do not route other nodes' pod CIDRs (when e.g. kindnet already does)")
     p.add_argument("--metrics-address", default="127.0.0.1:9962", help="HOST:PORT of /healthz /readyz /metrics")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.set_defaults(fn=cmd_agent)
@@ -46,7 +48,7 @@ def cmd_agent(args) -> int:
     agent = Agent(AgentConfig(node_name=args.node_name, kubeconfig=args.kubeconfig, bpf_root=args.bpf_root,
                               cgroup_root=args.cgroup_root, cni_bin_dir=args.cni_bin_dir,
                               cni_conf_dir=args.cni_conf_dir, chained=args.chained, socket=args.socket,
-                              state_dir=args.state_dir, ipam_dir=args.ipam_dir,
+                              state_dir=args.state_dir, ipam_dir=args.ipam_dir, routes=args.routes,
                               metrics_address=args.metrics_address))
     try:
         agent.start()

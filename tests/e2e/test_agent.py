@@ -106,6 +106,9 @@ def test_agents_are_ready_and_untainted(cl):
     out = subprocess.run(["ip", "netns", "exec", node_ns, sys.executable, "-c", code], capture_output=True,
                          text=True, timeout=30).stdout
     assert 'meshcni_reconcile_total{controller="services",outcome="ok"}' in out
+    routes = subprocess.run(["ip", "-n", node_ns, "route", "show", "proto", "191"], capture_output=True,
+                            text=True).stdout
+    assert "10.244.1.0/24 via 172.30." in routes  # the other node's podCIDR, owned by the agent
     assert "meshcni_map_capacity" in out
 
 
