@@ -536,9 +536,9 @@ def validate_object_meta(meta, *, namespaced: bool, name_rule: str = "subdomain"
     else:
         errs.each(_child(path, "name"), name, checker(name))
     if generate and isinstance(generate, str):
-        # generateName gets a random suffix; only the prefix has to be
-        # well-formed up to the missing trailing character.
-        trimmed = generate.rstrip("-") or "a"
+        # generateName gets a random suffix; as kube's prefix mode does, check
+        # the prefix with a character appended ("pod." and "web-" are fine)
+        trimmed = generate + "a"
         errs.each(_child(path, "generateName"), generate,
                   [m for m in checker(trimmed) if "no more than" not in m])
     ns = meta.get("namespace")

@@ -3,7 +3,7 @@
 
 Every other Node with a podCIDR and an InternalIP of the same family gets a
 route ``podCIDR via InternalIP``. A Node whose podCIDR overlaps another's
-(or this node's) is reported and left out: routing one prefix two ways would
+(or this node's) is reported and left out — the newer of the two: routing one prefix two ways would
 black-hole half of someone's pods.
 """
 from __future__ import annotations
@@ -42,7 +42,8 @@ def desired_routes(nodes: Iterable[dict], self_name: str) -> Tuple[Dict[str, str
     problems: List[Problem] = []
     claimed: List[Tuple[ipaddress._BaseNetwork, str]] = []
     per_node = []
-    for n in sorted(nodes, key=lambda n: n["metadata"]["name"]):
+    # the older Node keeps a contested prefix: a newcomer must not steal a live node's pods
+    for n in sorted(nodes, key=lambda n: (n["metadata"].get("creationTimestamp") or "", n["metadata"]["name"])):
         name = n["metadata"]["name"]
         cidrs, bad = _cidrs(n)
         problems += bad

@@ -524,3 +524,11 @@ def test_trailing_newline_is_not_a_valid_name():
     assert not v.is_qualified_name("app\n")
     assert not v.is_valid_label_value("web\n")
     assert not v.is_iana_svc_name("http\n")
+
+
+def test_generate_name_is_checked_as_a_prefix():
+    from meshcni.apiserver.validation import validate
+    ev = {"metadata": {"generateName": "web-0.", "namespace": "default"}, "involvedObject": {"kind": "Pod"}}
+    assert not [e for e in validate("", "v1", "Event", ev) if "generateName" in e.field]
+    bad = {"metadata": {"generateName": "Web_", "namespace": "default"}}
+    assert [e for e in validate("", "v1", "ConfigMap", bad) if "generateName" in e.field]
