@@ -14,6 +14,7 @@
     meshcni status | service list | endpoint list [--socket S] [-o json]
                                         what the node agent runs (its local API)
     meshcni agent ...                   the per-node agent (DaemonSet)
+    meshcni controller ...              identities and CIDR identities (Deployment, leader-elected)
     meshcni apiserver ...               a Kubernetes-compatible API server
     meshcni sim ...                     simulated clusters in network namespaces
 
@@ -381,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_apiserver(sub)
     from .agent.cli import add_parser as add_agent
     add_agent(sub)
+    from .controller.cli import add_parser as add_controller
+    add_controller(sub)
     return p
 
 

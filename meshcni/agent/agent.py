@@ -33,6 +33,7 @@ log = logging.getLogger("meshcni.agent")
 STARTUP_TAINT = "mesh-cni.dev/startup"
 SERVICES_KEY = "services"
 ROUTES_KEY = "routes"
+IPCACHE_KEY = "ipcache"
 RTPROT_MESHCNI = 191  # routes the agent owns (and may delete); others are never touched
 
 
@@ -70,6 +71,9 @@ class Metrics:
         self.map_entries = Gauge("meshcni_map_entries", "entries per pinned map", ["map"], registry=self.registry)
         self.map_capacity = Gauge("meshcni_map_capacity", "capacity per pinned map", ["map"], registry=self.registry)
         self.endpoints = Gauge("meshcni_endpoints", "local endpoints", registry=self.registry)
+        self.ipcache = Gauge("meshcni_ipcache_entries", "prefixes in the ipcache", registry=self.registry)
+        self.ipcache_collisions = Gauge("meshcni_ipcache_shared_prefixes",
+                                        "CIDR prefixes claimed by more than one CIDRIdentity", registry=self.registry)
 
 
 class Agent:
@@ -87,6 +91,7 @@ class Agent:
         self._http = None
         self.last_reconcile: Dict[str, object] = {}
         self.programmed: list = []
+        self._reported: set = set()
         self.pod_cidrs: List[str] = []
 
     # -- bring-up --
@@ -106,7 +111,7 @@ class Agent:
         from ..cni import endpoints as eps
         from .localapi import LocalAPI
         self.localapi = LocalAPI(cfg.socket, self.status,
-                                 on_change=lambda: self.metrics.endpoints.set(len(self.localapi.endpoints)),
+                                 on_change=self._endpoints_changed,
                                  views={"/v1/services": self.programmed_services})
         self.localapi.load(eps.all_records(cfg.state_dir))
         self.localapi.start()
@@ -117,17 +122,33 @@ class Agent:
         self.services = Informer(self.core.list_service_for_all_namespaces, name="services")
         self.slices = Informer(disc.list_endpoint_slice_for_all_namespaces, name="endpointslices")
         self.nodes = Informer(self.core.list_node, name="nodes")
+        custom = client.CustomObjectsApi(self.api)
+        self.pods = Informer(self.core.list_pod_for_all_namespaces, name="pods")
+        self.namespaces = Informer(self.core.list_namespace, name="namespaces")
+        self.identities = Informer(custom.list_cluster_custom_object, "mesh-cni.dev", "v1alpha1", "identities",
+                                   name="identities")
+        self.cidr_identities = Informer(custom.list_cluster_custom_object, "mesh-cni.dev", "v1alpha1",
+                                        "cidridentities", name="cidridentities")
         self.queue = WorkQueue(name="agent")
-        for inf, key in ((self.services, SERVICES_KEY), (self.slices, SERVICES_KEY), (self.nodes, ROUTES_KEY)):
-            inf.add_handler(lambda o, k=key: self.queue.add(k), lambda a, b, k=key: self.queue.add(k),
-                            lambda o, k=key: self.queue.add(k))
+        wiring = ((self.services, (SERVICES_KEY,)), (self.slices, (SERVICES_KEY,)),
+                  (self.nodes, (ROUTES_KEY, IPCACHE_KEY)), (self.pods, (IPCACHE_KEY,)),
+                  (self.namespaces, (IPCACHE_KEY,)), (self.identities, (IPCACHE_KEY,)),
+                  (self.cidr_identities, (IPCACHE_KEY,)))
+        for inf, keys in wiring:
+            def kick(*_, ks=keys):
+                for k in ks:
+                    self.queue.add(k)
+            inf.add_handler(kick, kick, kick)
             inf.start()
             self.informers.append(inf)
         for inf in self.informers:
             if not inf.wait_for_sync(cfg.sync_timeout):
-                raise RuntimeError(f"informer {inf.name}: no initial list within {cfg.sync_timeout} s")
+                hint = " (are the meshcni CRDs installed? kubectl apply -k deploy/crds)" \
+                    if inf.name in ("identities", "cidridentities") else ""
+                raise RuntimeError(f"informer {inf.name}: no initial list within {cfg.sync_timeout} s{hint}")
         log.info("informers synced: %d services, %d endpointslices", len(self.services.list()), len(self.slices.list()))
         self.reconcile_services()  # first reconcile on complete caches, before readiness
+        self.reconcile_ipcache()
         if cfg.routes:
             self.reconcile_routes()
         run_workers(self.queue, self._work, 1, name="agent")
@@ -135,6 +156,34 @@ class Agent:
         self.ready.set()
         log.info("ready")
         return self
+
+    def _report(self, problems) -> None:
+        """Log, count and put an Event on each newly seen bad object (once per distinct problem)."""
+        from kubernetes.client.exceptions import ApiException
+        for p in problems:
+            key = str(p)
+            if key in self._reported:
+                continue
+            self._reported.add(key)
+            log.warning("%s", p)
+            self.metrics.problems.labels(p.kind).inc()
+            ev = {"apiVersion": "v1", "kind": "Event",
+                  "metadata": {"generateName": f"{p.name}.", "namespace": p.namespace or "default"},
+                  "involvedObject": {"kind": p.kind, "name": p.name, "namespace": p.namespace or None,
+                                     "apiVersion": "mesh-cni.dev/v1alpha1" if p.kind in ("Identity", "CIDRIdentity")
+                                     else "discovery.k8s.io/v1" if p.kind == "EndpointSlice" else "v1"},
+                  "reason": "InvalidField", "message": f"{p.field}: {p.message}"[:1000], "type": "Warning",
+                  "source": {"component": "meshcni-agent", "host": self.cfg.node_name},
+                  "reportingComponent": "meshcni-agent", "reportingInstance": self.cfg.node_name}
+            try:
+                self.core.create_namespaced_event(p.namespace or "default", ev)
+            except (ApiException, OSError) as e:
+                log.debug("event for %s: %s", p, e)
+
+    def _endpoints_changed(self) -> None:
+        self.metrics.endpoints.set(len(self.localapi.endpoints))
+        if self.queue is not None:
+            self.queue.add(IPCACHE_KEY)
 
     def _wait_node(self) -> dict:
         from kubernetes.client.exceptions import ApiException
@@ -160,6 +209,7 @@ class Agent:
         log.info("socket LB on cgroup %s: %s", cfg.cgroup_root, ", ".join(f"{k} {v}" for k, v in sorted(done.items())))
         self.policy = PolicyProgram(cfg.bpf_root)
         ids = self.policy.pin_programs(cfg.bpf_root)
+        self.endpoints_map = self.policy.datapath().endpoints
         log.info("tc programs pinned under %s/progs: %s", cfg.bpf_root, ids)
 
     def _install_cni(self) -> None:
@@ -190,6 +240,46 @@ class Agent:
             self.reconcile_services()
         elif key == ROUTES_KEY and self.cfg.routes:
             self.reconcile_routes()
+        elif key == IPCACHE_KEY:
+            self.reconcile_ipcache()
+
+    def _reconcile_endpoints(self) -> None:
+        """Local endpoints (ifindex of the host veth) -> their identity, for the tc programs."""
+        import numpy as np
+        from ..controllers.ipcache import desired_endpoints
+        from ..datapath.policy import addr16
+        with self.localapi.lock:
+            records = list(self.localapi.endpoints.values())
+        want = desired_endpoints(records, self.pods.list(), self.namespaces.list(), self.identities.list())
+        m = self.endpoints_map
+        k = np.zeros(len(want), m.key_dtype)
+        v = np.zeros(len(want), m.value_dtype)
+        for i, (ifindex, ip, ident, cookie) in enumerate(want):
+            k[i]["ifindex"] = ifindex
+            v[i]["addr"] = np.frombuffer(addr16(ip), np.uint8)
+            v[i]["identity"], v[i]["netns_cookie"] = ident, cookie
+        m.reconcile(k, v)
+
+    def reconcile_ipcache(self) -> None:
+        """Pod IPs, node IPs and CIDR identities -> mc_ipcache (one batched reconcile)."""
+        from ..controllers.ipcache import desired_ipcache
+        t0 = time.perf_counter()
+        want, problems, collisions = desired_ipcache(self.pods.list(), self.namespaces.list(),
+                                                     self.identities.list(), self.cidr_identities.list(),
+                                                     self.nodes.list(), self.cfg.node_name)
+        self._report(problems)
+        self.metrics.ipcache_collisions.set(collisions)
+        try:
+            self.svc_dp.maps.ipcache.reconcile_prefixes(want, cache=True)
+            self._reconcile_endpoints()
+        except Exception:
+            self.metrics.reconciles.labels("ipcache", "error").inc()
+            raise
+        self.metrics.reconciles.labels("ipcache", "ok").inc()
+        self.metrics.duration.labels("ipcache").observe(time.perf_counter() - t0)
+        self.metrics.ipcache.set(len(want))
+        self.ipcache_size = len(want)
+        log.info("ipcache reconciled: %d prefixes in %.1f ms", len(want), (time.perf_counter() - t0) * 1000)
 
     def reconcile_routes(self) -> None:
         """Routes to the other nodes' pod CIDRs in this (the node's) network namespace."""
@@ -198,9 +288,7 @@ class Agent:
         from ..controllers.routes import desired_routes
         t0 = time.perf_counter()
         want, problems = desired_routes(self.nodes.list(), self.cfg.node_name)
-        for p in problems:
-            log.warning("%s", p)
-            self.metrics.problems.labels(p.kind).inc()
+        self._report(problems)
         with IPRoute() as ipr:
             have = {}
             for fam in (socket.AF_INET, socket.AF_INET6):
@@ -222,9 +310,7 @@ class Agent:
         from ..errors import MapFullError
         t0 = time.perf_counter()
         desired, problems = desired_services(self.services.list(), self.slices.list(), self.svc_ids)
-        for p in problems:
-            log.warning("%s", p)
-            self.metrics.problems.labels(p.kind).inc()
+        self._report(problems)
         for a, b in frontend_conflicts(desired):
             log.warning("Service %s: frontend already used by %s; left out", b, a)
         dropped = {b for _, b in frontend_conflicts(desired)}
@@ -260,6 +346,7 @@ class Agent:
         return {"node": self.cfg.node_name, "ready": self.ready.is_set(), "podCIDRs": self.pod_cidrs,
                 "endpoints": len(self.localapi.endpoints) if self.localapi else 0,
                 "services": self.last_reconcile,
+                "ipcache": getattr(self, "ipcache_size", 0),
                 "informers": {i.name: {"synced": i.has_synced(), "objects": len(i.list()),
                                        "relists": i.relists, "watchRestarts": i.watch_restarts}
                               for i in self.informers}}
@@ -267,7 +354,7 @@ class Agent:
     def _update_map_gauges(self) -> None:
         if self.svc_dp is None:
             return
-        for name in ("svc", "backends", "revnat", "maglev", "affinity"):
+        for name in ("svc", "backends", "revnat", "maglev", "affinity", "ipcache"):
             m = getattr(self.svc_dp.maps, name, None)
             if m is not None:
                 try:

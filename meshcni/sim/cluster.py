@@ -37,6 +37,8 @@ log = logging.getLogger("meshcni.sim")
 REPO_CRDS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                          "deploy", "crds")
 DAEMONSET = os.path.join(os.path.dirname(REPO_CRDS), "agent", "daemonset.yaml")
+DEPLOYMENT = os.path.join(os.path.dirname(REPO_CRDS), "controller", "deployment.yaml")
+CONTROLLER_NS = "meshcni-system"
 STARTUP_TAINT = "mesh-cni.dev/startup"
 _NAME_OK = set("abcdefghijklmnopqrstuvwxyz0123456789-")
 
@@ -173,6 +175,9 @@ class Cluster:
                                          self._cni_dir(n), self.pods_dir, self.ledger).start())
         progress(f"kubelets: {len(self.kubelets)}")
         if self.with_agent:
+            self._start_controller(api)
+            progress("controller: meshcni controller (identities, CIDR identities), leader-elected "
+                     "(logs/controller.log)")
             self._start_agents(progress)
 
     def _save_config(self) -> None:
@@ -274,6 +279,33 @@ class Cluster:
             argv.append(a)
         return [sys.executable, "-m", "meshcni.cli"] + argv + [f"--kubeconfig={self.node_kubeconfig}"]
 
+    def controller_argv(self) -> List[str]:
+        """The controller Deployment's own args (it runs in the underlay namespace, as a pod would)."""
+        import yaml
+        with open(DEPLOYMENT) as f:
+            dep = yaml.safe_load(f)
+        c = dep["spec"]["template"]["spec"]["containers"][0]
+        args = [a.replace("$(POD_NAMESPACE)", CONTROLLER_NS) for a in c.get("args", [])]
+        return [sys.executable, "-m", "meshcni.cli"] + args + [f"--kubeconfig={self.node_kubeconfig}",
+                                                              f"--identity=sim-{self.cfg.name}-controller"]
+
+    def _start_controller(self, api) -> None:
+        from .controllers import send_json
+        send_json(api, "PATCH", f"/api/v1/namespaces/{CONTROLLER_NS}",
+                  {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": CONTROLLER_NS}},
+                  "application/apply-patch+yaml", [("fieldManager", "meshcni-sim")])
+        self.controller_proc = self._spawn_controller()
+
+    def _spawn_controller(self):
+        import subprocess
+        logf = open(os.path.join(self.dir, "logs", "controller.log"), "ab")
+        pr = subprocess.Popen(["ip", "netns", "exec", topology.underlay_ns(self.cfg.state_root)] +
+                              self.controller_argv(), stdout=logf, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL, start_new_session=True)
+        logf.close()
+        self.ledger.add("pid", pr.pid)
+        return pr
+
     def _start_agents(self, progress) -> None:
         procs = {}
         for n in self.nodes:
@@ -296,8 +328,13 @@ class Cluster:
         threading.Thread(target=self._supervise_agents, name="agent-supervisor", daemon=True).start()
 
     def _supervise_agents(self) -> None:
-        """Restart an agent that exits, as the DaemonSet controller + kubelet would."""
+        """Restart an agent (or the controller) that exits, as the DaemonSet/Deployment + kubelet would."""
         while not self.stopped.wait(0.3):
+            cp = getattr(self, "controller_proc", None)
+            if cp is not None and cp.poll() is not None and not self.stopped.is_set():
+                self.ledger.remove("pid", cp.pid)
+                log.warning("controller exited %s; restarting", cp.returncode)
+                self.controller_proc = self._spawn_controller()
             for n in self.nodes:
                 pr, _ = self.agents.get(n.name, (None, None))
                 if pr is not None and pr.poll() is not None and not self.stopped.is_set():
@@ -332,6 +369,18 @@ class Cluster:
     def _stop_agents(self) -> None:
         import signal
         self.stopped.set()
+        cp = getattr(self, "controller_proc", None)
+        if cp is not None:
+            if cp.poll() is None:
+                os.killpg(cp.pid, signal.SIGTERM)
+            try:
+                cp.wait(timeout=10)
+            except Exception:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(cp.pid, signal.SIGKILL)
+                cp.wait()
+            self.ledger.remove("pid", cp.pid)
+            self.controller_proc = None
         for name, (pr, _) in getattr(self, "agents", {}).items():
             if pr.poll() is None:
                 os.killpg(pr.pid, signal.SIGTERM)

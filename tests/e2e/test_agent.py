@@ -178,6 +178,49 @@ def test_cli_reads_the_agent(cl):
     eps = json.loads(cli("endpoint", "list", "-o", "json"))
     assert {e["podName"] for e in eps} <= {p.metadata.name for p in core.list_namespaced_pod("default").items}
     assert "FRONTEND" in cli("service", "list")
+    # every local endpoint is in the tc programs' endpoint map, keyed by its host veth
+    dump = subprocess.run([sys.executable, "-m", "meshcni.cli", "maps", "dump", "mc_endpoints", "--root",
+                           str(root / "m" / "nodes" / "m-node1" / "bpf" / "meshcni")], capture_output=True, text=True)
+    assert dump.returncode == 0, dump.stderr
+    rows = [json.loads(x) for x in dump.stdout.splitlines() if x.strip()]
+    assert len(rows) == len(eps) and rows
     bad = subprocess.run([sys.executable, "-m", "meshcni.cli", "status", "--socket", str(root / "nope.sock")],
                          capture_output=True, text=True)
     assert bad.returncode == 1 and "not reachable" in bad.stderr
+
+
+def test_bad_node_is_reported_with_an_event_and_nothing_else_breaks(cl):
+    root, core = cl
+    core.create_node({"metadata": {"name": "ghost"}, "spec": {"podCIDR": "10.244.0.0/25",
+                                                               "taints": [{"key": "x", "effect": "NoSchedule"}]}})
+    try:
+        def event():
+            evs = core.list_namespaced_event("default").items
+            return [e for e in evs if e.involved_object.name == "ghost" and "overlaps" in (e.message or "")]
+        ev = wait(event, what="an Event on Node ghost")
+        assert ev[0].type == "Warning" and ev[0].source.component == "meshcni-agent"
+        cip = core.read_namespaced_service("web", "default").spec.cluster_ip
+        assert "failed" not in counts(root, "client", cip, 80, 10)
+    finally:
+        core.delete_node("ghost")
+
+
+def test_identities_reach_the_ipcache_of_every_node(cl):
+    root, core = cl
+    api = core.api_client
+    custom = client.CustomObjectsApi(api)
+    web0 = running(core, "web-0")
+
+    def ident():
+        items = custom.list_namespaced_custom_object("mesh-cni.dev", "v1alpha1", "default", "identities")["items"]
+        return [i for i in items if i["spec"]["podLabels"] == {"app": "web"}]
+    ids = wait(ident, what="the Identity of app=web")
+    assert len(ids) == 1 and ids[0]["spec"]["id"] >= 1 << 24
+    want = ids[0]["spec"]["id"]
+    for node in ("m-node1", "m-node2"):
+        def looked_up(node=node):
+            p = subprocess.run([sys.executable, "-m", "meshcni.cli", "ipcache", "lookup", web0.status.pod_ip,
+                                "--root", str(root / "m" / "nodes" / node / "bpf" / "meshcni")],
+                               capture_output=True, text=True)
+            return p.stdout.strip().endswith(f"identity {want}")
+        wait(looked_up, what=f"{node}'s ipcache has web-0's identity")

@@ -1,0 +1,57 @@
+# SPDX-License-Identifier: MIT OR Apache-2.0
+"""``meshcni controller`` flags (the Deployment passes these)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+
+
+def add_parser(sub) -> None:
+    from .controller import default_identity
+    p = sub.add_parser("controller", help="the cluster-wide controller (Deployment): identity allocation",
+                       description="Allocates an Identity per unique (namespace labels, pod labels) set and a "
+                       "CIDRIdentity per NetworkPolicy ipBlock, garbage-collects unused ones after --gc-grace, "
+                       "reports hand-made ones; one active replica via a Lease. Serves /healthz /readyz /metrics.")
+    p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"),
+                   help="kubeconfig file (default $KUBECONFIG, else in-cluster config)")
+    p.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True,
+                   help="campaign for the Lease and act only while holding it (default on)")
+    p.add_argument("--lease-namespace", default="kube-system", help="namespace of the Lease (default %(default)s)")
+    p.add_argument("--lease-name", default="meshcni-controller", help="name of the Lease (default %(default)s)")
+    p.add_argument("--identity", default=os.environ.get("POD_NAME") or default_identity(),
+                   help="holder identity in the Lease (default $POD_NAME, else hostname-pid)")
+    p.add_argument("--metrics-address", default="127.0.0.1:9963", help="HOST:PORT of /healthz /readyz /metrics")
+    p.add_argument("--gc-grace", type=float, default=300.0,
+                   help="seconds an Identity may stay unused before it is deleted (default %(default)s)")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(fn=cmd_controller)
+
+
+def cmd_controller(args) -> int:
+    from .controller import Controller, ControllerConfig
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.gc_grace < 0:
+        print("meshcni controller: --gc-grace must be >= 0 seconds", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *a: stop.set())
+    ctl = Controller(ControllerConfig(kubeconfig=args.kubeconfig, leader_elect=args.leader_elect,
+                                      lease_namespace=args.lease_namespace, lease_name=args.lease_name,
+                                      identity=args.identity, metrics_address=args.metrics_address,
+                                      gc_grace=args.gc_grace))
+    try:
+        ctl.start()
+    except Exception as e:
+        logging.getLogger("meshcni.controller").exception("start failed: %s", e)
+        ctl.stop()
+        return 1
+    while not stop.wait(0.5):
+        pass
+    ctl.stop()
+    return 0
