@@ -6,6 +6,7 @@
     meshcni maps create [--root R]      create (or migrate) every pinned map
     meshcni maps dump NAME [--root R]   entries of one map, one JSON object a line
     meshcni ipcache lookup IP [--root R]  identity of the longest prefix covering IP
+    meshcni ipcache list [--root R]     every prefix and its identity
     meshcni drops [--follow] [--root R]  drop counters by reason; --follow prints drop events
     meshcni demo                        the map library on a private bpffs
     meshcni cni install --bin-dir D --conf-dir C (--subnet CIDR ... | --chained)
@@ -132,6 +133,25 @@ def cmd_ipcache_lookup(args):
         print(f"{args.ip}: no prefix covers it")
         return 1
     print(f"{args.ip}: identity {ident}")
+    return 0
+
+
+def cmd_ipcache_list(args):
+    import ipaddress
+    from .bpf.pin import open_or_create
+    from .bpf.typed import IPCacheMap
+    from .layout import map_specs
+    with open_or_create(map_specs()["mc_ipcache"], args.root, migrate=False, map_class=IPCacheMap) as m:
+        prefixes = m.prefixes()
+    names = {1: "host", 2: "world", 6: "remote-node"}
+    rows = sorted(prefixes.items(), key=lambda kv: (ipaddress.ip_network(kv[0]).version, ipaddress.ip_network(kv[0])))
+    if args.output == "json":
+        print(json.dumps({k: v for k, v in rows}, indent=2))
+        return 0
+    w = max([6] + [len(k) for k, _ in rows])
+    print(f"{'PREFIX'.ljust(w)}   IDENTITY")
+    for k, v in rows:
+        print(f"{k.ljust(w)}   {v}{' (' + names[v] + ')' if v in names else ''}")
     return 0
 
 
@@ -349,6 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     ipc = sub.add_parser("ipcache", help="query the ipcache")
     isub = ipc.add_subparsers(dest="ipcache_cmd", required=True)
+    x = isub.add_parser("list", help="every prefix and its identity")
+    _root_arg(x)
+    x.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    x.set_defaults(fn=cmd_ipcache_list)
     x = isub.add_parser("lookup", help="identity of the longest prefix covering an IP")
     x.add_argument("ip")
     _root_arg(x)

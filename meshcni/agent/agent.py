@@ -34,6 +34,7 @@ STARTUP_TAINT = "mesh-cni.dev/startup"
 SERVICES_KEY = "services"
 ROUTES_KEY = "routes"
 IPCACHE_KEY = "ipcache"
+POLICY_KEY = "policy"
 RTPROT_MESHCNI = 191  # routes the agent owns (and may delete); others are never touched
 
 
@@ -71,7 +72,12 @@ class Metrics:
         self.map_entries = Gauge("meshcni_map_entries", "entries per pinned map", ["map"], registry=self.registry)
         self.map_capacity = Gauge("meshcni_map_capacity", "capacity per pinned map", ["map"], registry=self.registry)
         self.endpoints = Gauge("meshcni_endpoints", "local endpoints", registry=self.registry)
+        self.drops = Gauge("meshcni_drops", "packets dropped by the tc programs, by reason (since load)", ["reason"],
+                           registry=self.registry)
         self.ipcache = Gauge("meshcni_ipcache_entries", "prefixes in the ipcache", registry=self.registry)
+        self.policy_entries = Gauge("meshcni_policy_entries", "policy map entries desired", registry=self.registry)
+        self.enforced = Gauge("meshcni_policy_enforced", "(identity, direction) pairs isolated",
+                              registry=self.registry)
         self.ipcache_collisions = Gauge("meshcni_ipcache_shared_prefixes",
                                         "CIDR prefixes claimed by more than one CIDRIdentity", registry=self.registry)
 
@@ -129,11 +135,13 @@ class Agent:
                                    name="identities")
         self.cidr_identities = Informer(custom.list_cluster_custom_object, "mesh-cni.dev", "v1alpha1",
                                         "cidridentities", name="cidridentities")
+        net = client.NetworkingV1Api(self.api)
+        self.netpols = Informer(net.list_network_policy_for_all_namespaces, name="networkpolicies")
         self.queue = WorkQueue(name="agent")
         wiring = ((self.services, (SERVICES_KEY,)), (self.slices, (SERVICES_KEY,)),
-                  (self.nodes, (ROUTES_KEY, IPCACHE_KEY)), (self.pods, (IPCACHE_KEY,)),
-                  (self.namespaces, (IPCACHE_KEY,)), (self.identities, (IPCACHE_KEY,)),
-                  (self.cidr_identities, (IPCACHE_KEY,)))
+                  (self.nodes, (ROUTES_KEY, IPCACHE_KEY)), (self.pods, (IPCACHE_KEY, POLICY_KEY)),
+                  (self.namespaces, (IPCACHE_KEY, POLICY_KEY)), (self.identities, (IPCACHE_KEY, POLICY_KEY)),
+                  (self.cidr_identities, (IPCACHE_KEY, POLICY_KEY)), (self.netpols, (POLICY_KEY,)))
         for inf, keys in wiring:
             def kick(*_, ks=keys):
                 for k in ks:
@@ -149,6 +157,7 @@ class Agent:
         log.info("informers synced: %d services, %d endpointslices", len(self.services.list()), len(self.slices.list()))
         self.reconcile_services()  # first reconcile on complete caches, before readiness
         self.reconcile_ipcache()
+        self.reconcile_policy()
         if cfg.routes:
             self.reconcile_routes()
         run_workers(self.queue, self._work, 1, name="agent")
@@ -209,7 +218,11 @@ class Agent:
         log.info("socket LB on cgroup %s: %s", cfg.cgroup_root, ", ".join(f"{k} {v}" for k, v in sorted(done.items())))
         self.policy = PolicyProgram(cfg.bpf_root)
         ids = self.policy.pin_programs(cfg.bpf_root)
-        self.endpoints_map = self.policy.datapath().endpoints
+        self.policy_dp = self.policy.datapath()
+        self.endpoints_map = self.policy_dp.endpoints
+        from ..datapath.policy import CTGC
+        # expired conntrack entries are deleted by us, in batches (the map is a hash, not LRU)
+        self.ctgc = CTGC(self.policy_dp.ct, interval=30.0).start()
         log.info("tc programs pinned under %s/progs: %s", cfg.bpf_root, ids)
 
     def _install_cni(self) -> None:
@@ -242,6 +255,39 @@ class Agent:
             self.reconcile_routes()
         elif key == IPCACHE_KEY:
             self.reconcile_ipcache()
+        elif key == POLICY_KEY:
+            self.reconcile_policy()
+
+    def reconcile_policy(self) -> None:
+        """NetworkPolicies -> mc_policy + mc_enforce (the compiler is pure; this only applies).
+
+        A policy map too small for the desired entries raises MapFullError: the
+        previous entries stay (the apply adds before it deletes and lifts no
+        enforcement it could not replace), the error is counted, and the key is
+        retried with backoff — fail-static, never fail-open.
+        """
+        from ..controllers.netpol import compile_policies
+        from ..errors import MapFullError
+        t0 = time.perf_counter()
+        compiled = compile_policies(self.netpols.list(), self.pods.list(), self.namespaces.list(),
+                                    self.identities.list(), self.cidr_identities.list())
+        self._report(compiled.problems)
+        try:
+            self.policy_dp.apply(compiled.entries, compiled.enforced)
+        except MapFullError as e:
+            self.metrics.reconciles.labels("policy", "map_full").inc()
+            log.error("policy: %s (previous policy kept)", e)
+            raise
+        except Exception:
+            self.metrics.reconciles.labels("policy", "error").inc()
+            raise
+        self.metrics.reconciles.labels("policy", "ok").inc()
+        self.metrics.duration.labels("policy").observe(time.perf_counter() - t0)
+        self.metrics.policy_entries.set(len(compiled.entries))
+        self.metrics.enforced.set(len(compiled.enforced))
+        self.policy_stats = {"entries": len(compiled.entries), "enforced": len(compiled.enforced)}
+        log.info("policy reconciled: %d entries, %d isolated (identity, direction) in %.1f ms",
+                 len(compiled.entries), len(compiled.enforced), (time.perf_counter() - t0) * 1000)
 
     def _reconcile_endpoints(self) -> None:
         """Local endpoints (ifindex of the host veth) -> their identity, for the tc programs."""
@@ -347,6 +393,7 @@ class Agent:
                 "endpoints": len(self.localapi.endpoints) if self.localapi else 0,
                 "services": self.last_reconcile,
                 "ipcache": getattr(self, "ipcache_size", 0),
+                "policy": getattr(self, "policy_stats", {}),
                 "informers": {i.name: {"synced": i.has_synced(), "objects": len(i.list()),
                                        "relists": i.relists, "watchRestarts": i.watch_restarts}
                               for i in self.informers}}
@@ -354,7 +401,13 @@ class Agent:
     def _update_map_gauges(self) -> None:
         if self.svc_dp is None:
             return
-        for name in ("svc", "backends", "revnat", "maglev", "affinity", "ipcache"):
+        if getattr(self, "policy_dp", None) is not None:
+            try:
+                for reason, (pkts, _bytes) in self.policy_dp.drop_counts().items():
+                    self.metrics.drops.labels(reason).set(pkts)
+            except Exception as e:
+                log.debug("drop counters: %s", e)
+        for name in ("svc", "backends", "revnat", "maglev", "affinity", "ipcache", "policy", "enforce", "ct"):
             m = getattr(self.svc_dp.maps, name, None)
             if m is not None:
                 try:
@@ -400,6 +453,8 @@ class Agent:
         self.stopping.set()
         if self.queue is not None:
             self.queue.shutdown()
+        if getattr(self, "ctgc", None) is not None:
+            self.ctgc.stop()
         for inf in self.informers:
             inf.stop()
         if self.localapi:

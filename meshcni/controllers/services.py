@@ -72,9 +72,10 @@ class ServiceIDs:
 
     def assign(self, keys: Iterable[str]) -> Dict[str, int]:
         with self.lock:
-            keys = sorted(set(keys))
+            keyset = set(keys)
+            keys = sorted(keyset)
             changed = False
-            for k in [k for k in self.ids if k not in keys]:
+            for k in [k for k in self.ids if k not in keyset]:  # a set: this runs on every reconcile
                 del self.ids[k]
                 changed = True
             used = set(self.ids.values())

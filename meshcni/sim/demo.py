@@ -10,8 +10,8 @@ Steps (each printed with what it showed):
    and print which pod answered;
 5. the Service: its EndpointSlice, then 30 connections from the client to the
    ClusterIP (balanced by the agents' socket LB) must be answered by all
-   three backends; the NetworkPolicy is not enforced yet (its compiler is the
-   next issue) and the demo says so;
+   three backends; then the NetworkPolicy: the intruder (not role=client) must
+   be blocked while the client still gets through;
 6. ``sim down`` unless ``--keep``.
 Exit status 0 only if every check passed.
 """
@@ -104,10 +104,13 @@ def run_demo(args) -> int:
         ok &= good
         say(f"      30 connections to {cip}:80 from the client -> "
             + ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())) + f"  {'ok' if good else 'FAILED'}")
+        # the NetworkPolicy admits only role=client to app=web on the http port
         p = subprocess.run(exec_argv[:-2] + ["demo/intruder", "--", sys.executable, "-c", PROBE, cip, "80"],
                            capture_output=True, text=True)
-        say(f"      the intruder to {cip}:80 -> {p.stdout.strip() or p.stderr.strip()}: the NetworkPolicy "
-            "web-from-client is stored but not enforced yet (the policy compiler is the next issue)")
+        blocked = p.returncode != 0
+        ok &= blocked
+        say(f"      NetworkPolicy web-from-client: the intruder to {cip}:80 -> "
+            f"{'blocked' if blocked else p.stdout.strip()}  {'ok' if blocked else 'FAILED (should be blocked)'}")
         say("[6/6] " + ("leaving the cluster up (--keep): meshcni sim down --name " + name if args.keep
                         else "taking the cluster down"))
     except SimError as e:

@@ -224,3 +224,7 @@ def test_identities_reach_the_ipcache_of_every_node(cl):
                                capture_output=True, text=True)
             return p.stdout.strip().endswith(f"identity {want}")
         wait(looked_up, what=f"{node}'s ipcache has web-0's identity")
+    lst = subprocess.run([sys.executable, "-m", "meshcni.cli", "ipcache", "list", "-o", "json", "--root",
+                          str(root / "m" / "nodes" / "m-node1" / "bpf" / "meshcni")], capture_output=True, text=True)
+    table = json.loads(lst.stdout)
+    assert table[f"{web0.status.pod_ip}/32"] == want and 6 in table.values() and 1 in table.values()
