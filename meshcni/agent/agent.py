@@ -20,7 +20,6 @@ established and new connections keep working while it restarts.
 """
 from __future__ import annotations
 
-import http.server
 import json
 import logging
 import os
@@ -417,36 +416,9 @@ class Agent:
                     pass
 
     def _start_http(self) -> None:
-        host, _, port = self.cfg.metrics_address.rpartition(":")
-        agent = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_GET(self):
-                if self.path == "/healthz":
-                    code, body, ct = 200, b"ok", "text/plain"
-                elif self.path == "/readyz":
-                    ok = agent.ready.is_set()
-                    code, body, ct = (200 if ok else 503), (b"ok" if ok else b"not ready"), "text/plain"
-                elif self.path == "/metrics":
-                    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-                    agent._update_map_gauges()
-                    code, body, ct = 200, generate_latest(agent.metrics.registry), CONTENT_TYPE_LATEST
-                else:
-                    code, body, ct = 404, b"not found", "text/plain"
-                self.send_response(code)
-                self.send_header("Content-Type", ct)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self._http = http.server.ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
-        self._http.daemon_threads = True
-        threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.2}, name="agent-http",
-                         daemon=True).start()
-        log.info("health and metrics on http://%s/", self.cfg.metrics_address)
+        from ..health import HealthServer
+        self._http = HealthServer(self.cfg.metrics_address, self.ready, self.metrics.registry,
+                                  before_metrics=self._update_map_gauges, name="agent")
 
     def stop(self) -> None:
         """Stop controllers and servers; the datapath stays (pins and links survive us)."""
@@ -460,8 +432,7 @@ class Agent:
         if self.localapi:
             self.localapi.stop()
         if self._http:
-            self._http.shutdown()
-            self._http.server_close()
+            self._http.stop()
         for x in (self.policy, self.socklb, self.svc_dp):
             if x is not None:
                 x.close()  # closes fds only; pinned maps, programs and links stay

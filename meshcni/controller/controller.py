@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import http.server
 import json
 import logging
 import os
@@ -247,8 +246,7 @@ class Controller:
         for inf in self.informers:
             inf.stop()
         if self._http:
-            self._http.shutdown()
-            self._http.server_close()
+            self._http.stop()
         log.info("stopped")
 
     # -- reconcile --
@@ -491,35 +489,7 @@ class Controller:
                 "informers": {i.name: {"synced": i.has_synced(), "objects": len(i)} for i in self.informers}}
 
     def _start_http(self) -> None:
-        host, _, port = self.cfg.metrics_address.rpartition(":")
-        ctl = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_GET(self):
-                if self.path == "/healthz":
-                    code, body, ct = 200, b"ok", "text/plain"
-                elif self.path == "/readyz":
-                    ok = ctl.ready.is_set()
-                    code, body, ct = (200 if ok else 503), (b"ok" if ok else b"not ready"), "text/plain"
-                elif self.path == "/metrics":
-                    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-                    code, body, ct = 200, generate_latest(ctl.metrics.registry), CONTENT_TYPE_LATEST
-                elif self.path == "/status":
-                    code, body, ct = 200, json.dumps(ctl.status()).encode(), "application/json"
-                else:
-                    code, body, ct = 404, b"not found", "text/plain"
-                self.send_response(code)
-                self.send_header("Content-Type", ct)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self._http = http.server.ThreadingHTTPServer((host or "127.0.0.1", int(port)), Handler)
-        self._http.daemon_threads = True
-        self.metrics_port = self._http.server_address[1]
-        threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.2}, name="controller-http",
-                         daemon=True).start()
-        log.info("health and metrics on http://%s:%d/", host or "127.0.0.1", self.metrics_port)
+        from ..health import HealthServer
+        self._http = HealthServer(self.cfg.metrics_address, self.ready, self.metrics.registry,
+                                  views={"/status": self.status}, name="controller")
+        self.metrics_port = self._http.port
