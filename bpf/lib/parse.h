@@ -31,6 +31,7 @@
 #define MC_PROTO_TCP 6
 #define MC_PROTO_UDP 17
 #define MC_PROTO_ICMPV6 58
+#define MC_PROTO_SCTP 132
 #define MC_IPV6_EXT_MAX 4
 
 #define MC_TCP_FIN 0x01
@@ -172,6 +173,13 @@ static __always_inline int mc_parse_l4(struct __sk_buff *skb, __u32 off,
 		__builtin_memcpy(&t->sport, &h[0], 2);
 		__builtin_memcpy(&t->dport, &h[2], 2);
 		break;
+	case MC_PROTO_SCTP:
+		/* common header: ports, verification tag, checksum; tracked as a datagram flow */
+		if (bpf_skb_load_bytes(skb, off, h, 12))
+			return MC_PARSE_BAD;
+		__builtin_memcpy(&t->sport, &h[0], 2);
+		__builtin_memcpy(&t->dport, &h[2], 2);
+		break;
 	case MC_PROTO_ICMP:
 	case MC_PROTO_ICMPV6:
 		if (bpf_skb_load_bytes(skb, off, h, 8))
@@ -235,7 +243,7 @@ static __always_inline int mc_parse_inner(struct __sk_buff *skb,
 		return MC_PARSE_BAD;
 	if (bpf_skb_load_bytes(skb, l4, h, 8))
 		return MC_PARSE_BAD;
-	if (in->proto == MC_PROTO_TCP || in->proto == MC_PROTO_UDP) {
+	if (in->proto == MC_PROTO_TCP || in->proto == MC_PROTO_UDP || in->proto == MC_PROTO_SCTP) {
 		__builtin_memcpy(&in->sport, &h[0], 2);
 		__builtin_memcpy(&in->dport, &h[2], 2);
 	} else if (in->proto == MC_PROTO_ICMP || in->proto == MC_PROTO_ICMPV6) {

@@ -217,6 +217,25 @@ def test_conntrack_udp_and_icmp_echo(dp):
     assert to_pod(dp, in4(icmp(8, ident=77), ICMP)) == SHOT   # a request in is new
 
 
+def sctp(sport, dport, vtag=1):
+    return struct.pack("!HHII", sport, dport, vtag, 0) + b"\x01\x00\x00\x04"  # an empty INIT-ish chunk
+
+
+def test_sctp_ports_policy_and_conntrack(dp):
+    SCTP = 132
+    dp.apply([PolicyEntry(POD, INGRESS, proto=SCTP, port=(3868, 3870)), PolicyEntry(POD, EGRESS, proto=SCTP, port=38412)],
+             [(POD, INGRESS), (POD, EGRESS)])
+    assert to_pod(dp, in4(sctp(5000, 3868), SCTP)) == OK
+    assert to_pod(dp, in4(sctp(5000, 3870), SCTP)) == OK
+    assert to_pod(dp, in4(sctp(5000, 3871), SCTP)) == SHOT            # outside the endPort range
+    assert to_pod(dp, in4(udp(5000, 3868), UDP)) == SHOT              # same port, other protocol
+    assert from_pod(dp, out4(sctp(3868, 5000), SCTP)) == OK           # the reply of the admitted flow
+    assert from_pod(dp, out4(sctp(7000, 38412), SCTP)) == OK
+    assert to_pod(dp, in4(sctp(38412, 7000), SCTP)) == OK             # its reply
+    assert from_pod(dp, out4(sctp(7000, 38413), SCTP)) == SHOT
+    assert to_pod(dp, in4(sctp(5000, 3868)[:8], SCTP)) == SHOT        # truncated common header: malformed
+
+
 def test_conntrack_v6(dp):
     dp.apply([PolicyEntry(POD, EGRESS, peer=PEER, proto=TCP, port=443)], [(POD, INGRESS), (POD, EGRESS)])
     assert from_pod(dp, eth(ip6(POD6, PEER6, TCP, tcp(41000, 443, SYN)), v6=True)) == OK
