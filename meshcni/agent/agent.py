@@ -77,8 +77,12 @@ class Metrics:
         self.policy_entries = Gauge("meshcni_policy_entries", "policy map entries desired", registry=self.registry)
         self.enforced = Gauge("meshcni_policy_enforced", "(identity, direction) pairs isolated",
                               registry=self.registry)
-        self.ipcache_collisions = Gauge("meshcni_ipcache_shared_prefixes",
-                                        "CIDR prefixes claimed by more than one CIDRIdentity", registry=self.registry)
+        self.fail_closed = Gauge("meshcni_policy_fail_closed",
+                                 "(identity, direction) pairs denied all but host traffic: their policy did not fit",
+                                 registry=self.registry)
+        self.ipcache_collisions = Gauge("meshcni_ipcache_cidr_atoms",
+                                        "sets of overlapping CIDRIdentities given an agent-local atom id",
+                                        registry=self.registry)
 
 
 class Agent:
@@ -260,23 +264,31 @@ class Agent:
     def reconcile_policy(self) -> None:
         """NetworkPolicies -> mc_policy + mc_enforce (the compiler is pure; this only applies).
 
-        A policy map too small for the desired entries raises MapFullError: the
-        previous entries stay (the apply adds before it deletes and lifts no
-        enforcement it could not replace), the error is counted, and the key is
-        retried with backoff — fail-static, never fail-open.
+        A desired policy larger than the policy map fails *closed* for the
+        endpoints that do not fit (:func:`~meshcni.datapath.policy.fit_policy`):
+        whole (identity, direction) groups are programmed smallest first; the
+        rest keep only the allow from their own node and deny everything
+        else. Logged as an error naming them, counted
+        (``meshcni_reconcile_total{controller="policy",outcome="map_full"}``,
+        ``meshcni_policy_fail_closed``), re-evaluated on every change.
         """
+        from ..controllers.ipcache import ID_HOST
         from ..controllers.netpol import compile_policies
-        from ..errors import MapFullError
+        from ..datapath.policy import fit_policy
         t0 = time.perf_counter()
         compiled = compile_policies(self.netpols.list(), self.pods.list(), self.namespaces.list(),
                                     self.identities.list(), self.cidr_identities.list())
         self._report(compiled.problems)
-        try:
-            self.policy_dp.apply(compiled.entries, compiled.enforced)
-        except MapFullError as e:
+        entries, enforced, closed = fit_policy(compiled.entries, compiled.enforced,
+                                               self.policy_dp.policy.spec.max_entries, ID_HOST)
+        self.metrics.fail_closed.set(len(closed))
+        if closed:
             self.metrics.reconciles.labels("policy", "map_full").inc()
-            log.error("policy: %s (previous policy kept)", e)
-            raise
+            log.error("policy: %d entries do not fit mc_policy (%d rows): failing closed for %d (identity, direction): %s",
+                      len(compiled.entries), self.policy_dp.policy.spec.max_entries, len(closed),
+                      ", ".join(f"{i}/{'ingress' if d == 0 else 'egress'}" for i, d in closed[:20]))
+        try:
+            self.policy_dp.apply(entries, enforced)
         except Exception:
             self.metrics.reconciles.labels("policy", "error").inc()
             raise

@@ -126,6 +126,49 @@ def build_policy(entries: Iterable[PolicyEntry], enforced: Iterable[Tuple[int, i
     return pk, pv, ek, ev
 
 
+def policy_rows(entries: Iterable[PolicyEntry]) -> int:
+    """How many mc_policy rows ``entries`` take (endPort ranges expand to prefixes; duplicates merge)."""
+    return len(build_policy(entries, ())[0])
+
+
+def fit_policy(entries: Iterable[PolicyEntry], enforced: Iterable[Tuple[int, int]], capacity: int,
+               host: int = 1):
+    """Fail closed when the desired policy does not fit a map of ``capacity`` rows.
+
+    Returns ``(entries, enforced, closed)``. If everything fits, unchanged and
+    ``closed`` is empty. Otherwise whole (identity, direction) groups are kept,
+    smallest first (the fewest endpoints lose their policy), and every group
+    that does not fit is *closed*: it stays enforced with only the allow for
+    ``host`` (its own node), so it denies everything else instead of
+    admitting what its policy would not. ``closed`` lists those groups.
+    Enforced groups without entries cost nothing and are never closed.
+    """
+    entries = list(entries)
+    enforced = set(enforced)
+    # an upper bound first (duplicates only merge rows): the common case costs no extra build
+    bound = sum(len(port_blocks(*e.port)) if isinstance(e.port, tuple) else 1 for e in entries)
+    if bound <= capacity or policy_rows(entries) <= capacity:
+        return entries, enforced, []
+    groups: Dict[Tuple[int, int], List[PolicyEntry]] = {}
+    for e in entries:
+        groups.setdefault((e.identity, e.direction), []).append(e)
+    sized = sorted((policy_rows(g), k) for k, g in groups.items())
+    keep: List[PolicyEntry] = []
+    used, closed = 0, []
+    for i, (n, k) in enumerate(sized):
+        rest = len(sized) - i - 1  # each later group needs at least its one host row
+        if not closed and used + n + rest <= capacity:
+            keep += groups[k]
+            used += n
+        else:
+            closed.append(k)
+    if used + len(closed) > capacity:
+        raise ValueError(f"policy map of {capacity} rows cannot even hold one row per isolated endpoint")
+    keep += [PolicyEntry(i, d, peer=host) for i, d in closed]
+    enforced |= set(closed)
+    return keep, enforced, closed
+
+
 def addr16(ip: str) -> bytes:
     """The unified 16-byte address (IPv4 as ::ffff:a.b.c.d)."""
     return cidr.unified_addr(ip)

@@ -74,3 +74,29 @@ def test_deny_is_sticky_and_port_needs_proto():
 def test_drop_reason_names():
     names = drop_reasons()
     assert names[1] == "policy" and "malformed" in names.values() and "fragment" in names.values()
+
+
+def test_fit_policy_fails_closed_for_the_groups_that_do_not_fit():
+    from meshcni.datapath.policy import EGRESS, INGRESS, PolicyEntry, fit_policy, policy_rows
+    small = [PolicyEntry(10, INGRESS, peer=1), PolicyEntry(10, INGRESS, peer=20, proto=6, port=80)]
+    big = [PolicyEntry(11, INGRESS, peer=1)] + [PolicyEntry(11, INGRESS, peer=p, proto=6, port=80)
+                                                 for p in range(100, 110)]
+    ranged = [PolicyEntry(12, EGRESS, peer=1), PolicyEntry(12, EGRESS, proto=17, port=(1000, 2000))]
+    enforced = {(10, INGRESS), (11, INGRESS), (12, EGRESS), (13, INGRESS)}
+    everything = small + big + ranged
+    n = policy_rows(everything)
+    assert n == 2 + 11 + 1 + 8  # endPort 1000-2000 is 8 prefixes
+    # fits: unchanged
+    e, enf, closed = fit_policy(everything, enforced, n)
+    assert e == everything and enf == enforced and closed == []
+    # one row short: the largest group (11 ingress) is closed to host-only, the rest intact
+    e, enf, closed = fit_policy(everything, enforced, n - 1)
+    assert closed == [(11, INGRESS)] and enf == enforced
+    assert [x for x in e if x.identity == 11] == [PolicyEntry(11, INGRESS, peer=1)]
+    assert set(small + ranged) <= set(e) and policy_rows(e) <= n - 1
+    # very small: everything with entries closed, each keeps its host row
+    e, enf, closed = fit_policy(everything, enforced, 3)
+    assert sorted(closed) == [(10, INGRESS), (11, INGRESS), (12, EGRESS)]
+    assert sorted((x.identity, x.peer) for x in e) == [(10, 1), (11, 1), (12, 1)]
+    with pytest.raises(ValueError):
+        fit_policy(everything, enforced, 2)
