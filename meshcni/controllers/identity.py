@@ -45,7 +45,9 @@ UNUSED_SINCE = "mesh-cni.dev/unused-since"
 NS_NAME_LABEL = "kubernetes.io/metadata.name"
 
 RESERVED_MAX = 255
-CIDR_ID_MIN, CIDR_ID_MAX = 256, 16777215
+CIDR_ID_MIN, CIDR_ID_MAX = 256, 15728639
+# agent-local ids for sets of overlapping CIDR identities (ipcache.cidr_atoms); never stored in objects
+ATOM_ID_MIN, ATOM_ID_MAX = 15728640, 16777215
 POD_ID_MIN, POD_ID_MAX = 16777216, 4294967295
 
 # labels that differ between replicas of one workload (or between rollouts of an unchanged

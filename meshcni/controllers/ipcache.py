@@ -7,20 +7,27 @@
   a pod whose Identity does not exist yet is left out (its IP then resolves
   as world / a CIDR identity until the controller catches up);
 - node InternalIPs -> host (this node) or remote-node (the others);
-- each managed CIDRIdentity's cidrPrefixes -> its id. Several ipBlocks can
-  share a prefix (10/8 except X and 10/8 except Y both hold 10.128/9); the LPM
-  trie holds one id per prefix, so the lowest id wins and the collision is
-  counted — the policy compiler (next issue) resolves it by allowing both.
+- each managed CIDRIdentity's cidrPrefixes -> its id, unless the prefix lies
+  inside prefixes of other CIDRIdentities too (overlapping ipBlocks: 192.0.2.0/24
+  and 192.0.2.0/28; 10/8 except X and 10/8 except Y both holding 10.128/9).
+  The LPM trie answers one id per address, so such a prefix gets an *atom*:
+  an agent-local id (:data:`~meshcni.controllers.identity.ATOM_ID_MIN`..
+  ``ATOM_ID_MAX``) standing for exactly that set of CIDR identities
+  (:func:`cidr_atoms`, the one function the ipcache and the policy compiler
+  share); a rule that admits CIDR identity A admits every atom containing A,
+  so an address matches every ipBlock it is in, exactly.
 
 Pod and node entries are host prefixes, so the trie's longest match puts
 them above any CIDR identity, as upstream does.
 """
 from __future__ import annotations
 
+import hashlib
 import ipaddress
-from typing import Dict, Iterable, List, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, FrozenSet, Iterable, List, Optional, Set, Tuple
 
-from .identity import identity_labels, identity_name, is_managed
+from .identity import ATOM_ID_MAX, ATOM_ID_MIN, identity_labels, identity_name, is_managed
 from .services import Problem
 
 ID_HOST, ID_REMOTE_NODE = 1, 6  # layout.h MC_ID_HOST / MC_ID_REMOTE_NODE
@@ -30,31 +37,84 @@ def _host(ip: ipaddress._BaseAddress) -> str:
     return f"{ip}/{32 if ip.version == 4 else 128}"
 
 
-def desired_ipcache(pods: Iterable[dict], namespaces: Iterable[dict], identities: Iterable[dict],
-                    cidr_identities: Iterable[dict], nodes: Iterable[dict], self_node: str
-                    ) -> Tuple[Dict[str, int], List[Problem], int]:
-    """({prefix: identity}, problems, shared-prefix collisions)."""
-    problems: List[Problem] = []
-    out: Dict[str, int] = {}
-    collisions = 0
-    for c in sorted(cidr_identities, key=lambda o: ((o.get("spec") or {}).get("id") or 0)):
+@dataclass
+class CidrAtoms:
+    """What the ipcache holds for the CIDR identities' prefixes."""
+    prefixes: Dict[str, int] = field(default_factory=dict)   # prefix -> CIDR identity id or atom id
+    members: Dict[int, FrozenSet[int]] = field(default_factory=dict)  # atom id -> CIDR identity ids
+    problems: List[Problem] = field(default_factory=list)
+
+    def ids_for(self, ident: int) -> Set[int]:
+        """The ipcache ids an address of CIDR identity ``ident`` may resolve to."""
+        return {ident} | {a for a, m in self.members.items() if ident in m}
+
+
+def _atom_id(key: Tuple[int, ...], taken: Set[int]) -> int:
+    size = ATOM_ID_MAX - ATOM_ID_MIN + 1
+    h = int.from_bytes(hashlib.sha256(",".join(map(str, key)).encode()).digest()[:8], "big")
+    i = ATOM_ID_MIN + h % size
+    for _ in range(size):
+        if i not in taken:
+            return i
+        i = ATOM_ID_MIN if i == ATOM_ID_MAX else i + 1
+    raise RuntimeError("no free atom id")  # a million distinct overlaps: not a real cluster
+
+
+def cidr_atoms(cidr_identities: Iterable[dict]) -> CidrAtoms:
+    """Managed CIDRIdentities -> the ipcache's CIDR prefixes and the atoms of overlapping ones.
+
+    An address's longest matching prefix P decides what the trie answers; the
+    ipBlocks the address is in are exactly the identities owning P or a
+    prefix containing P (each identity's prefixes are disjoint). So each P
+    maps to that set: one identity -> its own id; several -> an atom whose
+    id is hash-derived from the set (stable while the set exists; probed on
+    the rare clash, in a fixed order, so every agent computes the same ids).
+    """
+    out = CidrAtoms()
+    owners: Dict[ipaddress._BaseNetwork, Set[int]] = {}
+    for c in cidr_identities:
         if not is_managed(c):
             continue
         spec = c.get("spec") or {}
         ident = spec.get("id")
-        if not isinstance(ident, int):
+        if not isinstance(ident, int) or isinstance(ident, bool):
             continue
         for p in spec.get("cidrPrefixes") or []:
             try:
-                k = str(ipaddress.ip_network(p))
+                n = ipaddress.ip_network(p)
             except (TypeError, ValueError):
-                problems.append(Problem("CIDRIdentity", "", c["metadata"]["name"], "spec.cidrPrefixes",
-                                        f'"{p}" is not a CIDR'))
+                out.problems.append(Problem("CIDRIdentity", "", c["metadata"]["name"], "spec.cidrPrefixes",
+                                            f'"{p}" is not a CIDR'))
                 continue
-            if k in out and out[k] != ident:
-                collisions += 1
-                continue
-            out[k] = ident
+            owners.setdefault(n, set()).add(ident)
+    lengths = {v: sorted({n.prefixlen for n in owners if n.version == v}) for v in (4, 6)}
+    sets: Dict[str, Tuple[int, ...]] = {}
+    for n in owners:
+        m: Set[int] = set()
+        for plen in lengths[n.version]:
+            if plen > n.prefixlen:
+                break
+            m |= owners.get(n.supernet(new_prefix=plen) if plen < n.prefixlen else n, set())
+        sets[str(n)] = tuple(sorted(m))
+    atoms: Dict[Tuple[int, ...], int] = {}
+    taken: Set[int] = set()
+    for key in sorted({k for k in sets.values() if len(k) > 1}):
+        atoms[key] = _atom_id(key, taken)
+        taken.add(atoms[key])
+    for prefix, key in sets.items():
+        out.prefixes[prefix] = key[0] if len(key) == 1 else atoms[key]
+    out.members = {i: frozenset(k) for k, i in atoms.items()}
+    return out
+
+
+def desired_ipcache(pods: Iterable[dict], namespaces: Iterable[dict], identities: Iterable[dict],
+                    cidr_identities: Iterable[dict], nodes: Iterable[dict], self_node: str
+                    ) -> Tuple[Dict[str, int], List[Problem], int]:
+    """({prefix: identity}, problems, atoms: CIDR prefixes shared by overlapping ipBlocks)."""
+    atoms = cidr_atoms(cidr_identities)
+    problems: List[Problem] = list(atoms.problems)
+    out: Dict[str, int] = dict(atoms.prefixes)
+    collisions = len(atoms.members)
     ns_labels, ids = identity_index(namespaces, identities)
     for p in pods:
         m, st = p.get("metadata") or {}, p.get("status") or {}

@@ -28,10 +28,11 @@ Semantics follow the API reference; the decisions that are ours:
   Rules of a direction not in ``policyTypes`` are ignored, as upstream.
 - Named ports are resolved against the container ports (containers and init
   containers) of the receiving pods: the selected pods for ingress, the peer
-  pods for egress; one entry per (identity, resolved number). Egress to an
-  ipBlock or to "any peer" with a named port is skipped silently: there is
-  no pod to resolve it against. Pods of one identity exposing one name on
-  different numbers get all of them (identities are per label set).
+  pods for egress (every pod for a rule without ``to``); one entry per
+  (identity, resolved number). Egress to an ipBlock with a named port
+  matches nothing: there is no pod to resolve it against. Pods of one
+  identity exposing one name on different numbers get all of them
+  (identities are per label set).
 - An ipBlock peer is the managed CIDRIdentity named
   :func:`~meshcni.controllers.identity.cidr_identity_name`; one the controller
   has not created yet is skipped (fail closed, no problem: it is transient).
@@ -39,6 +40,9 @@ Semantics follow the API reference; the decisions that are ours:
   skipped. Skipping a peer or port narrows the rule (fail closed); a rule
   whose every listed peer or port was bad allows nothing, never "all". A bad
   ``spec.podSelector`` skips the whole policy: there is nothing to apply it to.
+- Overlapping ipBlocks: an ipBlock peer admits its CIDR identity and every
+  atom (:func:`~meshcni.controllers.ipcache.cidr_atoms`) it is part of, so an
+  address inside several ipBlocks matches each of them.
 - Size: entries are a set (multiple rules and policies are a union), an
   "any peer" rule is one entry per selected identity, and an (identity,
   direction) with an allow-everything entry keeps only that one.
@@ -52,7 +56,7 @@ from typing import Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 from ..datapath.policy import EGRESS, INGRESS, PolicyEntry
 from .identity import NS_NAME_LABEL, _norm_block, cidr_identity_name, is_managed
-from .ipcache import ID_HOST, identity_index, pod_identity
+from .ipcache import ID_HOST, CidrAtoms, cidr_atoms, identity_index, pod_identity
 from .services import Problem
 
 KIND = "NetworkPolicy"
@@ -241,6 +245,9 @@ class _Cluster:
         self._sel: Dict[tuple, Tuple[_Group, ...]] = {}
         self._nss: Dict[Reqs, List[str]] = {}
 
+    def all_groups(self) -> List[_Group]:
+        return [g for gs in self.groups_by_ns.values() for g in gs]
+
     def namespaces_matching(self, reqs: Reqs) -> List[str]:
         out = self._nss.get(reqs)
         if out is None:
@@ -259,7 +266,7 @@ class _Cluster:
         return out
 
 
-def _peers(raw, where: str, ns: str, cluster: _Cluster, cidr_ids: Dict[str, int],
+def _peers(raw, where: str, ns: str, cluster: _Cluster, cidr_ids: Dict[str, int], atoms: CidrAtoms,
            problems: List[Problem], name: str):
     """[(peer ids, peer groups or None)]; None ids = any peer. Bad peers are reported and dropped."""
     if raw is None or raw == []:
@@ -283,7 +290,8 @@ def _peers(raw, where: str, ns: str, cluster: _Cluster, cidr_ids: Dict[str, int]
                     raise _Bad(f"{w}.ipBlock", str(e)) from None
                 ident = cidr_ids.get(cidr_identity_name(cidr, excepts))
                 if ident is not None:  # not created yet: skip quietly, the controller is on it
-                    out.append(({ident}, None))
+                    # with the atoms of overlapping ipBlocks this one is part of (see ipcache)
+                    out.append((atoms.ids_for(ident), None))
                 continue
             if ps is None and nss is None:
                 raise _Bad(w, "needs podSelector, namespaceSelector or ipBlock")
@@ -315,8 +323,8 @@ def _policy_types(spec: Mapping, ns: str, name: str, problems: List[Problem]) ->
     return sorted(set(out))
 
 
-def _compile_one(pol: Mapping, cluster: _Cluster, cidr_ids: Dict[str, int], problems: List[Problem],
-                 enforced: Set[Tuple[int, int]]) -> Optional[Set[Key]]:
+def _compile_one(pol: Mapping, cluster: _Cluster, cidr_ids: Dict[str, int], atoms: CidrAtoms,
+                 problems: List[Problem], enforced: Set[Tuple[int, int]]) -> Optional[Set[Key]]:
     m = pol.get("metadata") or {}
     ns, name = m.get("namespace", "") or "", m.get("name", "?") or "?"
     spec = pol.get("spec")
@@ -348,7 +356,7 @@ def _compile_one(pol: Mapping, cluster: _Cluster, cidr_ids: Dict[str, int], prob
                 problems.append(Problem(KIND, ns, name, w, "not an object"))
                 continue
             ports = _parse_ports(rule.get("ports"), f"{w}.ports", problems, ns, name)
-            peers = _peers(rule.get(pfield), f"{w}.{pfield}", ns, cluster, cidr_ids, problems, name)
+            peers = _peers(rule.get(pfield), f"{w}.{pfield}", ns, cluster, cidr_ids, atoms, problems, name)
             numeric, named = ports if ports is not None else ([(None, None)], [])
             for peer_ids, peer_groups in peers:
                 for p in (peer_ids if peer_ids is not None else (None,)):
@@ -364,10 +372,10 @@ def _compile_one(pol: Mapping, cluster: _Cluster, cidr_ids: Dict[str, int], prob
                             for num in g.named.get((pname, proto), ()):
                                 for p in (peer_ids if peer_ids is not None else (None,)):
                                     mine.add((g.ident, d, p, proto, num))
-                elif peer_groups is not None:
-                    # the destination pods receive it; ipBlock / any-peer destinations have no
-                    # container ports, so a named port there matches nothing
-                    for g in peer_groups:
+                elif peer_groups is not None or peer_ids is None:
+                    # the destination pods receive it (for "any peer": every pod); an ipBlock
+                    # destination has no container ports, so a named port there matches nothing
+                    for g in (peer_groups if peer_groups is not None else cluster.all_groups()):
                         for pname, proto in named:
                             for num in g.named.get((pname, proto), ()):
                                 for ident in sel_ids:
@@ -391,6 +399,8 @@ def compile_policies(policies: Iterable[dict], pods: Iterable[dict], namespaces:
     """
     problems: List[Problem] = []
     cluster = _Cluster(pods, namespaces, identities)
+    cidr_identities = list(cidr_identities)
+    atoms = cidr_atoms(cidr_identities)
     cidr_ids: Dict[str, int] = {}
     for c in cidr_identities:
         i = (c.get("spec") or {}).get("id")
@@ -400,7 +410,7 @@ def compile_policies(policies: Iterable[dict], pods: Iterable[dict], namespaces:
     keys: Set[Key] = set()
     per_policy: Dict[str, int] = {}
     for pol in policies:
-        mine = _compile_one(pol, cluster, cidr_ids, problems, enforced)
+        mine = _compile_one(pol, cluster, cidr_ids, atoms, problems, enforced)
         if mine is None:
             continue
         m = pol.get("metadata") or {}

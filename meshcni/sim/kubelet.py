@@ -58,7 +58,8 @@ def pod_ports(pod: dict) -> Dict[str, List[int]]:
     for c in (pod.get("spec") or {}).get("containers") or []:
         for p in c.get("ports") or []:
             proto = p.get("protocol", "TCP")
-            if proto in out and isinstance(p.get("containerPort"), int):
+            # one listener per (port, protocol), however many containers name it
+            if proto in out and isinstance(p.get("containerPort"), int) and p["containerPort"] not in out[proto]:
                 out[proto].append(p["containerPort"])
     return out
 

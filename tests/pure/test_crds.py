@@ -219,17 +219,20 @@ def test_identity_ranges_are_disjoint_and_clear_of_reserved(crds):
     reserved = _reserved_ids()
     assert {"MC_ID_HOST", "MC_ID_WORLD", "MC_ID_REMOTE_NODE"} <= set(reserved)
     assert max(reserved.values()) < 256 == cidr["minimum"]
-    assert cidr["maximum"] + 1 == pod["minimum"] == 1 << 24
+    # between them the agent-local CIDR atoms (controllers/ipcache.cidr_atoms)
+    from meshcni.controllers.identity import ATOM_ID_MAX, ATOM_ID_MIN, CIDR_ID_MAX
+    assert cidr["maximum"] == CIDR_ID_MAX and cidr["maximum"] + 1 == ATOM_ID_MIN
+    assert ATOM_ID_MAX + 1 == pod["minimum"] == 1 << 24
     assert pod["maximum"] == (1 << 32) - 1   # the datapath's identity is a __u32
     for s in (pod, cidr):
         assert s["format"] == "int64"   # u32 does not fit an int32
-        assert "256-16777215" in s["description"] and "16777216-4294967295" in s["description"]
+        assert "256-15728639" in s["description"] and "16777216-4294967295" in s["description"]
 
 
 @pytest.mark.parametrize("kind,ident,ok", [
     ("Identity", 16777216, True), ("Identity", 4294967295, True),
     ("Identity", 16777215, False), ("Identity", 4294967296, False), ("Identity", 2, False),
-    ("CIDRIdentity", 256, True), ("CIDRIdentity", 16777215, True),
+    ("CIDRIdentity", 256, True), ("CIDRIdentity", 15728639, True), ("CIDRIdentity", 15728640, False),
     ("CIDRIdentity", 255, False), ("CIDRIdentity", 6, False), ("CIDRIdentity", 16777216, False),
 ])
 def test_identity_id_bounds(crds, kind, ident, ok):
