@@ -121,7 +121,8 @@ class Agent:
         from .localapi import LocalAPI
         self.localapi = LocalAPI(cfg.socket, self.status,
                                  on_change=self._endpoints_changed,
-                                 views={"/v1/services": self.programmed_services})
+                                 views={"/v1/services": self.programmed_services,
+                                        "/v1/policy": self.policy_view, "/v1/ips": self.ip_names})
         self.localapi.load(eps.all_records(cfg.state_dir))
         self.localapi.start()
         self.metrics.endpoints.set(len(self.localapi.endpoints))
@@ -288,7 +289,7 @@ class Agent:
                       len(compiled.entries), self.policy_dp.policy.spec.max_entries, len(closed),
                       ", ".join(f"{i}/{'ingress' if d == 0 else 'egress'}" for i, d in closed[:20]))
         try:
-            self.policy_dp.apply(entries, enforced)
+            rp, _ = self.policy_dp.apply(entries, enforced)
         except Exception:
             self.metrics.reconciles.labels("policy", "error").inc()
             raise
@@ -296,7 +297,13 @@ class Agent:
         self.metrics.duration.labels("policy").observe(time.perf_counter() - t0)
         self.metrics.policy_entries.set(len(compiled.entries))
         self.metrics.enforced.set(len(compiled.enforced))
-        self.policy_stats = {"entries": len(compiled.entries), "enforced": len(compiled.enforced)}
+        self.policy_stats = {"entries": len(compiled.entries), "enforced": len(compiled.enforced),
+                             "failClosed": len(closed)}
+        self.policy_detail = {"perPolicy": compiled.stats["per_policy"],
+                              "perIdentity": {str(k): v for k, v in compiled.stats["per_identity"].items()},
+                              "failClosed": [{"identity": i, "direction": "ingress" if d == 0 else "egress"}
+                                             for i, d in closed],
+                              "rows": rp.added + rp.changed + rp.unchanged, "capacity": self.policy_dp.policy.spec.max_entries}
         log.info("policy reconciled: %d entries, %d isolated (identity, direction) in %.1f ms",
                  len(compiled.entries), len(compiled.enforced), (time.perf_counter() - t0) * 1000)
 
@@ -399,6 +406,20 @@ class Agent:
                  "backends": [f"{b.ip}:{b.port}" for b in s.backends],
                  "affinityTimeout": s.affinity_timeout} for s in self.programmed]
 
+    def policy_view(self) -> dict:
+        """GET /v1/policy: what the compiler produced, per policy and per identity (map size watch)."""
+        return {**getattr(self, "policy_stats", {}), **getattr(self, "policy_detail", {})}
+
+    def ip_names(self) -> dict:
+        """GET /v1/ips: pod IP -> "namespace/name" for every pod the informer holds (for monitors)."""
+        out = {}
+        for p in self.pods.list():
+            m, st = p.get("metadata") or {}, p.get("status") or {}
+            for x in st.get("podIPs") or ([{"ip": st["podIP"]}] if st.get("podIP") else []):
+                if isinstance(x, dict) and isinstance(x.get("ip"), str):
+                    out[x["ip"]] = f"{m.get('namespace', '')}/{m.get('name', '')}"
+        return out
+
     def status(self) -> dict:
         return {"node": self.cfg.node_name, "ready": self.ready.is_set(), "podCIDRs": self.pod_cidrs,
                 "endpoints": len(self.localapi.endpoints) if self.localapi else 0,
@@ -410,14 +431,20 @@ class Agent:
                               for i in self.informers}}
 
     def _update_map_gauges(self) -> None:
+        """Map pressure for /metrics. Dumping every map (mc_ct can hold 100k+ entries) on each
+        scrape would cost more than the scrape is worth: refreshed at most every 10 s."""
         if self.svc_dp is None:
             return
         if getattr(self, "policy_dp", None) is not None:
-            try:
+            try:  # a per-CPU array of a few reasons: cheap, always fresh
                 for reason, (pkts, _bytes) in self.policy_dp.drop_counts().items():
                     self.metrics.drops.labels(reason).set(pkts)
             except Exception as e:
                 log.debug("drop counters: %s", e)
+        now = time.monotonic()
+        if now - getattr(self, "_gauges_at", -1e9) < 10.0:
+            return
+        self._gauges_at = now
         for name in ("svc", "backends", "revnat", "maglev", "affinity", "ipcache", "policy", "enforce", "ct"):
             m = getattr(self.svc_dp.maps, name, None)
             if m is not None:

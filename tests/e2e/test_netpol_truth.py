@@ -532,3 +532,35 @@ def test_established_connections_of_unconcerned_pods_survive_changes(net):
     finally:
         p.kill()
         p.wait(5)
+
+
+def agent_get(net, node, path):
+    import http.client
+    import socket as so
+
+    class Conn(http.client.HTTPConnection):
+        def connect(self):
+            self.sock = so.socket(so.AF_UNIX, so.SOCK_STREAM)
+            self.sock.connect(os.path.join(str(net.root), NAME, "nodes", node, "run", "agent.sock"))
+    c = Conn("agent", timeout=10)
+    c.request("GET", path)
+    r = c.getresponse()
+    assert r.status == 200, (path, r.status)
+    return json.loads(r.read())
+
+
+def test_agent_reports_policy_size_and_pod_names(net):
+    net.set_state([np("x", "p1", ml(pod="a"), ingress=[{"from": [{"namespaceSelector": ml(ns="y")}],
+                                                         "ports": [port(80), port(1000, "UDP", 2000)]}])])
+    node = net.nodes[0].name
+
+    def view():
+        v = agent_get(net, node, "/v1/policy")
+        return v if v.get("perPolicy", {}).get("x/p1") else None
+    v = wait(view, what="x/p1 in the agent's policy view")
+    # x/a's ingress: 3 y pods x (TCP 80 + UDP 1000-2000) + the host allow, and nothing fails closed
+    assert v["perPolicy"]["x/p1"] == 6 and v["entries"] == 7 and v["failClosed"] == []
+    assert sorted(v["perIdentity"].values()) == [7] and v["rows"] == 1 + 3 * (1 + 8) < v["capacity"]
+    ips = agent_get(net, node, "/v1/ips")
+    assert ips[net.ips[("y", "b")]] == "y/b" and ips[net.ips[("x", "a")]] == "x/a"
+    net.set_state([])
