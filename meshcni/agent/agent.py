@@ -100,7 +100,7 @@ class Agent:
         self._http = None
         self.last_reconcile: Dict[str, object] = {}
         self.programmed: list = []
-        self._reported: set = set()
+        self._reported: Dict[str, set] = {}  # controller -> the problems it reported last time
         self.pod_cidrs: List[str] = []
 
     # -- bring-up --
@@ -170,14 +170,22 @@ class Agent:
         log.info("ready")
         return self
 
-    def _report(self, problems) -> None:
-        """Log, count and put an Event on each newly seen bad object (once per distinct problem)."""
+    def _report(self, problems, source: str) -> None:
+        """Log, count and put an Event on each newly seen bad object.
+
+        Once per distinct problem while it lasts: ``source``'s reconcile reports
+        its whole current list, so a problem that was fixed is forgotten (memory
+        stays bounded by what is broken now) and is reported again if it comes back.
+        """
         from kubernetes.client.exceptions import ApiException
+        keys = {str(p) for p in problems}
+        before = self._reported.get(source, set())
+        self._reported[source] = keys
         for p in problems:
             key = str(p)
-            if key in self._reported:
+            if key in before:
                 continue
-            self._reported.add(key)
+            before = before | {key}  # the same problem twice in one list: one Event
             log.warning("%s", p)
             self.metrics.problems.labels(p.kind).inc()
             ev = {"apiVersion": "v1", "kind": "Event",
@@ -279,7 +287,7 @@ class Agent:
         t0 = time.perf_counter()
         compiled = compile_policies(self.netpols.list(), self.pods.list(), self.namespaces.list(),
                                     self.identities.list(), self.cidr_identities.list())
-        self._report(compiled.problems)
+        self._report(compiled.problems, "policy")
         entries, enforced, closed = fit_policy(compiled.entries, compiled.enforced,
                                                self.policy_dp.policy.spec.max_entries, ID_HOST)
         self.metrics.fail_closed.set(len(closed))
@@ -331,7 +339,7 @@ class Agent:
         want, problems, collisions = desired_ipcache(self.pods.list(), self.namespaces.list(),
                                                      self.identities.list(), self.cidr_identities.list(),
                                                      self.nodes.list(), self.cfg.node_name)
-        self._report(problems)
+        self._report(problems, "ipcache")
         self.metrics.ipcache_collisions.set(collisions)
         try:
             self.svc_dp.maps.ipcache.reconcile_prefixes(want, cache=True)
@@ -352,7 +360,7 @@ class Agent:
         from ..controllers.routes import desired_routes
         t0 = time.perf_counter()
         want, problems = desired_routes(self.nodes.list(), self.cfg.node_name)
-        self._report(problems)
+        self._report(problems, "routes")
         with IPRoute() as ipr:
             have = {}
             for fam in (socket.AF_INET, socket.AF_INET6):
@@ -374,7 +382,7 @@ class Agent:
         from ..errors import MapFullError
         t0 = time.perf_counter()
         desired, problems = desired_services(self.services.list(), self.slices.list(), self.svc_ids)
-        self._report(problems)
+        self._report(problems, "services")
         for a, b in frontend_conflicts(desired):
             log.warning("Service %s: frontend already used by %s; left out", b, a)
         dropped = {b for _, b in frontend_conflicts(desired)}
