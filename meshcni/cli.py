@@ -8,6 +8,9 @@
     meshcni ipcache lookup IP [--root R]  identity of the longest prefix covering IP
     meshcni ipcache list [--root R]     every prefix and its identity
     meshcni drops [--follow] [--root R]  drop counters by reason; --follow prints drop events
+    meshcni policy list [--root R] [-o json]     mc_policy rows and mc_enforce flags, decoded
+    meshcni conntrack list [--root R] [--all] [-o json]  mc_ct entries (live ones unless --all)
+    meshcni identity list [--root R] [-o json]   identities in the ipcache, prefixes per identity
     meshcni demo                        the map library on a private bpffs
     meshcni cni install --bin-dir D --conf-dir C (--subnet CIDR ... | --chained)
                                         put the CNI plugin and its network config on a node
@@ -25,6 +28,7 @@ pin), 2 usage error.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -124,10 +128,8 @@ def cmd_maps_dump(args):
 
 
 def cmd_ipcache_lookup(args):
-    from .bpf.pin import open_or_create
     from .bpf.typed import IPCacheMap
-    from .layout import map_specs
-    with open_or_create(map_specs()["mc_ipcache"], args.root, migrate=False, map_class=IPCacheMap) as m:
+    with _open_pin(args.root, "mc_ipcache", IPCacheMap) as m:  # read-only: never creates a pin
         ident = m.lookup_ip(args.ip)
     if ident is None:
         print(f"{args.ip}: no prefix covers it")
@@ -138,12 +140,10 @@ def cmd_ipcache_lookup(args):
 
 def cmd_ipcache_list(args):
     import ipaddress
-    from .bpf.pin import open_or_create
     from .bpf.typed import IPCacheMap
-    from .layout import map_specs
-    with open_or_create(map_specs()["mc_ipcache"], args.root, migrate=False, map_class=IPCacheMap) as m:
+    with _open_pin(args.root, "mc_ipcache", IPCacheMap) as m:  # read-only: never creates a pin
         prefixes = m.prefixes()
-    names = {1: "host", 2: "world", 6: "remote-node"}
+    names = _reserved_names()
     rows = sorted(prefixes.items(), key=lambda kv: (ipaddress.ip_network(kv[0]).version, ipaddress.ip_network(kv[0])))
     if args.output == "json":
         print(json.dumps({k: v for k, v in rows}, indent=2))
@@ -179,6 +179,240 @@ def cmd_drops(args):
                     print(json.dumps(e.__dict__), flush=True)
         except KeyboardInterrupt:
             return 0
+
+
+# ---- decoded views of the pinned maps (cilium-dbg style) ----
+# Names come from the layout header's constants and field positions from its
+# struct descriptors (meshcni.layout): nothing below knows an offset.
+
+_PROTO_NAMES = {1: "ICMP", 6: "TCP", 17: "UDP", 58: "ICMPv6", 132: "SCTP"}  # IANA numbers
+
+
+@functools.lru_cache(maxsize=None)
+def _const_names(prefix, exclude=()):
+    """value -> lower-case name of the layout constants ``prefix``NAME (first one wins)."""
+    from .layout import constants
+    out = {}
+    for k, v in constants().items():
+        if k.startswith(prefix) and k not in exclude:
+            out.setdefault(v, k[len(prefix):].lower())
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _reserved_names():
+    """Reserved identity -> name (host, world, remote-node, ...), from the MC_ID_* constants."""
+    return {v: n.replace("_", "-") for v, n in _const_names("MC_ID_", exclude=("MC_ID_ANY",)).items()}
+
+
+def _identity_kind(ident):
+    from .controllers.identity import (ATOM_ID_MAX, ATOM_ID_MIN, CIDR_ID_MAX, CIDR_ID_MIN, POD_ID_MIN,
+                                       RESERVED_MAX)
+    if ident <= RESERVED_MAX:
+        return "reserved"
+    if CIDR_ID_MIN <= ident <= CIDR_ID_MAX:
+        return "cidr"
+    if ATOM_ID_MIN <= ident <= ATOM_ID_MAX:
+        return "cidr-atom"
+    return "pod" if ident >= POD_ID_MIN else "unknown"
+
+
+def _identity_label(ident):
+    name = _reserved_names().get(ident)
+    return f"{ident} ({name})" if name else str(ident)
+
+
+def _proto_name(proto):
+    return _PROTO_NAMES.get(proto, str(proto))
+
+
+def _open_pin(root, name, map_class=None):
+    """The pin ``root/name`` with meshcni's dtypes; opens only, never creates anything.
+
+    Missing pin -> FileNotFoundError naming the path; a pin whose type, key or
+    value size differs from this meshcni's layout -> ValueError (decoding it
+    would be garbage). max_entries / flags may differ (tests, resized maps).
+    """
+    from .bpf.maps import BpfMap
+    from .layout import map_specs
+    spec = map_specs()[name]
+    path = os.path.join(root, name)
+    if not os.path.exists(path):
+        why = f"{root} does not exist" if not os.path.isdir(root) else f"{root} has no {name}"
+        raise FileNotFoundError(f"no pinned map {name} at {path}: {why} "
+                                f"(wrong --root, or the agent has not pinned its maps yet)")
+    opened = BpfMap.open_pinned(path)
+    try:
+        got = opened.spec
+        if (got.type, got.key_size, got.value_size) != (spec.type, spec.key_size, spec.value_size):
+            raise ValueError(f"pin {path}: {got.type_name} key {got.key_size} value {got.value_size} bytes, "
+                             f"this meshcni expects {spec.type_name} key {spec.key_size} value {spec.value_size} "
+                             f"(a different meshcni version pinned it)")
+        cls = map_class or BpfMap
+        return cls(os.dup(opened.fd), spec.with_(max_entries=got.max_entries, map_flags=got.map_flags), path=path)
+    finally:
+        opened.close()
+
+
+def _lpm_bits(struct_name, prefixlen):
+    """field name -> how many of its bits an LPM key of ``prefixlen`` matches.
+
+    The trie's bits start after the ``prefixlen`` field, in field order
+    (layout.h), so each field's position comes from its struct descriptor.
+    """
+    from .layout import structs
+    st = structs()[struct_name]
+    pl = st.field("prefixlen")
+    base = pl.offset + pl.size
+    out = {}
+    for f in st.fields:
+        if f is pl:
+            continue
+        start = (f.offset - base) * 8
+        out[f.name] = max(0, min(f.size * 8, prefixlen - start))
+    return out
+
+
+def decode_policy(keys, vals):
+    """Decoded mc_policy rows (dicts, JSON-ready), sorted."""
+    from .layout import constants
+    dirs = _const_names("MC_DIR_")
+    c = constants()
+    actions = {c["MC_POLICY_ALLOW"]: "allow", c["MC_POLICY_DENY"]: "deny"}
+    reserved = _reserved_names()
+    out = []
+    for k, v in zip(keys, vals):
+        plen = int(k["prefixlen"])
+        bits = _lpm_bits("mc_policy_key", plen)
+        peer = int(k["peer"]) if bits["peer"] else 0
+        proto = int(k["proto"]) if bits["proto"] else None
+        port = port_end = port_bits = None
+        if proto is not None and bits["port"]:
+            width = k.dtype["port"].itemsize * 8
+            port_bits = bits["port"]
+            span = 1 << (width - port_bits)
+            port = int(k["port"]) & ~(span - 1) & ((1 << width) - 1)
+            port_end = port + span - 1
+        d, a = int(k["dir"]), int(v["action"])
+        out.append({
+            "identity": int(k["identity"]), "direction": dirs.get(d, str(d)),
+            "peer": peer or None, "peer_name": "any" if not peer else reserved.get(peer),
+            "proto": None if proto is None else _proto_name(proto), "proto_num": proto,
+            "port": port, "port_end": port_end, "port_prefix": port_bits,
+            "prefixlen": plen, "action": actions.get(a, str(a)), "rule_id": int(v["rule_id"]),
+        })
+    out.sort(key=lambda r: (r["identity"], r["direction"], r["peer"] or 0, r["proto_num"] or 0,
+                            r["port"] or 0, r["prefixlen"]))
+    return out
+
+
+def decode_enforce(keys, vals):
+    dirs = _const_names("MC_DIR_")
+    out = [{"identity": int(k["identity"]), "direction": dirs.get(int(k["dir"]), str(int(k["dir"]))),
+            "enforced": bool(int(v["enforced"]))} for k, v in zip(keys, vals)]
+    out.sort(key=lambda r: (r["identity"], r["direction"]))
+    return out
+
+
+def _port_text(r):
+    if r["port"] is None:
+        return "any"
+    return str(r["port"]) if r["port"] == r["port_end"] else f"{r['port']}-{r['port_end']}"
+
+
+def cmd_policy_list(args):
+    with _open_pin(args.root, "mc_policy") as pm, _open_pin(args.root, "mc_enforce") as em:
+        pol = decode_policy(*pm.dump())
+        enf = decode_enforce(*em.dump())
+    if args.output == "json":
+        print(json.dumps({"policy": pol, "enforce": enf}, indent=2))
+        return 0
+    _print_table(["IDENTITY", "DIRECTION", "PEER", "PROTO", "PORT", "ACTION", "RULE"],
+                 [[_identity_label(r["identity"]), r["direction"],
+                   "any" if r["peer"] is None else _identity_label(r["peer"]),
+                   r["proto"] or "any", _port_text(r), r["action"], r["rule_id"]] for r in pol])
+    print()
+    _print_table(["IDENTITY", "DIRECTION", "ENFORCED"],
+                 [[_identity_label(r["identity"]), r["direction"], "yes" if r["enforced"] else "no"]
+                  for r in enf])
+    return 0
+
+
+def decode_ct(keys, vals, now_ns, include_expired=False):
+    """Decoded mc_ct entries (dicts, JSON-ready); expired ones only with ``include_expired``."""
+    from .cidr import from_unified
+    dirs = _const_names("MC_DIR_")
+    states = _const_names("MC_CT_STATE_")
+    flag_names = _const_names("MC_CT_F_")
+    out = []
+    for k, v in zip(keys, vals):
+        exp = int(v["expires_ns"])
+        if exp <= now_ns and not include_expired:  # the datapath treats these as absent
+            continue
+        st, fl, proto = int(v["state"]), int(v["flags"]), int(k["proto"])
+        out.append({
+            "proto": _proto_name(proto), "proto_num": proto,
+            "src": str(from_unified(bytes(k["saddr"]))), "sport": int(k["sport"]),
+            "dst": str(from_unified(bytes(k["daddr"]))), "dport": int(k["dport"]),
+            "direction": dirs.get(int(k["dir"]), str(int(k["dir"]))),
+            "state": states.get(st, str(st)),
+            "expires_in_s": round((exp - now_ns) / 1e9, 3), "expired": exp <= now_ns,
+            "packets": int(v["packets"]), "bytes": int(v["bytes"]),
+            "src_identity": int(v["src_identity"]),
+            "flags": [n for b, n in sorted(flag_names.items()) if fl & b],
+        })
+    out.sort(key=lambda r: (r["proto_num"], r["src"], r["sport"], r["dst"], r["dport"], r["direction"]))
+    return out
+
+
+def _hostport(addr, port):
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
+def cmd_conntrack_list(args):
+    with _open_pin(args.root, "mc_ct") as m:
+        keys, vals = m.dump()
+        now = time.monotonic_ns()  # the clock of bpf_ktime_get_ns
+    rows = decode_ct(keys, vals, now, include_expired=args.all)
+    if args.output == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    _print_table(["PROTO", "SOURCE", "DESTINATION", "DIR", "STATE", "EXPIRES", "PACKETS", "BYTES",
+                  "SRC IDENTITY", "FLAGS"],
+                 [[r["proto"], _hostport(r["src"], r["sport"]), _hostport(r["dst"], r["dport"]),
+                   r["direction"], r["state"],
+                   f"{r['expires_in_s']:.0f}s" if not r["expired"] else f"expired {-r['expires_in_s']:.0f}s ago",
+                   r["packets"], r["bytes"], _identity_label(r["src_identity"]), ",".join(r["flags"]) or "-"]
+                  for r in rows])
+    return 0
+
+
+def group_identities(prefixes):
+    """{"cidr": identity} -> one dict per identity: name, kind, prefix count, prefixes (sorted)."""
+    import ipaddress
+    reserved = _reserved_names()
+    by = {}
+    for p, ident in prefixes.items():
+        by.setdefault(ident, []).append(p)
+    out = []
+    for ident in sorted(by):
+        ps = sorted(by[ident], key=lambda t: (ipaddress.ip_network(t).version, ipaddress.ip_network(t)))
+        out.append({"identity": ident, "name": reserved.get(ident), "kind": _identity_kind(ident),
+                    "prefixes": len(ps), "cidrs": ps})
+    return out
+
+
+def cmd_identity_list(args):
+    from .bpf.typed import IPCacheMap
+    with _open_pin(args.root, "mc_ipcache", map_class=IPCacheMap) as m:
+        rows = group_identities(m.prefixes())
+    if args.output == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    _print_table(["IDENTITY", "NAME", "KIND", "PREFIXES", "EXAMPLE"],
+                 [[r["identity"], r["name"] or "-", r["kind"], r["prefixes"],
+                   r["cidrs"][0] + (f" (+{r['prefixes'] - 1})" if r["prefixes"] > 1 else "")] for r in rows])
+    return 0
 
 
 def cmd_demo(args):
@@ -346,6 +580,44 @@ def _add_cni(sub):
     x.set_defaults(fn=cmd_cni_uninstall)
 
 
+def _add_inspect(sub):
+    def out(x):
+        x.add_argument("-o", "--output", choices=("table", "json"), default="table",
+                       help="table (default) or JSON")
+    x = sub.add_parser("policy", help="the policy maps (mc_policy, mc_enforce), decoded")
+    psub = x.add_subparsers(dest="policy_cmd", required=True)
+    y = psub.add_parser("list", help="every mc_policy row and mc_enforce flag",
+                        description="Reads the pinned mc_policy LPM trie and mc_enforce hash directly. "
+                        "A policy row: the local IDENTITY, the pod's DIRECTION (ingress/egress), the PEER "
+                        "identity (any = every peer), PROTO and PORT (any, one port, or the aligned range a "
+                        "port-range prefix covers), ACTION (allow/deny) and the RULE id. mc_enforce lists the "
+                        "(identity, direction) pairs under default deny; unlisted ones allow everything.")
+    _root_arg(y)
+    out(y)
+    y.set_defaults(fn=cmd_policy_list)
+    x = sub.add_parser("conntrack", help="the conntrack map (mc_ct), decoded")
+    csub = x.add_subparsers(dest="conntrack_cmd", required=True)
+    y = csub.add_parser("list", help="conntrack entries: tuple, direction, state, time left",
+                        description="Reads the pinned mc_ct map directly. Each entry is the originator's tuple "
+                        "and the policy direction of the hook that admitted it; EXPIRES is the time left "
+                        "(CLOCK_MONOTONIC, the datapath's clock). Expired entries count as absent to the "
+                        "datapath and are not shown unless --all (the agent's GC deletes them).")
+    y.add_argument("--all", action="store_true", help="include expired entries")
+    _root_arg(y)
+    out(y)
+    y.set_defaults(fn=cmd_conntrack_list)
+    x = sub.add_parser("identity", help="identities in the ipcache")
+    isub = x.add_subparsers(dest="identity_cmd", required=True)
+    y = isub.add_parser("list", help="each identity in mc_ipcache and how many prefixes map to it",
+                        description="Reads the pinned mc_ipcache directly and groups its prefixes by identity. "
+                        "NAME is the reserved name (host, world, remote-node, ...); KIND is the id range: "
+                        "reserved (0-255), cidr (CIDRIdentity), cidr-atom (agent-local set of overlapping "
+                        "CIDR identities) or pod (Identity).")
+    _root_arg(y)
+    out(y)
+    y.set_defaults(fn=cmd_identity_list)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="meshcni", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -382,6 +654,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--follow", action="store_true", help="then print each drop event as JSON")
     _root_arg(x)
     x.set_defaults(fn=cmd_drops)
+
+    _add_inspect(sub)
 
     x = sub.add_parser("demo", help="bulk-program maps on a private bpffs (needs root)")
     x.add_argument("--entries", type=int, default=100000, help="number of /32 prefixes (default %(default)s)")
