@@ -133,7 +133,9 @@ class Agent:
         self.slices = Informer(disc.list_endpoint_slice_for_all_namespaces, name="endpointslices")
         self.nodes = Informer(self.core.list_node, name="nodes")
         custom = client.CustomObjectsApi(self.api)
-        self.pods = Informer(self.core.list_pod_for_all_namespaces, name="pods")
+        from ..k8s.trim import trim_pod
+        # every pod of the cluster is cached: only the fields the controllers read (KiB per pod)
+        self.pods = Informer(self.core.list_pod_for_all_namespaces, name="pods", transform=trim_pod)
         self.namespaces = Informer(self.core.list_namespace, name="namespaces")
         self.identities = Informer(custom.list_cluster_custom_object, "mesh-cni.dev", "v1alpha1", "identities",
                                    name="identities")

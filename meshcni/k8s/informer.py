@@ -82,7 +82,9 @@ class Informer:
     as ``timeoutSeconds`` so that every watch ends and is re-established;
     ``read_timeout`` (seconds, default ``watch_timeout + 10``) bounds the wait
     for any byte so a half-dead connection is noticed. ``page_size`` > 0 lists
-    in pages of that many objects.
+    in pages of that many objects. ``transform`` (e.g.
+    :func:`meshcni.k8s.trim.trim_pod`) maps every listed or watched object
+    before it is cached and handed to handlers: caches hold only what is read.
 
     Handlers run on the informer's thread, one event at a time, in the order
     the server produced them. Cached dicts are shared: treat them as read-only.
@@ -92,8 +94,11 @@ class Informer:
                  field_selector: str | None = None, resync: float | None = None,
                  indexers: dict[str, IndexFunc] | None = None, backoff: tuple[float, float] = (0.2, 10.0),
                  watch_timeout: float = 300.0, read_timeout: float | None = None, connect_timeout: float = 5.0,
-                 page_size: int = 0, name: str | None = None):
+                 page_size: int = 0, name: str | None = None,
+                 transform: Callable[[dict], dict] | None = None):
         self._list_fn = list_fn
+        # applied to every object before it is cached or handed to a handler (list and watch)
+        self._transform = transform
         self._args = args
         self._kwargs: dict = {}
         if namespace is not None:
@@ -277,7 +282,8 @@ class Informer:
                 body = json.loads(resp.data)
             finally:
                 resp.release_conn()
-            items.extend(body.get("items") or ())
+            page = body.get("items") or ()
+            items.extend(map(self._transform, page) if self._transform else page)
             meta = body.get("metadata") or {}
             if rv is None:
                 # every page of a consistent list carries the same version; should a server serve
@@ -386,6 +392,8 @@ class Informer:
             if rv:
                 self.resource_version = rv
             return
+        if self._transform is not None:
+            obj = self._transform(obj)
         key = object_key(obj)
         with self._lock:
             if typ in ("ADDED", "MODIFIED"):

@@ -425,3 +425,19 @@ def test_server_restart_on_same_port(tmp_path, informers):
     finally:
         inf.stop()
         srv.stop()
+
+
+def test_transform_applies_to_list_and_watch(core, ns, informers):
+    from meshcni.k8s.trim import trim_pod
+    core.create_namespaced_pod(ns, pod("t0"))
+    inf = Informer(core.list_namespaced_pod, namespace=ns, backoff=FAST, transform=trim_pod)
+    rec = Recorder(inf)
+    informers(inf.start())
+    assert inf.wait_for_sync(5)
+    core.create_namespaced_pod(ns, pod("t1"))
+    until(lambda: len(rec.events) >= 2, what="list + watch")
+    for name in ("t0", "t1"):
+        o = inf.get(f"{ns}/{name}")
+        assert set(o) == {"metadata", "spec", "status"} and "managedFields" not in o["metadata"]
+        assert o["metadata"]["name"] == name and o["metadata"]["resourceVersion"]
+        assert set(o["spec"]) <= {"nodeName", "hostNetwork", "containers", "initContainers"}

@@ -1,0 +1,82 @@
+# SPDX-License-Identifier: MIT OR Apache-2.0
+"""Informer transforms: keep only the fields a controller reads (client-go's SetTransform).
+
+A Pod as the API serves it is 2-3 KB of JSON and ~16 KiB as Python dicts;
+the agent reads a dozen fields of it. :func:`trim_pod` keeps those (and
+interns the strings that repeat across pods: label keys and values, node
+names, protocols), which is what makes a per-pod budget of a few KiB
+possible. Values are copied as they are, garbage included, so the
+controllers still see -- and report -- a bad ``status.podIP``.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+_META = ("name", "namespace", "uid", "resourceVersion", "deletionTimestamp", "generateName")
+_PORT = ("name", "containerPort", "protocol")
+
+
+def _i(v: Any) -> Any:
+    return sys.intern(v) if type(v) is str else v
+
+
+def _ports(containers) -> list:
+    if not isinstance(containers, list):
+        return []
+    out = []
+    for c in containers:
+        ports = c.get("ports") if isinstance(c, dict) else None
+        if not ports:
+            continue
+        if not isinstance(ports, list):
+            out.append({"ports": ports})
+            continue
+        out.append({"ports": [{k: _i(p[k]) for k in _PORT if k in p} if isinstance(p, dict) else p
+                              for p in ports]})
+    return out
+
+
+def trim_pod(pod: dict) -> dict:
+    """The fields of a Pod the agent's controllers use: identity labels, node, ports, IPs, phase."""
+    if not isinstance(pod, dict):
+        return pod
+    m = pod.get("metadata")
+    m = m if isinstance(m, dict) else {}
+    meta = {k: m[k] for k in _META if k in m}
+    if "namespace" in meta:
+        meta["namespace"] = _i(meta["namespace"])
+    labels = m.get("labels")
+    if isinstance(labels, dict):
+        meta["labels"] = {_i(k): _i(v) for k, v in labels.items()}
+    elif labels is not None:
+        meta["labels"] = labels
+    out: dict = {"metadata": meta}
+    spec = pod.get("spec")
+    if isinstance(spec, dict):
+        sp = {}
+        if "nodeName" in spec:
+            sp["nodeName"] = _i(spec["nodeName"])
+        if spec.get("hostNetwork"):
+            sp["hostNetwork"] = spec["hostNetwork"]
+        for f in ("containers", "initContainers"):
+            cs = _ports(spec.get(f))
+            if cs:
+                sp[f] = cs
+        out["spec"] = sp
+    elif spec is not None:
+        out["spec"] = spec
+    st = pod.get("status")
+    if isinstance(st, dict):
+        s = {k: _i(st[k]) for k in ("phase", "podIP") if k in st}
+        if "podIPs" in st:
+            ips = st["podIPs"]
+            s["podIPs"] = [{"ip": x.get("ip")} if isinstance(x, dict) else x for x in ips] \
+                if isinstance(ips, list) else ips
+        out["status"] = s
+    elif st is not None:
+        out["status"] = st
+    return out
+
+
+__all__ = ["trim_pod"]
