@@ -8,6 +8,7 @@
     meshcni ipcache lookup IP [--root R]  identity of the longest prefix covering IP
     meshcni ipcache list [--root R]     every prefix and its identity
     meshcni drops [--follow] [--root R]  drop counters by reason; --follow prints drop events
+    meshcni monitor [--root R] [--socket S] [-o json]  live drop events with pod names
     meshcni policy list [--root R] [-o json]     mc_policy rows and mc_enforce flags, decoded
     meshcni conntrack list [--root R] [--all] [-o json]  mc_ct entries (live ones unless --all)
     meshcni identity list [--root R] [-o json]   identities in the ipcache, prefixes per identity
@@ -179,6 +180,56 @@ def cmd_drops(args):
                     print(json.dumps(e.__dict__), flush=True)
         except KeyboardInterrupt:
             return 0
+
+
+def _pod_names(sock):
+    """{pod IP: "ns/name"} from the agent's /v1/ips; {} when the agent is not reachable."""
+    from .cni.endpoints import AgentClient
+    try:
+        return AgentClient(sock, timeout=2.0)._call("GET", "/v1/ips") or {}
+    except Exception:
+        return {}
+
+
+def cmd_monitor(args):
+    """Live drop events, with pod names (from the agent) and identity names."""
+    from .datapath.policy import DropEvents
+    names, fetched = _pod_names(args.socket), time.monotonic()
+    if not names:
+        print(f"meshcni monitor: agent at {args.socket} not reachable: addresses without pod names",
+              file=sys.stderr)
+    seen, end = 0, (time.monotonic() + args.timeout) if args.timeout else None
+    with _open_pin(args.root, "mc_events") as em, DropEvents(em) as ev:
+        if args.output == "table":
+            print("listening for drop events (Ctrl-C to stop)", file=sys.stderr, flush=True)
+        try:
+            while args.count is None or seen < args.count:
+                if end is not None and time.monotonic() >= end:
+                    return 0 if seen else 2
+                batch = ev.poll(250)
+                if batch and time.monotonic() - fetched > 5.0:
+                    names, fetched = _pod_names(args.socket) or names, time.monotonic()
+                for e in batch:
+                    seen += 1
+                    # ts_ns is CLOCK_MONOTONIC (bpf_ktime_get_ns): shift it onto the wall clock
+                    wall = time.time() - (time.monotonic_ns() - e.ts_ns) / 1e9
+                    src, dst = names.get(e.saddr, ""), names.get(e.daddr, "")
+                    d = "ingress" if e.direction == 0 else "egress"
+                    if args.output == "json":
+                        print(json.dumps({**e.__dict__, "time": wall, "direction": d, "src_pod": src or None,
+                                          "dst_pod": dst or None, "proto": _proto_name(e.proto)}), flush=True)
+                    else:
+                        t = time.strftime("%H:%M:%S", time.localtime(wall)) + f".{int(wall * 1000) % 1000:03d}"
+                        who = lambda ip, port, pod: (f"{pod} " if pod else "") + (f"[{ip}]" if ":" in ip else ip) + \
+                            (f":{port}" if port else "")
+                        print(f"{t} DROP {e.reason} {d} {_proto_name(e.proto)} {who(e.saddr, e.sport, src)} -> "
+                              f"{who(e.daddr, e.dport, dst)}  identity {_identity_label(e.src_identity)} -> "
+                              f"{_identity_label(e.dst_identity)}", flush=True)
+                    if args.count is not None and seen >= args.count:
+                        break
+        except KeyboardInterrupt:
+            pass
+    return 0
 
 
 # ---- decoded views of the pinned maps (cilium-dbg style) ----
@@ -649,6 +700,20 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("ip")
     _root_arg(x)
     x.set_defaults(fn=cmd_ipcache_lookup)
+
+    x = sub.add_parser("monitor", help="live drop events with pod names",
+                       description="Reads drop events from the pinned mc_events ring buffer (the datapath "
+                       "writes one per dropped packet: addresses, ports, identities, direction, reason) and "
+                       "names the pods through the agent's local API. One reader at a time: a ring buffer "
+                       "has one consumer position. Exit 0 after --count events, 2 when --timeout passes "
+                       "without any.")
+    x.add_argument("--socket", default=os.environ.get("MESHCNI_AGENT_SOCKET", "/var/run/meshcni/agent.sock"),
+                   help="the agent's local API socket, for pod names (default $MESHCNI_AGENT_SOCKET or %(default)s)")
+    x.add_argument("--count", type=int, help="stop after this many events")
+    x.add_argument("--timeout", type=float, help="stop after this many seconds")
+    x.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    _root_arg(x)
+    x.set_defaults(fn=cmd_monitor)
 
     x = sub.add_parser("drops", help="drop counters by reason (and live drop events)")
     x.add_argument("--follow", action="store_true", help="then print each drop event as JSON")

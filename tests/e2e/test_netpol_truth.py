@@ -564,3 +564,30 @@ def test_agent_reports_policy_size_and_pod_names(net):
     ips = agent_get(net, node, "/v1/ips")
     assert ips[net.ips[("y", "b")]] == "y/b" and ips[net.ips[("x", "a")]] == "x/a"
     net.set_state([])
+
+
+def test_monitor_names_the_pods_of_a_dropped_connection(net):
+    """`meshcni monitor` on y/b's node shows the policy drop of x/a -> y/b with both pod names."""
+    net.set_state([np("y", "b-only", ml(pod="b"), types=["Ingress"])])
+    pods, ext, nodes = net.endpoints()
+    src, dst = pods["x/a"], pods["y/b"]
+    cells = [(src, dst, 81, "TCP")]
+    took, bad = net.check(cells, [False])
+    assert not bad, table(bad)
+    node = dst.node
+    mon = subprocess.Popen([sys.executable, "-m", "meshcni.cli", "monitor", "-o", "json", "--count", "1",
+                            "--timeout", "20", "--root", os.path.join(str(net.root), NAME, "nodes", node, "bpf",
+                                                                     "meshcni"),
+                            "--socket", os.path.join(str(net.root), NAME, "nodes", node, "run", "agent.sock")],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        time.sleep(1.0)  # the reader is attached
+        net.probe(cells)
+        out, err = mon.communicate(timeout=30)
+    finally:
+        mon.kill()
+    assert mon.returncode == 0, err
+    ev = json.loads(out.splitlines()[0])
+    assert (ev["src_pod"], ev["dst_pod"], ev["dport"], ev["proto"]) == ("x/a", "y/b", 81, "TCP"), ev
+    assert ev["reason"] == "policy" and ev["direction"] == "ingress" and ev["dst_identity"] > 0
+    net.set_state([])
