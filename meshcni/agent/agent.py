@@ -129,11 +129,12 @@ class Agent:
         log.info("local API on %s (%d endpoints restored)", cfg.socket, len(self.localapi.endpoints))
         self._install_cni()
         disc = client.DiscoveryV1Api(self.api)
-        self.services = Informer(self.core.list_service_for_all_namespaces, name="services")
-        self.slices = Informer(disc.list_endpoint_slice_for_all_namespaces, name="endpointslices")
+        from ..k8s.trim import trim_endpointslice, trim_pod, trim_service
+        self.services = Informer(self.core.list_service_for_all_namespaces, name="services", transform=trim_service)
+        self.slices = Informer(disc.list_endpoint_slice_for_all_namespaces, name="endpointslices",
+                               transform=trim_endpointslice)
         self.nodes = Informer(self.core.list_node, name="nodes")
         custom = client.CustomObjectsApi(self.api)
-        from ..k8s.trim import trim_pod
         # every pod of the cluster is cached: only the fields the controllers read (KiB per pod)
         self.pods = Informer(self.core.list_pod_for_all_namespaces, name="pods", transform=trim_pod)
         self.namespaces = Informer(self.core.list_namespace, name="namespaces")

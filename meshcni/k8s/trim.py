@@ -79,4 +79,54 @@ def trim_pod(pod: dict) -> dict:
     return out
 
 
-__all__ = ["trim_pod"]
+def _meta(m, annotations_prefix: str = "") -> dict:
+    m = m if isinstance(m, dict) else {}
+    meta = {k: m[k] for k in _META if k in m}
+    if "namespace" in meta:
+        meta["namespace"] = _i(meta["namespace"])
+    labels = m.get("labels")
+    if isinstance(labels, dict):
+        meta["labels"] = {_i(k): _i(v) for k, v in labels.items()}
+    elif labels is not None:
+        meta["labels"] = labels
+    ann = m.get("annotations")
+    if annotations_prefix and isinstance(ann, dict):
+        keep = {k: v for k, v in ann.items() if isinstance(k, str) and k.startswith(annotations_prefix)}
+        if keep:
+            meta["annotations"] = keep
+    return meta
+
+
+_SVC_SPEC = ("type", "clusterIP", "clusterIPs", "ports", "sessionAffinity", "sessionAffinityConfig",
+             "ipFamilies", "externalName", "internalTrafficPolicy")
+
+
+def trim_service(svc: dict) -> dict:
+    """A Service as the agent's Services controller reads it (its mesh-cni.dev/ annotations kept)."""
+    if not isinstance(svc, dict):
+        return svc
+    out: dict = {"metadata": _meta(svc.get("metadata"), "mesh-cni.dev/")}
+    if "spec" in svc:
+        spec = svc["spec"]
+        out["spec"] = {k: spec[k] for k in _SVC_SPEC if k in spec} if isinstance(spec, dict) else spec
+    return out
+
+
+def trim_endpointslice(es: dict) -> dict:
+    """An EndpointSlice without targetRefs, hints, zones, managedFields: addresses, conditions, ports."""
+    if not isinstance(es, dict):
+        return es
+    out: dict = {"metadata": _meta(es.get("metadata"))}
+    for k in ("addressType", "ports"):
+        if k in es:
+            out[k] = es[k]
+    eps = es.get("endpoints")
+    if isinstance(eps, list):
+        out["endpoints"] = [{k: e[k] for k in ("addresses", "conditions", "nodeName") if k in e}
+                            if isinstance(e, dict) else e for e in eps]
+    elif eps is not None:
+        out["endpoints"] = eps
+    return out
+
+
+__all__ = ["trim_pod", "trim_service", "trim_endpointslice"]

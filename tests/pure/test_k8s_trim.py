@@ -99,3 +99,37 @@ def test_garbage_passes_through_for_the_controllers_to_report(bad):
                 assert out[k] == bad[k]
     else:
         assert out is bad
+
+
+def test_services_controller_sees_the_same_on_trimmed_services_and_slices():
+    from meshcni.controllers.services import ServiceIDs, desired_services
+    from meshcni.k8s.trim import trim_endpointslice, trim_service
+    noise = {"annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}" * 300,
+                             "mesh-cni.dev/global": "true"},
+             "managedFields": [{"manager": "kubectl"}], "uid": "u", "resourceVersion": "7"}
+    svcs = [{"metadata": {"name": f"s{i}", "namespace": "d", **noise},
+             "spec": {"clusterIP": f"10.96.0.{i + 1}", "clusterIPs": [f"10.96.0.{i + 1}"], "type": "ClusterIP",
+                      "selector": {"app": f"s{i}"}, "sessionAffinity": "ClientIP" if i == 1 else "None",
+                      "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}} if i == 1 else None,
+                      "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]}}
+            for i in range(4)]
+    svcs.append({"metadata": {"name": "bad", "namespace": "d"}, "spec": {"clusterIP": "10.96.0.999",
+                                                                         "ports": [{"port": 70000}]}})
+    svcs.append({"metadata": {"name": "ext", "namespace": "d"}, "spec": {"type": "ExternalName",
+                                                                         "externalName": "example.org"}})
+    svcs.append({"metadata": {"name": "nospec", "namespace": "d"}})
+    slices = [{"metadata": {"name": f"s{i}-x", "namespace": "d", **noise,
+                            "labels": {"kubernetes.io/service-name": f"s{i}"}},
+               "addressType": "IPv4", "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+               "endpoints": [{"addresses": [f"10.244.{i}.{j + 2}"], "conditions": {"ready": j != 2},
+                              "targetRef": {"kind": "Pod", "name": f"p{j}", "uid": "x" * 36},
+                              "nodeName": "n1", "zone": "z", "hints": {"forZones": [{"name": "z"}]}}
+                             for j in range(4)] + [{"addresses": ["not-an-ip"], "conditions": {"ready": True}}]}
+              for i in range(4)]
+    a, pa = desired_services(svcs, slices, ServiceIDs())
+    b, pb = desired_services([trim_service(copy.deepcopy(s)) for s in svcs],
+                             [trim_endpointslice(copy.deepcopy(s)) for s in slices], ServiceIDs())
+    assert a == b and [str(x) for x in pa] == [str(x) for x in pb] and len(a) == 4 and pa
+    t = trim_service(svcs[0])
+    assert t["metadata"]["annotations"] == {"mesh-cni.dev/global": "true"} and "selector" not in t["spec"]
+    assert len(pickle.dumps(trim_endpointslice(slices[0]))) * 2 < len(pickle.dumps(slices[0]))
