@@ -320,7 +320,8 @@ def _policy_types(spec: Mapping, ns: str, name: str, problems: List[Problem]) ->
             out.append(EGRESS)
         else:
             problems.append(Problem(KIND, ns, name, f"spec.policyTypes[{i}]", f"{t!r} is not Ingress or Egress"))
-    return sorted(set(out))
+    # nothing valid left: isolate ingress, as for a policyTypes that is not a list (fail closed)
+    return sorted(set(out)) or [INGRESS]
 
 
 def _compile_one(pol: Mapping, cluster: _Cluster, cidr_ids: Dict[str, int], atoms: CidrAtoms,
