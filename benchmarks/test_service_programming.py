@@ -457,46 +457,52 @@ _MEM_SCRIPT = r"""
 import gc, json, os, sys
 sys.path.insert(0, sys.argv[1])
 from meshcni.k8s.informer import Informer
+from meshcni.k8s.trim import trim_endpointslice, trim_pod, trim_service
 from meshcni.controllers.services import ServiceIDs, desired_services
+TRIM = sys.argv[5] == "trim"  # the agent's informer transforms, or whole objects (the old agent)
 def rss():
     gc.collect()
     for line in open("/proc/self/status"):
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
-def load(path, name):
+def load(path, name, fn):
     inf = Informer(lambda **kw: None, name=name)
-    with open(path, "rb") as f:
-        raw = f.read()
-    items = json.loads(raw)["items"]
-    del raw
+    items = []
+    with open(path, "rb") as f:  # one list page (500 objects, the agent's page size) per line
+        for line in f:
+            page = json.loads(line)
+            items.extend(map(fn, page) if TRIM else page)
+            del page
     inf._replace(items, "1")
     del items
     return inf
 out = {"base": rss()}
 keep = []
-keep.append(load(sys.argv[2], "services")); out["services"] = rss()
-keep.append(load(sys.argv[3], "endpointslices")); out["slices"] = rss()
+keep.append(load(sys.argv[2], "services", trim_service)); out["services"] = rss()
+keep.append(load(sys.argv[3], "endpointslices", trim_endpointslice)); out["slices"] = rss()
 d, p = desired_services(keep[0].list(), keep[1].list(), ServiceIDs())
 keep.append(d); out["desired"] = rss()
-keep.append(load(sys.argv[4], "pods")); out["pods"] = rss()
+keep.append(load(sys.argv[4], "pods", trim_pod)); out["pods"] = rss()
 out["n"] = [len(keep[0]), len(keep[1]), len(d), sum(len(s.backends) for s in d), len(keep[3])]
 print(json.dumps(out))
 """
 
 
-def test_agent_memory(benchmark, tmp_path):
+@pytest.mark.parametrize("cache", ["trim", "whole"])
+def test_agent_memory(benchmark, tmp_path, cache):
     paths = []
     for name, objs in (("services", [service(i) for i in range(N_FULL)]),
                        ("slices", [endpoint_slice(i) for i in range(N_FULL)]),
                        ("pods", [pod(g) for g in range(N_PODS)])):
         p = tmp_path / f"{name}.json"
-        p.write_text(json.dumps({"kind": "List", "metadata": {"resourceVersion": "1"}, "items": objs}))
+        p.write_text("".join(json.dumps(objs[i:i + 500]) + "\n" for i in range(0, len(objs), 500)))
         paths.append(str(p))
-    pod_json = os.path.getsize(paths[2]) / N_PODS
+    pod_json = (os.path.getsize(paths[2]) - N_PODS // 500) / N_PODS
     res = {}
 
     def run():
-        p = subprocess.run([sys.executable, "-c", _MEM_SCRIPT, str(Path(__file__).resolve().parents[1]), *paths],
+        p = subprocess.run([sys.executable, "-c", _MEM_SCRIPT, str(Path(__file__).resolve().parents[1]), *paths,
+                            cache],
                            capture_output=True, text=True, check=True, timeout=300)
         res.update(json.loads(p.stdout.strip().splitlines()[-1]))
 
@@ -508,9 +514,9 @@ def test_agent_memory(benchmark, tmp_path):
     total = res["pods"] - res["base"]
     benchmark.extra_info.update(rss_kib=res, pods=N_PODS, pod_json_bytes=pod_json, kib_per_pod=per_pod,
                                 kib_services_state=svc_state, kib_total=total,
-                                kib_total_per_pod=total / N_PODS,
+                                kib_total_per_pod=total / N_PODS, cache=cache,
                                 timed="subprocess wall time (not the point: see rss_kib)")
-    RESULTS["mem"] = dict(res=res, per_pod=per_pod, svc_state=svc_state, total=total, pod_json=pod_json)
+    RESULTS["mem" if cache == "trim" else "mem_whole"] = dict(res=res, per_pod=per_pod, svc_state=svc_state, total=total, pod_json=pod_json)
 
 
 # ---------------------------------------------------------------- summary

@@ -130,13 +130,16 @@ class Agent:
         self._install_cni()
         disc = client.DiscoveryV1Api(self.api)
         from ..k8s.trim import trim_endpointslice, trim_pod, trim_service
-        self.services = Informer(self.core.list_service_for_all_namespaces, name="services", transform=trim_service)
+        self.services = Informer(self.core.list_service_for_all_namespaces, name="services", transform=trim_service,
+                                 page_size=500)
         self.slices = Informer(disc.list_endpoint_slice_for_all_namespaces, name="endpointslices",
-                               transform=trim_endpointslice)
+                               transform=trim_endpointslice, page_size=500)
         self.nodes = Informer(self.core.list_node, name="nodes")
         custom = client.CustomObjectsApi(self.api)
-        # every pod of the cluster is cached: only the fields the controllers read (KiB per pod)
-        self.pods = Informer(self.core.list_pod_for_all_namespaces, name="pods", transform=trim_pod)
+        # every pod of the cluster is cached: only the fields the controllers read (KiB per pod),
+        # listed in pages so that a whole list of full objects is never in memory at once
+        self.pods = Informer(self.core.list_pod_for_all_namespaces, name="pods", transform=trim_pod,
+                             page_size=500)
         self.namespaces = Informer(self.core.list_namespace, name="namespaces")
         self.identities = Informer(custom.list_cluster_custom_object, "mesh-cni.dev", "v1alpha1", "identities",
                                    name="identities")
