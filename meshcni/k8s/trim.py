@@ -41,17 +41,7 @@ def trim_pod(pod: dict) -> dict:
     """The fields of a Pod the agent's controllers use: identity labels, node, ports, IPs, phase."""
     if not isinstance(pod, dict):
         return pod
-    m = pod.get("metadata")
-    m = m if isinstance(m, dict) else {}
-    meta = {k: m[k] for k in _META if k in m}
-    if "namespace" in meta:
-        meta["namespace"] = _i(meta["namespace"])
-    labels = m.get("labels")
-    if isinstance(labels, dict):
-        meta["labels"] = {_i(k): _i(v) for k, v in labels.items()}
-    elif labels is not None:
-        meta["labels"] = labels
-    out: dict = {"metadata": meta}
+    out: dict = {"metadata": _meta(pod.get("metadata"))}
     spec = pod.get("spec")
     if isinstance(spec, dict):
         sp = {}
