@@ -16,7 +16,7 @@ from __future__ import annotations
 import errno as _errno
 import os
 from dataclasses import dataclass
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
@@ -381,7 +381,7 @@ class BpfMap:
             return np.zeros(0, self.key_dtype), vbuf[:0]
         if len(kparts) == 1:
             return kparts[0], vparts[0]
-        return np.concatenate(kparts), np.concatenate(vparts)
+        return concat_records(kparts), concat_records(vparts)
 
     def __len__(self) -> int:
         """Number of entries. O(n): the kernel keeps no count we can read."""
@@ -447,6 +447,20 @@ class BpfMap:
             # copies: the caller may reuse its arrays
             self._shadow = (k.copy(), v.copy())
         return ReconcileResult(len(add), len(change), len(delete), int(same), syscalls)
+
+
+def concat_records(parts: List[np.ndarray]) -> np.ndarray:
+    """``np.concatenate`` that keeps the exact dtype. numpy's own makes a
+    structured dtype's fields native-endian (a big-endian ``port`` becomes
+    little-endian: same numbers, other bytes), and the map code compares
+    raw rows: a dump of more than one chunk then matched nothing and a
+    reconcile deleted every entry it had just written."""
+    out = np.empty((sum(len(p) for p in parts),) + parts[0].shape[1:], parts[0].dtype)
+    i = 0
+    for p in parts:
+        out[i:i + len(p)] = p  # identical dtypes: a byte copy
+        i += len(p)
+    return out
 
 
 def rows(arr: np.ndarray) -> np.ndarray:

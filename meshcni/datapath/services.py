@@ -31,6 +31,7 @@ import numpy as np
 
 from .. import layout
 from ..bpf import MeshMaps
+from ..bpf.maps import concat_records
 from .._closing import Closing
 
 PROTOS = {"tcp": 6, "udp": 17, 6: 6, 17: 17}
@@ -549,7 +550,7 @@ class ServiceDatapath(Closing):
         extra = ~_isin_rows(ck, keys) if len(keys) else np.ones(len(ck), bool)
         if not extra.any():
             return keys, values
-        return np.concatenate([ck[extra], keys]), np.concatenate([cv[extra], values])
+        return concat_records([ck[extra], keys]), concat_records([cv[extra], values])
 
     def apply(self, services: Sequence[Service]) -> Dict[str, object]:
         p = self._parse_and_assign(services)
@@ -585,6 +586,13 @@ class ServiceDatapath(Closing):
         if len(stale):
             mm.affinity.delete(ak[stale], missing_ok=True)
         res["affinity_dropped"] = len(stale)
+        # forget ids of backends no Service has any more (their rows are gone
+        # after step 3); amortised, so steady churn costs O(1) per backend.
+        # _next never goes back, so a returning backend gets a fresh id.
+        if len(self._ids) > 2 * len(p.bids) + 1024:
+            live = set(p.bids)
+            self._ids = {k: b for k, b in self._ids.items() if b in live}
+        res["backend_ids_known"] = len(self._ids)
         return res
 
     def close(self) -> None:

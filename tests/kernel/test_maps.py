@@ -246,3 +246,28 @@ def test_percpu_values_are_per_cpu():
         got = m.get(3)
         assert got["packets"].tolist() == list(range(1, m.ncpus + 1))
         assert int(got["packets"].sum()) == m.ncpus * (m.ncpus + 1) // 2
+
+
+def test_dump_of_many_chunks_keeps_big_endian_fields(pin_root):
+    """More entries than one dump chunk (65,536) with a big-endian key field:
+    the dump must return the kernel's bytes (numpy's concatenate would make
+    ``port`` native-endian), so reconciling the same state writes nothing and,
+    above all, deletes nothing."""
+    from meshcni.bpf.maps import rows
+    spec = layout.map_specs()["mc_svc"]
+    n = 70_000
+    assert spec.max_entries > n
+    with open_or_create(spec, pin_root) as m:
+        assert m.key_dtype["port"].byteorder == ">"
+        k = np.zeros(n, m.key_dtype)
+        k["port"] = 80
+        k["slot"] = np.arange(n) % 60_000
+        k["addr"][:, 15] = np.arange(n) // 60_000
+        v = np.zeros(n, m.value_dtype)
+        m.update(k, v)
+        dk, _ = m.dump()
+        assert dk.dtype == m.key_dtype and len(dk) == n
+        assert sorted(map(bytes, rows(dk))) == sorted(map(bytes, rows(k)))
+        r = m.reconcile(k, v)
+        assert (r.added, r.changed, r.deleted, r.unchanged) == (0, 0, 0, n)
+        assert len(m) == n
