@@ -48,7 +48,7 @@ def test_layout_change_migrates_and_copies(pin_root):
 def test_layout_change_can_be_refused(pin_root):
     spec, _, _ = backends(1)
     open_or_create(spec.with_(max_entries=32), pin_root).close()
-    with pytest.raises(PinMismatchError, match="max_entries 32 \\(pinned\\) != 65536 \\(wanted\\)"):
+    with pytest.raises(PinMismatchError, match=f"max_entries 32 \\(pinned\\) != {spec.max_entries} \\(wanted\\)"):
         open_or_create(spec, pin_root, migrate=False)
 
 
@@ -93,6 +93,36 @@ def test_object_load_reuses_and_migrates_pins(pin_root):
         s.close()
     assert not any(p.endswith(":migrating") for p in os.listdir(pin_root))
     assert set(os.listdir(pin_root)) == set(layout.map_specs())
+
+
+def test_upgrade_from_preallocated_64k_service_maps(pin_root):
+    """Before 10k x 10 fitted, mc_svc/mc_backends/mc_revnat were 65,536 entries,
+    preallocated: an upgraded agent's load migrates them, entries kept."""
+    old = {}
+    for name in ("mc_svc", "mc_backends", "mc_revnat"):
+        spec = layout.map_specs()[name]
+        assert spec.map_flags == 1 and spec.max_entries >= 65536  # BPF_F_NO_PREALLOC
+        k = np.zeros(50, layout.dtype_of(spec.key_struct))
+        k.view(np.uint8).reshape(50, -1)[:, :4] = np.arange(1, 51, dtype=np.uint32).view(np.uint8).reshape(50, 4)
+        v = np.zeros(50, layout.dtype_of(spec.value_struct))
+        v.view(np.uint8).reshape(50, -1)[:, 0] = 7
+        with open_or_create(spec.with_(max_entries=65536, map_flags=0), pin_root) as m:
+            m.update(k, v)
+        old[name] = k
+    with BpfObject(object_path("maps"), pin_root) as obj:
+        assert sorted((m.reason, m.copied, m.dropped) for m in obj.migrations.items) == sorted(
+            (r, 50, 0) for r in [f"max_entries 65536->{layout.map_specs()[n].max_entries}, map_flags 0->1"
+                                 if layout.map_specs()[n].max_entries != 65536 else "map_flags 0->1"
+                                 for n in old])
+        for name, k in old.items():
+            with obj.map(name) as m:
+                spec = layout.map_specs()[name]
+                assert (m.info().max_entries, m.info().map_flags) == (spec.max_entries, 1)
+                got_k, got_v = m.dump()
+                assert sorted(got_k.tobytes()[i:i + spec.key_size] for i in range(0, len(got_k) * spec.key_size, spec.key_size)) \
+                    == sorted(k.tobytes()[i:i + spec.key_size] for i in range(0, 50 * spec.key_size, spec.key_size))
+                assert (got_v.view(np.uint8).reshape(50, -1)[:, 0] == 7).all()
+    assert not any(p.endswith(":migrating") for p in os.listdir(pin_root))
 
 
 def test_failed_load_puts_the_old_pins_back(pin_root, tmp_path):

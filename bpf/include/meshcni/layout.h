@@ -35,9 +35,15 @@
 #define MC_ID_REMOTE_NODE 6
 #define MC_ID_ANY 0
 
-/* ---- capacities (max_entries) ---- */
-#define MC_SVC_MAX 65536
-#define MC_BACKENDS_MAX 65536
+/* ---- capacities (max_entries) ----
+ * Sized for 10k Services x 10 backends with room for an apply's transient
+ * (new slots and backends are written before the old ones are deleted):
+ * mc_svc needs 1 + backends slots per frontend (110k), mc_backends one row
+ * per backend (100k). The service maps are BPF_F_NO_PREALLOC (maps.h), so
+ * a small cluster pays only for the entries it has.
+ */
+#define MC_SVC_MAX 262144
+#define MC_BACKENDS_MAX 262144
 #define MC_REVNAT_MAX 65536
 #define MC_SOCK_REVNAT_MAX 262144
 #define MC_AFFINITY_MAX 65536

@@ -16,11 +16,11 @@
 
 #define MC_KV_MAPS(X)                                                          \
 	X(mc_svc, BPF_MAP_TYPE_HASH, struct mc_svc_key, struct mc_svc_value,   \
-	  MC_SVC_MAX, 0)                                                       \
+	  MC_SVC_MAX, BPF_F_NO_PREALLOC)                                       \
 	X(mc_backends, BPF_MAP_TYPE_HASH, struct mc_backend_key,               \
-	  struct mc_backend, MC_BACKENDS_MAX, 0)                               \
+	  struct mc_backend, MC_BACKENDS_MAX, BPF_F_NO_PREALLOC)               \
 	X(mc_revnat, BPF_MAP_TYPE_HASH, struct mc_revnat_key,                  \
-	  struct mc_revnat, MC_REVNAT_MAX, 0)                                  \
+	  struct mc_revnat, MC_REVNAT_MAX, BPF_F_NO_PREALLOC)                  \
 	X(mc_sock_revnat, BPF_MAP_TYPE_LRU_HASH, struct mc_sock_revnat_key,    \
 	  struct mc_sock_revnat, MC_SOCK_REVNAT_MAX, 0)                        \
 	X(mc_affinity, BPF_MAP_TYPE_LRU_HASH, struct mc_affinity_key,          \
