@@ -19,12 +19,15 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import socket
 import tempfile
 import threading
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..datapath.services import Backend, Frontend, Service
+
+_inet_pton, _AF_INET = socket.inet_pton, socket.AF_INET
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 PROTOCOLS = {"TCP": "tcp", "UDP": "udp"}
@@ -49,6 +52,21 @@ def _ip(s) -> Optional[ipaddress._BaseAddress]:
         return ipaddress.ip_address(s)
     except (TypeError, ValueError):
         return None
+
+
+def _canon(a) -> Optional[Tuple[str, int]]:
+    """(canonical text, family) of an address, or None. A dotted quad that
+    inet_pton takes is already canonical (no leading zeros, each octet
+    <= 255: the same rule as ipaddress), so the common IPv4 endpoint costs
+    one C call; anything else goes through ipaddress."""
+    if type(a) is str:
+        try:
+            _inet_pton(_AF_INET, a)
+            return a, 4
+        except (OSError, ValueError):
+            pass
+    ip = _ip(a)
+    return None if ip is None else (str(ip), ip.version)
 
 
 def _port_ok(p) -> bool:
@@ -185,13 +203,13 @@ def desired_services(services: Iterable[dict], slices: Iterable[dict], ids: Serv
                         if cond.get("ready") is False or cond.get("terminating") is True:
                             continue
                         for k, a in enumerate(ep.get("addresses") or []):
-                            ip = _ip(a)
-                            if ip is None or ip.version != fam:
+                            c = _canon(a)
+                            if c is None or c[1] != fam:
                                 problems.append(Problem("EndpointSlice", ns, sl["metadata"].get("name", "?"),
                                                         f"endpoints[{j}].addresses[{k}]",
                                                         f'"{a}" is not an {sl["addressType"]} address'))
                                 continue
-                            backends.append(Backend(str(ip), bport))
+                            backends.append(Backend(c[0], bport))
                 for be in (remote or {}).get(f"{ns}/{name}:{pname}/{proto}", []):
                     if (_ip(be.ip) or ipaddress.ip_address("::")).version == fam:
                         backends.append(be)

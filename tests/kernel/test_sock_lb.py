@@ -196,3 +196,18 @@ def test_maglev_moves_only_clients_of_a_removed_backend(lb, dp, cgroup, client_n
     # a removal refills only the removed backend's slots (maglev_table's
     # previous=): no client of a surviving backend moves
     assert all(a == b for b, a in zip(before, after) if b != 1), (before, after)
+
+
+def test_backend_ids_of_removed_backends_are_forgotten(dp):
+    """Under endpoint churn the id table stays proportional to the live backends."""
+    for r in range(12):
+        svc = Service(name="churn", frontends=[Frontend("10.96.7.1", 80, "tcp")], svc_id=1,
+                      backends=[Backend(f"10.{r}.{i // 256}.{i % 256}", 8080) for i in range(300)])
+        res = dp.apply([svc])
+        assert len(dp.maps.backends) == 300
+        assert res["backend_ids_known"] <= 2 * 300 + 1024
+    assert len(dp._ids) < 12 * 300  # pruned, not one id per backend ever seen
+    ids = {b for b in dp._ids.values()}
+    assert len(ids) == len(dp._ids)  # never two backends on one id
+    k, _ = dp.maps.backends.dump()
+    assert set(k["backend_id"].tolist()) <= ids

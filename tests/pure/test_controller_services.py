@@ -87,3 +87,18 @@ def test_ids_are_stable_across_restarts_and_freed(tmp_path):
     assert {s.name: s.svc_id for s in again if s.name in ids} == ids
     gone, _ = desired_services([svc("c")], [], ServiceIDs(path))
     assert len(ServiceIDs(path).ids) == 1 and gone[0].svc_id == {s.name: s.svc_id for s in again}[gone[0].name]
+
+
+@pytest.mark.parametrize("a", ["10.0.0.1", "0.0.0.0", "255.255.255.255", "010.0.0.1", "1.2.3.256", "1.2.3",
+                               "1.2.3.4 ", "\u0661.2.3.4", "1.2.3.4\x00", "1.2.3.04", "::1", "FD00::0:1",
+                               "::ffff:1.2.3.4", "not-an-ip", "", 5, None, 3.5])
+def test_canon_matches_ipaddress(a):
+    """The inet_pton fast path gives what ipaddress gives, or rejects what it rejects."""
+    import ipaddress
+    from meshcni.controllers.services import _canon
+    try:
+        ip = ipaddress.ip_address(a)
+        want = (str(ip), ip.version)
+    except (TypeError, ValueError):
+        want = None
+    assert _canon(a) == want
