@@ -33,6 +33,7 @@ def pytest_configure(config):
     # pytest-benchmark writes --benchmark-json only at the very end; make sure
     # the directory exists so a long run is not lost to a missing benchmarks/out/
     path = config.getoption("benchmark_json", default=None)
+    path = getattr(path, "name", path)  # pytest-benchmark >= 5 hands an open file
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
 
