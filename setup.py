@@ -1,11 +1,14 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
 """Build of meshcni's compiled core.
 
-Three kinds of artefact:
+Four kinds of artefact:
   - meshcni._fastmap   Cython (meshcni/_fastmap.pyx): diff/pack hot paths
   - meshcni._libbpf    cffi API mode over the system libbpf (csrc/)
   - meshcni/bpf_objects/*.bpf.o   every bpf/*.bpf.c compiled by clang
     (-target bpf -O2 -g, BTF kept), shipped as package data
+  - meshcni/bin/meshcni-cni-shim   the compiled CNI shim (csrc/cni_shim.c,
+    plain libc, static when the static libc is installed), which hands CNI
+    calls to the agent (`meshcni agent --cni-shim`)
 
 Missing tools stop the build with the Debian package to install.
 """
@@ -57,16 +60,50 @@ def compile_bpf(out_dir):
         cc.compile_one(src, obj, ROOT)
 
 
+SHIM_SRC = os.path.join(ROOT, "csrc", "cni_shim.c")
+SHIM_NAME = "meshcni-cni-shim"
+
+
+def build_shim(out_dir):
+    """gcc -O2 csrc/cni_shim.c: static if the static libc links, else dynamic."""
+    import subprocess
+    import tempfile
+
+    os.makedirs(out_dir, exist_ok=True)
+    out = os.path.join(out_dir, SHIM_NAME)
+    if os.path.exists(out) and os.path.getmtime(out) >= os.path.getmtime(SHIM_SRC):
+        return
+    cc = os.environ.get("CC", "gcc").split()
+    base = cc + ["-O2", "-Wall", "-Wextra", "-D_FORTIFY_SOURCE=2", SHIM_SRC]
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".shim.")
+    os.close(fd)
+    try:
+        for extra in (["-static"], []):
+            try:
+                p = subprocess.run(base + extra + ["-o", tmp], capture_output=True, text=True)
+            except FileNotFoundError:
+                sys.exit(f"meshcni build: {cc[0]} not found (apt-get install -y gcc)")
+            if p.returncode == 0:
+                break
+        else:
+            sys.exit(f"meshcni build: compiling {os.path.relpath(SHIM_SRC, ROOT)} failed:\n{p.stderr}")
+        os.chmod(tmp, 0o755)
+        os.rename(tmp, out)
+        print(f"meshcni build: {cc[0]} {'-static ' if extra else ''}{os.path.relpath(SHIM_SRC, ROOT)} -> {out}")
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 class BuildExt(build_ext):
-    """build_ext that also compiles the BPF objects next to the extensions."""
+    """build_ext that also compiles the BPF objects and the CNI shim next to the extensions."""
 
     def run(self):
         _check_libbpf()
         super().run()
-        if self.inplace:
-            compile_bpf(os.path.join(ROOT, "meshcni", "bpf_objects"))
-        else:
-            compile_bpf(os.path.join(self.build_lib, "meshcni", "bpf_objects"))
+        pkg = os.path.join(ROOT, "meshcni") if self.inplace else os.path.join(self.build_lib, "meshcni")
+        compile_bpf(os.path.join(pkg, "bpf_objects"))
+        build_shim(os.path.join(pkg, "bin"))
 
 
 def extensions():

@@ -1,6 +1,13 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
 """Put the plugin on a node: a launcher in the CNI bin dir, a network config.
 
+The plugin executable ``meshcni-cni`` is either the Python launcher (the whole
+plugin runs in the exec'd interpreter) or, with ``shim=True``, the compiled
+shim (``csrc/cni_shim.c``, built to ``meshcni/bin/meshcni-cni-shim``) that
+hands every call to the agent's local API (``POST /v1/cni``) and falls back to
+the Python launcher, installed beside it as ``meshcni-cni-py``, when the agent
+cannot take the call.
+
 Standalone writes ``05-meshcni.conflist`` (its own network). Chained appends
 meshcni to the first config the runtime would pick (lexical order, as
 containerd and CRI-O choose), as the upstream does on Kind after kindnet's
@@ -21,6 +28,8 @@ from typing import Any, Dict, List, Optional
 from .plugin import PLUGIN_TYPE
 
 STANDALONE_FILE = "05-meshcni.conflist"
+FALLBACK_NAME = "meshcni-cni-py"  # the Python launcher next to the shim (csrc/cni_shim.c execs it)
+SHIM_BINARY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bin", "meshcni-cni-shim")
 ORIG_SUFFIX = ".meshcni-orig"
 CONF_VERSION = "1.1.0"
 
@@ -29,20 +38,23 @@ class InstallError(Exception):
     pass
 
 
-def _atomic_write(path: str, data: str, mode: int = 0o644) -> bool:
-    """Write if different; True when the file changed."""
+def _atomic_write(path: str, data, mode: int = 0o644) -> bool:
+    """Write (str or bytes) if different; True when the file changed."""
+    binary = isinstance(data, bytes)
     try:
-        with open(path) as f:
+        with open(path, "rb" if binary else "r") as f:
             if f.read() == data:
                 os.chmod(path, mode)
                 return False
     except FileNotFoundError:
         pass
+    except UnicodeDecodeError:  # a binary where the launcher goes (the shim before)
+        pass
     d = os.path.dirname(path) or "."
     os.makedirs(d, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".meshcni.")
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "wb" if binary else "w") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -66,6 +78,11 @@ def launcher(python: Optional[str] = None) -> str:
             "import sys\n"
             "from meshcni.cni.plugin import main\n"
             "sys.exit(main())\n")
+
+
+def shim_binary() -> Optional[str]:
+    """The built shim (``meshcni/bin/meshcni-cni-shim``), or None when this build has none."""
+    return SHIM_BINARY if os.access(SHIM_BINARY, os.X_OK) else None
 
 
 def plugin_entry(*, datapath: str = "auto", bpf_root: Optional[str] = None, state_dir: Optional[str] = None,
@@ -94,11 +111,34 @@ def _configs(conf_dir: str) -> List[str]:
 
 
 def install(bin_dir: str, conf_dir: str, *, chained: bool = False, name: str = "meshcni",
-            python: Optional[str] = None, **entry_kw) -> Dict[str, Any]:
-    """Install the launcher and the config; returns what was done (paths, changed flags)."""
+            python: Optional[str] = None, shim: bool = False, shim_path: Optional[str] = None,
+            **entry_kw) -> Dict[str, Any]:
+    """Install the plugin executable and the config; returns what was done (paths, changed flags).
+
+    ``shim``: ``meshcni-cni`` is the compiled shim (``shim_path``, default the
+    built one) and the Python launcher goes next to it as ``meshcni-cni-py``,
+    its fallback; the shim needs ``agent_socket`` in the config to reach the
+    agent (without it every call falls back). Otherwise ``meshcni-cni`` is
+    the launcher and a fallback left by an earlier shim install is removed.
+    """
     done: Dict[str, Any] = {}
     exe = os.path.join(bin_dir, PLUGIN_TYPE)
-    done["plugin"] = {"path": exe, "changed": _atomic_write(exe, launcher(python), 0o755)}
+    fallback = os.path.join(bin_dir, FALLBACK_NAME)
+    if shim:
+        src = shim_path or shim_binary()
+        if not src or not os.access(src, os.X_OK):
+            raise InstallError(f"shim install: no built shim at {src or SHIM_BINARY} "
+                               "(rebuild: pip install -e . / scripts/setup-machine.sh)")
+        with open(src, "rb") as f:
+            binary = f.read()
+        # the fallback first: a shim that is there always finds its launcher
+        done["fallback"] = {"path": fallback, "changed": _atomic_write(fallback, launcher(python), 0o755)}
+        done["plugin"] = {"path": exe, "changed": _atomic_write(exe, binary, 0o755), "shim": True}
+    else:
+        done["plugin"] = {"path": exe, "changed": _atomic_write(exe, launcher(python), 0o755), "shim": False}
+        if os.path.exists(fallback):
+            os.unlink(fallback)
+            done["plugin"]["changed"] = True
     entry = plugin_entry(**entry_kw)
     if not chained:
         if "ipam" not in entry:
@@ -138,12 +178,12 @@ def install(bin_dir: str, conf_dir: str, *, chained: bool = False, name: str = "
 
 
 def uninstall(bin_dir: str, conf_dir: str) -> Dict[str, Any]:
-    """Remove the launcher and meshcni's config or chain entry (idempotent)."""
+    """Remove the plugin (launcher or shim, and the shim's fallback) and meshcni's config or chain entry (idempotent)."""
     done: Dict[str, Any] = {"removed": [], "restored": []}
-    exe = os.path.join(bin_dir, PLUGIN_TYPE)
-    if os.path.exists(exe):
-        os.unlink(exe)
-        done["removed"].append(exe)
+    for exe in (os.path.join(bin_dir, PLUGIN_TYPE), os.path.join(bin_dir, FALLBACK_NAME)):
+        if os.path.exists(exe):
+            os.unlink(exe)
+            done["removed"].append(exe)
     for path in _configs(conf_dir):
         if os.path.basename(path) == STANDALONE_FILE:
             os.unlink(path)

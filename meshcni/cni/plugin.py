@@ -21,6 +21,14 @@ later), ``logFile`` (one line per call).
 
 Test hook: ``MESHCNI_CNI_CRASH_AT=ipam|veth`` makes ADD exit abruptly at that
 point, the way a killed plugin would, so the retry path is tested for real.
+
+In-process use: the agent runs :func:`run` for the compiled shim
+(``csrc/cni_shim.c`` -> ``POST /v1/cni``) in a thread of its local API, with
+``agent=`` an object answering like :class:`endpoints.AgentClient` (so the
+plugin does not call its own agent over HTTP). Nothing here touches
+process-wide state: the environment is the ``environ`` argument, namespaces
+are entered per thread and restored (``link.entered``), IPAM is serialised by
+flock on a per-call descriptor; the crash hook is ignored in-process.
 """
 from __future__ import annotations
 
@@ -117,9 +125,10 @@ def parse_conf(raw: Any, command: str) -> NetConf:
 # ---- the plugin -------------------------------------------------------------
 
 class Plugin:
-    def __init__(self, conf: NetConf, env: Dict[str, Any], environ=None):
+    def __init__(self, conf: NetConf, env: Dict[str, Any], environ=None, agent=None):
         self.conf, self.env = conf, env
         self.environ = dict(os.environ if environ is None else environ)
+        self._in_process = agent  # the agent itself, when run inside it
 
     # -- helpers --
 
@@ -143,10 +152,12 @@ class Plugin:
         return False
 
     def _agent(self) -> Optional[endpoints.AgentClient]:
+        if self._in_process is not None:
+            return self._in_process
         return endpoints.AgentClient(self.conf.agent_socket) if self.conf.agent_socket else None
 
     def _crash_at(self, point: str) -> None:
-        if self.environ.get("MESHCNI_CNI_CRASH_AT") == point:
+        if self._in_process is None and self.environ.get("MESHCNI_CNI_CRASH_AT") == point:
             os._exit(99)
 
     def _delegate(self, command: str, conf_raw: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -503,8 +514,25 @@ def log(conf: Optional[NetConf], line: str) -> None:
             pass
 
 
-def run(environ, stdin: bytes) -> Tuple[int, Optional[Dict[str, Any]]]:
-    """(exit status, JSON to print). The whole plugin, without process I/O."""
+def in_process_refusal(raw: Any) -> Optional[str]:
+    """Why a call with this network config must run in a plugin process, or None.
+
+    A delegated IPAM plugin is exec'd from CNI_PATH, a path of the host that
+    the agent's container need not see the same way: such configs are run by
+    the shim's fallback, the Python plugin on the host.
+    """
+    if isinstance(raw, dict) and isinstance(raw.get("ipam"), dict) \
+            and raw["ipam"].get("type", "") not in BUILTIN_IPAM:
+        return f"ipam.type {raw['ipam'].get('type')!r} is delegated to a plugin executable"
+    return None
+
+
+def run(environ, stdin: bytes, agent=None) -> Tuple[int, Optional[Dict[str, Any]]]:
+    """(exit status, JSON to print). The whole plugin, without process I/O.
+
+    ``agent``: run inside the agent; endpoint registration goes to this object
+    (``healthy()``, ``put_endpoint(rec)``, ``delete_endpoint(cid, ifname)``).
+    """
     t0 = time.perf_counter()
     conf = None
     version = spec.CURRENT
@@ -529,7 +557,7 @@ def run(environ, stdin: bytes) -> Tuple[int, Optional[Dict[str, Any]]]:
         if bad_json is not None:
             raise CNIError(DECODE_FAILURE, f"network config on stdin is not JSON: {bad_json}")
         conf = parse_conf(raw, env["command"])
-        p = Plugin(conf, env, environ)
+        p = Plugin(conf, env, environ, agent=agent)
         if cmd == "ADD":
             out = spec.format_result(p.add(), conf.version)
         else:
