@@ -36,6 +36,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from contextlib import ExitStack
 
@@ -76,7 +77,25 @@ def node(tmp_path_factory):
             f.write('#!/bin/sh\ncat >/dev/null\n[ "$CNI_COMMAND" = ADD ] && echo \'{"cniVersion":"1.0.0","ips":[]}\'\n'
                     'exit 0\n')
         os.chmod(noop, 0o755)
-        yield {"name": name, "path": f"/run/netns/{name}", "tmp": tmp, "bin": bin_dir, "pin_root": pin_root}
+        # the compiled shim + a real agent local API serving from the node netns
+        # (its server threads inherit the namespace of the thread that started it)
+        from meshcni.agent.localapi import LocalAPI
+        from meshcni.cni.install import shim_binary
+        from meshcni.cni.link import entered
+        shim_bin, sock = str(tmp / "shimbin"), str(tmp / "agent.sock")
+        if shim_binary():
+            install(shim_bin, str(tmp / "shimnet.d"), subnets=["10.40.0.0/16"], shim=True, agent_socket=sock)
+            api = LocalAPI(sock, status=dict)
+
+            def start():
+                with entered(f"/run/netns/{name}"):
+                    api.start()
+            t = threading.Thread(target=start)
+            t.start()
+            t.join()
+            st.callback(api.stop)
+        yield {"name": name, "path": f"/run/netns/{name}", "tmp": tmp, "bin": bin_dir, "pin_root": pin_root,
+               "shim_bin": shim_bin, "sock": sock}
 
 
 def _plugins(node, method):
@@ -89,6 +108,7 @@ def _plugins(node, method):
                "stateDir": str(tmp / "state")}
     return {
         "meshcni": [mesh],
+        "meshcni-shim": [dict(mesh, agentSocket=node["sock"])],
         "meshcni+tc": [dict(mesh, datapath="required", bpfRoot=node["pin_root"])],
         "meshcni-pyroute2": [mesh],
         "ptp": [ptp],
@@ -97,11 +117,15 @@ def _plugins(node, method):
     }[method]
 
 
-@pytest.mark.parametrize("method", ["noop", "ptp", "meshcni", "meshcni+tc", "chained", "meshcni-pyroute2"])
+@pytest.mark.parametrize("method", ["noop", "ptp", "meshcni", "meshcni-shim", "meshcni+tc", "chained",
+                                    "meshcni-pyroute2"])
 def test_pod_add_del(benchmark, node, method):
     env = {"MESHCNI_CNI_NETLINK": "pyroute2"} if method == "meshcni-pyroute2" else {}
+    if method == "meshcni-shim" and not os.path.exists(os.path.join(node["shim_bin"], "meshcni-cni")):
+        pytest.skip("shim not built")
+    bins = node["shim_bin"] if method == "meshcni-shim" else node["bin"]
     rt = Runtime({"cniVersion": "1.0.0", "name": "bench", "plugins": _plugins(node, method)},
-                 [node["bin"], REF], cache_dir=str(node["tmp"] / "cache"), node_netns=node["path"], extra_env=env)
+                 [bins, REF], cache_dir=str(node["tmp"] / "cache"), node_netns=node["path"], extra_env=env)
 
     def one_pod():
         ns = f"mcbpod-{uuid.uuid4().hex[:8]}"

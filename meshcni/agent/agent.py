@@ -51,6 +51,7 @@ class AgentConfig:
     metrics_address: str = "127.0.0.1:9962"
     ipam_dir: str = "/var/lib/cni/meshcni"
     routes: bool = True
+    cni_shim: Optional[bool] = None  # None: the compiled shim when it was built
     sync_timeout: float = 60.0
 
 
@@ -244,9 +245,11 @@ class Agent:
         log.info("tc programs pinned under %s/progs: %s", cfg.bpf_root, ids)
 
     def _install_cni(self) -> None:
-        from ..cni.install import install
+        from ..cni.install import install, shim_binary
         cfg = self.cfg
-        kw = dict(datapath="required", bpf_root=cfg.bpf_root, state_dir=cfg.state_dir, agent_socket=cfg.socket)
+        shim = cfg.cni_shim if cfg.cni_shim is not None else shim_binary() is not None
+        kw = dict(datapath="required", bpf_root=cfg.bpf_root, state_dir=cfg.state_dir, agent_socket=cfg.socket,
+                  shim=shim)
         if cfg.chained:
             done = install(cfg.cni_bin_dir, cfg.cni_conf_dir, chained=True, **kw)
         else:

@@ -30,6 +30,13 @@ def add_parser(sub) -> None:
                    "(default %(default)s)")
     p.add_argument("--no-routes", dest="routes", action="store_false",
                    help="do not route other nodes' pod CIDRs (when e.g. kindnet already does)")
+    shim = p.add_mutually_exclusive_group()
+    shim.add_argument("--cni-shim", dest="cni_shim", action="store_true", default=None,
+                      help="install the compiled CNI shim, which hands CNI calls to this agent over --socket "
+                      "(falling back to the Python plugin when the agent cannot take them); default: on "
+                      "when the shim was built")
+    shim.add_argument("--no-cni-shim", dest="cni_shim", action="store_false",
+                      help="install the Python plugin as meshcni-cni (every CNI call starts an interpreter)")
     p.add_argument("--metrics-address", default="127.0.0.1:9962", help="HOST:PORT of /healthz /readyz /metrics")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.set_defaults(fn=cmd_agent)
@@ -48,7 +55,7 @@ def cmd_agent(args) -> int:
     agent = Agent(AgentConfig(node_name=args.node_name, kubeconfig=args.kubeconfig, bpf_root=args.bpf_root,
                               cgroup_root=args.cgroup_root, cni_bin_dir=args.cni_bin_dir,
                               cni_conf_dir=args.cni_conf_dir, chained=args.chained, socket=args.socket,
-                              state_dir=args.state_dir, ipam_dir=args.ipam_dir, routes=args.routes,
+                              state_dir=args.state_dir, ipam_dir=args.ipam_dir, routes=args.routes, cni_shim=args.cni_shim,
                               metrics_address=args.metrics_address))
     try:
         agent.start()

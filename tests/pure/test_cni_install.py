@@ -87,3 +87,32 @@ def test_cli_install_help_and_error_exit(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "meshcni.cli", "cni", "install", "--bin-dir", str(tmp_path / "b"),
                           "--conf-dir", str(tmp_path / "c")], capture_output=True, text=True)
     assert bad.returncode == 1 and "needs at least one --subnet" in bad.stderr
+
+
+def test_shim_install_is_idempotent_and_reversible(tmp_path):
+    from meshcni.cni.install import shim_binary
+    shim = shim_binary()
+    if shim is None:
+        pytest.skip("shim not built (run scripts/setup-machine.sh)")
+    b, c = tmp_path / "bin", tmp_path / "net.d"
+    done = install(str(b), str(c), subnets=["10.244.1.0/24"], shim=True, agent_socket="/run/x.sock")
+    assert done["plugin"]["shim"] and done["plugin"]["changed"] and done["fallback"]["changed"]
+    assert (b / "meshcni-cni").read_bytes() == open(shim, "rb").read()
+    assert os.access(b / "meshcni-cni", os.X_OK) and os.access(b / "meshcni-cni-py", os.X_OK)
+    assert (b / "meshcni-cni-py").read_text().startswith("#!")
+    again = install(str(b), str(c), subnets=["10.244.1.0/24"], shim=True, agent_socket="/run/x.sock")
+    assert not again["plugin"]["changed"] and not again["fallback"]["changed"] and not again["config"]["changed"]
+    # back to the Python plugin: the fallback goes, meshcni-cni is the launcher again
+    install(str(b), str(c), subnets=["10.244.1.0/24"], agent_socket="/run/x.sock")
+    assert not (b / "meshcni-cni-py").exists() and (b / "meshcni-cni").read_text().startswith("#!")
+    install(str(b), str(c), subnets=["10.244.1.0/24"], shim=True, agent_socket="/run/x.sock")
+    gone = uninstall(str(b), str(c))
+    assert {"meshcni-cni", "meshcni-cni-py"} <= {os.path.basename(p) for p in gone["removed"]}
+    assert not os.listdir(b)
+
+
+def test_shim_install_without_a_built_shim_is_a_clear_error(tmp_path):
+    with pytest.raises(InstallError, match="shim"):
+        install(str(tmp_path / "bin"), str(tmp_path / "net.d"), subnets=["10.244.1.0/24"], shim=True,
+                shim_path=str(tmp_path / "missing"))
+    assert not (tmp_path / "bin" / "meshcni-cni").exists()
