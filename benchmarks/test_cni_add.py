@@ -36,7 +36,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import uuid
 from contextlib import ExitStack
 
@@ -81,18 +80,10 @@ def node(tmp_path_factory):
         # (its server threads inherit the namespace of the thread that started it)
         from meshcni.agent.localapi import LocalAPI
         from meshcni.cni.install import shim_binary
-        from meshcni.cni.link import entered
         shim_bin, sock = str(tmp / "shimbin"), str(tmp / "agent.sock")
         if shim_binary():
             install(shim_bin, str(tmp / "shimnet.d"), subnets=["10.40.0.0/16"], shim=True, agent_socket=sock)
-            api = LocalAPI(sock, status=dict)
-
-            def start():
-                with entered(f"/run/netns/{name}"):
-                    api.start()
-            t = threading.Thread(target=start)
-            t.start()
-            t.join()
+            api = LocalAPI(sock, status=dict).start(netns=f"/run/netns/{name}")
             st.callback(api.stop)
         yield {"name": name, "path": f"/run/netns/{name}", "tmp": tmp, "bin": bin_dir, "pin_root": pin_root,
                "shim_bin": shim_bin, "sock": sock}

@@ -181,7 +181,26 @@ class LocalAPI:
             rc, out = plugin.run(env, stdin, agent=_InProcessAgent(self))
         return 200, rc, (json.dumps(out) + "\n").encode() if out is not None else b""
 
-    def start(self) -> "LocalAPI":
+    def start(self, netns: Optional[str] = None) -> "LocalAPI":
+        """Serve. ``netns``: from that network namespace (a node's, in tests and
+        benchmarks): started from a thread inside it, the server threads, which
+        inherit it, create pod links there as an agent on that node would."""
+        if netns is not None:
+            from ..cni.link import entered
+            err: List[BaseException] = []
+
+            def inside():
+                try:
+                    with entered(netns):
+                        self.start()
+                except BaseException as e:
+                    err.append(e)
+            t = threading.Thread(target=inside, name="localapi-start")
+            t.start()
+            t.join()
+            if err:
+                raise err[0]
+            return self
         api = self
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         if os.path.exists(self.path):

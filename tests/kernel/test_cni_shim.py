@@ -1,22 +1,20 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
 """The compiled CNI shim: CNI calls handed to the agent's local API, run there.
 
-The agent's LocalAPI is started from a thread that entered the test's node
-namespace, so its server threads (which inherit it) create pod veths there,
-exactly as an agent with hostNetwork does on a node. The shim is the binary
+The agent's LocalAPI serves from the test's node namespace
+(``start(netns=...)``), so it creates pod veths there, exactly as an agent
+with hostNetwork does on a node. The shim is the binary
 ``meshcni cni install --shim`` puts in the CNI bin dir, driven by the same
 Runtime as the Python plugin's tests.
 """
 import json
 import os
 import subprocess
-import threading
 
 import pytest
 
 from meshcni.agent.localapi import LocalAPI
 from meshcni.cni.install import install, shim_binary
-from meshcni.cni.link import entered
 
 from test_cni_plugin import Node, ip_of, sh
 
@@ -37,19 +35,7 @@ class Agent:
             self.calls.append((req["env"].get("CNI_COMMAND"), out[0], out[1]))
             return out
         self.api.run_cni = counted
-        err = []
-
-        def start():
-            try:
-                with entered(node.path):
-                    self.api.start()
-            except Exception as e:  # pragma: no cover - reported below
-                err.append(e)
-        t = threading.Thread(target=start)
-        t.start()
-        t.join()
-        if err:
-            raise err[0]
+        self.api.start(netns=node.path)
 
     def stop(self):
         self.api.stop()

@@ -8,6 +8,7 @@ import pytest
 from meshcni import layout
 from meshcni._bpfcc import compile_one
 from meshcni.bpf import BpfMap, BpfObject, LoadError, MigrationSet, object_path, open_or_create
+from meshcni.bpf.maps import rows
 from meshcni.bpf.pin import ensure_root
 from meshcni.errors import BpfError, PinMismatchError
 
@@ -119,8 +120,7 @@ def test_upgrade_from_preallocated_64k_service_maps(pin_root):
                 spec = layout.map_specs()[name]
                 assert (m.info().max_entries, m.info().map_flags) == (spec.max_entries, 1)
                 got_k, got_v = m.dump()
-                assert sorted(got_k.tobytes()[i:i + spec.key_size] for i in range(0, len(got_k) * spec.key_size, spec.key_size)) \
-                    == sorted(k.tobytes()[i:i + spec.key_size] for i in range(0, 50 * spec.key_size, spec.key_size))
+                assert sorted(map(bytes, rows(got_k))) == sorted(map(bytes, rows(k)))
                 assert (got_v.view(np.uint8).reshape(50, -1)[:, 0] == 7).all()
     assert not any(p.endswith(":migrating") for p in os.listdir(pin_root))
 
