@@ -192,33 +192,47 @@ def cmd_down(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from .cluster import list_clusters, read_config
+    """Clusters and whether each is ready: its daemon up, and every component it started (the
+    controller, each agent) running and serving, not in a restart loop; otherwise why not, with
+    the component's last log line."""
+    from .cluster import cluster_dir, list_clusters, read_config
+    from .supervise import cluster_readiness
     root = _root(args)
     out = []
     for name in list_clusters(root):
         cfg = read_config(root, name)
         pid = daemon_pid(root, name)
-        row = {"name": name, "state": "up" if pid else "down (stale state: run sim down)", "nodes": cfg.nodes,
-               "podCIDR": cfg.pod_cidr, "serviceCIDR": cfg.service_cidr, "api": f"http://127.0.0.1:{cfg.api_port}",
-               "kubeconfig": os.path.join(root, name, "kubeconfig")}
-        if pid:
-            try:
-                c = Client(root, name)
-                row["pods"] = len(c.request("GET", "/api/v1/pods")["items"])
-                row["readyNodes"] = sum(1 for n in c.request("GET", "/api/v1/nodes")["items"]
-                                        if any(x.get("type") == "Ready" and x.get("status") == "True"
-                                               for x in n.get("status", {}).get("conditions", [])))
-            except Exception as e:
-                row["error"] = str(e)
+        row = {"name": name, "nodes": cfg.nodes, "podCIDR": cfg.pod_cidr, "serviceCIDR": cfg.service_cidr,
+               "api": f"http://127.0.0.1:{cfg.api_port}", "kubeconfig": os.path.join(root, name, "kubeconfig"),
+               "ready": False, "problems": []}
+        if not pid:
+            row["state"] = "down (stale state: run sim down)"
+            out.append(row)
+            continue
+        ready, row["problems"] = cluster_readiness(cluster_dir(root, name))
+        try:
+            c = Client(root, name)
+            row["pods"] = len(c.request("GET", "/api/v1/pods")["items"])
+            row["readyNodes"] = sum(1 for n in c.request("GET", "/api/v1/nodes")["items"]
+                                    if any(x.get("type") == "Ready" and x.get("status") == "True"
+                                           for x in n.get("status", {}).get("conditions", [])))
+        except Exception as e:
+            ready = False
+            row["problems"].append(f"API server: {e}")
+        row["ready"] = ready
+        row["state"] = "ready" if ready else "not ready"
         out.append(row)
     if args.output == "json":
         print(json.dumps(out, indent=2))
     elif not out:
         print("no simulated clusters")
     else:
-        _table(["NAME", "STATE", "NODES", "PODS", "POD-CIDR", "API"],
+        _table(["NAME", "STATE", "NODES", "PODS", "POD-CIDR", "SERVICE-CIDR", "API"],
                [[r["name"], r["state"], f"{r.get('readyNodes', '-')}/{r['nodes']}", r.get("pods", "-"),
-                 r["podCIDR"], r["api"]] for r in out])
+                 r["podCIDR"], r["serviceCIDR"], r["api"]] for r in out])
+        for r in out:
+            for p in r["problems"]:
+                print(f"{r['name']}: {p}")
     return 0
 
 

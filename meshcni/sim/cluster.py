@@ -129,7 +129,9 @@ class Cluster:
         self.kubelets = []
         self.cgroup_root = ""
         self.with_agent = False
-        self.stopped = threading.Event()
+        self.controller_node: Optional[NodeSpec] = None
+        from .supervise import HEALTH_FILE, Supervisor
+        self.supervisor = Supervisor(os.path.join(self.dir, HEALTH_FILE))
 
     # -- bring-up --
 
@@ -139,6 +141,7 @@ class Cluster:
         os.makedirs(os.path.join(self.dir, "logs"), exist_ok=True)
         cfg.index = cfg.index or pick_index(cfg.state_root, cfg.name)
         self.nodes = topology.plan_nodes(cfg.name, cfg.index, cfg.nodes, cfg.pod_cidr, cfg.state_root)
+        self.controller_node = topology.plan_controller(cfg.name, cfg.index, cfg.state_root)
         ul = topology.underlay_ns(cfg.state_root)
         self._save_config()
         topology.ensure_underlay(self.ledger, ul)
@@ -174,11 +177,14 @@ class Cluster:
             self.kubelets.append(Kubelet(api, cfg.name, n.name, n.ip, n.netns, os.path.join(self.cgroup_root, n.name),
                                          self._cni_dir(n), self.pods_dir, self.ledger).start())
         progress(f"kubelets: {len(self.kubelets)}")
+        self.supervisor.start()
         if self.with_agent:
             self._start_controller(api)
-            progress("controller: meshcni controller (identities, CIDR identities), leader-elected "
-                     "(logs/controller.log)")
-            self._start_agents(progress)
+            progress(f"controller: meshcni controller in netns {self.controller_node.netns} "
+                     f"({self.controller_node.ip} on the underlay), leader-elected (logs/controller.log)")
+            self._start_agents()
+            progress(f"agents: one per node (logs/agent-<node>.log); waiting for every component to serve")
+            self.supervisor.wait_ready(90, progress)
 
     def _save_config(self) -> None:
         os.makedirs(self.dir, exist_ok=True)
@@ -280,7 +286,7 @@ class Cluster:
         return [sys.executable, "-m", "meshcni.cli"] + argv + [f"--kubeconfig={self.node_kubeconfig}"]
 
     def controller_argv(self) -> List[str]:
-        """The controller Deployment's own args (it runs in the underlay namespace, as a pod would)."""
+        """The controller Deployment's own args (it runs in its own namespace on the underlay, as a pod)."""
         import yaml
         with open(DEPLOYMENT) as f:
             dep = yaml.safe_load(f)
@@ -291,63 +297,30 @@ class Cluster:
 
     def _start_controller(self, api) -> None:
         from .controllers import send_json
+        from .supervise import Component
         send_json(api, "PATCH", f"/api/v1/namespaces/{CONTROLLER_NS}",
                   {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": CONTROLLER_NS}},
                   "application/apply-patch+yaml", [("fieldManager", "meshcni-sim")])
-        self.controller_proc = self._spawn_controller()
+        # Its own network namespace, as the Deployment's pod has: two clusters' controllers in the
+        # shared underlay namespace both bound the Deployment's fixed metrics port, and the second
+        # crash-looped on "Address already in use".
+        topology.create_node(self.controller_node, self.ledger, forward=False)
+        self.supervisor.add(Component(
+            "controller", self.controller_argv(), self.controller_node.netns,
+            os.path.join(self.dir, "logs", "controller.log"), self.ledger, metrics_default="127.0.0.1:9963",
+            env={"POD_NAMESPACE": CONTROLLER_NS, "POD_NAME": f"sim-{self.cfg.name}-controller"}))
 
-    def _spawn_controller(self):
-        import subprocess
-        logf = open(os.path.join(self.dir, "logs", "controller.log"), "ab")
-        pr = subprocess.Popen(["ip", "netns", "exec", topology.underlay_ns(self.cfg.state_root)] +
-                              self.controller_argv(), stdout=logf, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL, start_new_session=True)
-        logf.close()
-        self.ledger.add("pid", pr.pid)
-        return pr
-
-    def _start_agents(self, progress) -> None:
-        procs = {}
+    def _start_agents(self) -> None:
+        from .supervise import Component
         for n in self.nodes:
-            procs[n.name] = self._spawn_agent(n)
-        deadline = time.monotonic() + 90
-        pending = dict(procs)
-        while pending:
-            for name, (pr, cl) in list(pending.items()):
-                if pr.poll() is not None:
-                    raise SimError(f"agent on {name} exited {pr.returncode}: "
-                                   + _tail(os.path.join(self.dir, "logs", f"agent-{name}.log")))
-                if cl.healthy() is None and self._cni_ready(name):
-                    del pending[name]
-                    progress(f"agent on {name}: ready (logs/agent-{name}.log)")
-            if pending and time.monotonic() > deadline:
-                raise SimError(f"agents not ready after 90 s: {', '.join(pending)}")
-            time.sleep(0.2)
-        self.agents = procs
-        self.agent_restarts = {n.name: 0 for n in self.nodes}
-        threading.Thread(target=self._supervise_agents, name="agent-supervisor", daemon=True).start()
+            self.supervisor.add(Component(
+                f"agent/{n.name}", self.agent_argv(n), n.netns, os.path.join(self.dir, "logs", f"agent-{n.name}.log"),
+                self.ledger, metrics_default="127.0.0.1:9962",
+                extra_ready=lambda name=n.name: None if self._cni_ready(name) else "CNI config not installed yet",
+                before_spawn=lambda n=n: self._prepare_agent(n)))
 
-    def _supervise_agents(self) -> None:
-        """Restart an agent (or the controller) that exits, as the DaemonSet/Deployment + kubelet would."""
-        while not self.stopped.wait(0.3):
-            cp = getattr(self, "controller_proc", None)
-            if cp is not None and cp.poll() is not None and not self.stopped.is_set():
-                self.ledger.remove("pid", cp.pid)
-                log.warning("controller exited %s; restarting", cp.returncode)
-                self.controller_proc = self._spawn_controller()
-            for n in self.nodes:
-                pr, _ = self.agents.get(n.name, (None, None))
-                if pr is not None and pr.poll() is not None and not self.stopped.is_set():
-                    self.ledger.remove("pid", pr.pid)
-                    self.agent_restarts[n.name] += 1
-                    log.warning("agent on %s exited %s; restarting (restart %d)", n.name, pr.returncode,
-                                self.agent_restarts[n.name])
-                    self.agents[n.name] = self._spawn_agent(n)
-
-    def _spawn_agent(self, n: NodeSpec):
-        import subprocess
+    def _prepare_agent(self, n: NodeSpec) -> None:
         from ..bpf.pin import mount_bpffs
-        from ..cni.endpoints import AgentClient
         node_dir = os.path.join(self.dir, "nodes", n.name)
         bpf = os.path.join(node_dir, "bpf")
         os.makedirs(bpf, exist_ok=True)
@@ -355,44 +328,10 @@ class Cluster:
             mount_bpffs(bpf)
         self.ledger.add("mount", bpf)
         os.makedirs(os.path.join(node_dir, "run"), exist_ok=True)
-        logf = open(os.path.join(self.dir, "logs", f"agent-{n.name}.log"), "ab")
-        pr = subprocess.Popen(["ip", "netns", "exec", n.netns] + self.agent_argv(n), stdout=logf,
-                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        logf.close()
-        self.ledger.add("pid", pr.pid)
-        return pr, AgentClient(os.path.join(node_dir, "run", "agent.sock"), timeout=1.0)
 
     def _cni_ready(self, node: str) -> bool:
         d = os.path.join(self.dir, "nodes", node, "cni", "net.d")
         return os.path.isdir(d) and any(f.endswith(".conflist") for f in os.listdir(d))
-
-    def _stop_agents(self) -> None:
-        import signal
-        self.stopped.set()
-        cp = getattr(self, "controller_proc", None)
-        if cp is not None:
-            if cp.poll() is None:
-                os.killpg(cp.pid, signal.SIGTERM)
-            try:
-                cp.wait(timeout=10)
-            except Exception:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(cp.pid, signal.SIGKILL)
-                cp.wait()
-            self.ledger.remove("pid", cp.pid)
-            self.controller_proc = None
-        for name, (pr, _) in getattr(self, "agents", {}).items():
-            if pr.poll() is None:
-                os.killpg(pr.pid, signal.SIGTERM)
-        for name, (pr, _) in getattr(self, "agents", {}).items():
-            try:
-                pr.wait(timeout=10)
-            except Exception:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pr.pid, signal.SIGKILL)
-                pr.wait()
-            self.ledger.remove("pid", pr.pid)
-        self.agents = {}
 
     # -- teardown --
 
@@ -402,7 +341,7 @@ class Cluster:
             with contextlib.suppress(Exception):
                 k.stop(delete_pods=True)
         self.kubelets = []
-        self._stop_agents()
+        self.supervisor.stop()
         if self.controllers:
             self.controllers.stop()
         if self._underlay_httpd is not None:

@@ -135,6 +135,17 @@ def plan_nodes(cluster: str, index: int, count: int, pod_cidr: str, state_root: 
     return nodes
 
 
+def plan_controller(cluster: str, index: int, state_root: str) -> NodeSpec:
+    """The controller's pod network: its own namespace on the bridge at 172.30.<k>.2.
+
+    A pod has its own network namespace, so the Deployment's fixed ports are never shared
+    with another cluster's controller on the same underlay.
+    """
+    salted = f"{os.path.abspath(state_root)}/{cluster}/controller"
+    return NodeSpec(name=f"{cluster}-controller", netns=f"mcsim-{short(salted)}", ip=f"172.30.{index}.2",
+                    pod_cidr="", underlay_if=f"mu{short(salted, 11)}", underlay=underlay_ns(state_root))
+
+
 def ensure_underlay(ledger: Ledger, ul: str) -> None:
     """The shared bridge namespace (idempotent; the clusters of one state root share it)."""
     if not netns_exists(ul):
@@ -146,7 +157,7 @@ def ensure_underlay(ledger: Ledger, ul: str) -> None:
     ledger.add("underlay", ul)
 
 
-def create_node(node: NodeSpec, ledger: Ledger) -> None:
+def create_node(node: NodeSpec, ledger: Ledger, forward: bool = True) -> None:
     if netns_exists(node.netns):
         run("ip", "netns", "del", node.netns)
     run("ip", "netns", "add", node.netns)
@@ -159,8 +170,8 @@ def create_node(node: NodeSpec, ledger: Ledger) -> None:
     run("ip", "-n", node.underlay, "link", "set", node.underlay_if, "master", BRIDGE, "up")
     run("ip", "-n", ns, "addr", "add", f"{node.ip}/16", "dev", "eth0")
     run("ip", "-n", ns, "link", "set", "eth0", "up")
-    # a node forwards between its pods and the underlay
-    run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+    if forward:  # a node forwards between its pods and the underlay
+        run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 
 
 def route_nodes(nodes: List[NodeSpec]) -> None:
