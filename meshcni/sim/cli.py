@@ -2,6 +2,7 @@
 """``meshcni sim``: whole clusters on this machine, in network namespaces.
 
     meshcni sim up [--name N] [--nodes K] [--pod-cidr C] [--service-cidr C] [--no-agent]
+                                         CIDRs default to ranges no other cluster of the state root uses
     meshcni sim down [--name N]          remove every namespace, cgroup, mount and process it made
     meshcni sim status                   clusters, nodes, pods
     meshcni sim apply -f FILE|DIR        create or update objects (all validated first)
@@ -26,6 +27,7 @@ import sys
 import time
 from typing import List, Optional, Tuple
 
+from .cluster import _pid_alive, daemon_pid
 from .topology import DEFAULT_STATE_ROOT, SimError
 
 READY = "READY "
@@ -35,37 +37,13 @@ def _root(args) -> str:
     return args.state_root or os.environ.get("MESHCNI_SIM_ROOT") or DEFAULT_STATE_ROOT
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is not alive
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return False
-
-
-def daemon_pid(root: str, name: str) -> Optional[int]:
-    from .cluster import cluster_dir
-    try:
-        with open(os.path.join(cluster_dir(root, name), "daemon.pid")) as f:
-            pid = int(f.read().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    return pid if _pid_alive(pid) else None
-
-
 # ---- up / down / the daemon -----------------------------------------------------
 
 def cmd_up(args) -> int:
-    from .cluster import ClusterConfig, cluster_dir, destroy
+    from .cluster import ClusterConfig, cluster_dir, destroy, reserve
     root = _root(args)
-    cfg = ClusterConfig(name=args.name, nodes=args.nodes, pod_cidr=args.pod_cidr, service_cidr=args.service_cidr,
-                        agent=not args.no_agent, state_root=root)
+    cfg = ClusterConfig(name=args.name, nodes=args.nodes, pod_cidr=args.pod_cidr or "",
+                        service_cidr=args.service_cidr or "", agent=not args.no_agent, state_root=root)
     cfg.validate()
     d = cluster_dir(root, args.name)
     if daemon_pid(root, args.name):
@@ -75,9 +53,11 @@ def cmd_up(args) -> int:
     if os.path.isdir(d):
         print(f"cluster {args.name}: removing what a previous run left")
         destroy(root, args.name)
+    cfg = reserve(cfg)
     os.makedirs(os.path.join(d, "logs"), exist_ok=True)
     argv = [sys.executable, "-m", "meshcni.cli", "sim", "--state-root", root, "_daemon", "--name", args.name,
-            "--nodes", str(args.nodes), "--pod-cidr", args.pod_cidr, "--service-cidr", args.service_cidr]
+            "--nodes", str(args.nodes), "--pod-cidr", cfg.pod_cidr, "--service-cidr", cfg.service_cidr,
+            "--index", str(cfg.index)]
     if args.no_agent:
         argv.append("--no-agent")
     logf = open(os.path.join(d, "logs", "daemon.log"), "ab")
@@ -126,7 +106,7 @@ def cmd_daemon(args) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     root = _root(args)
     cfg = ClusterConfig(name=args.name, nodes=args.nodes, pod_cidr=args.pod_cidr, service_cidr=args.service_cidr,
-                        agent=not args.no_agent, state_root=root)
+                        agent=not args.no_agent, state_root=root, index=args.index)
     cl = Cluster(cfg)
     stop = []
     signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
@@ -517,13 +497,17 @@ def add_parser(sub) -> None:
     def spec(p):
         named(p)
         p.add_argument("--nodes", type=int, default=2, help="number of nodes (default %(default)s)")
-        p.add_argument("--pod-cidr", default="10.244.0.0/16", help="cluster pod CIDR, a /24 per node (default %(default)s)")
-        p.add_argument("--service-cidr", default="10.96.0.0/16", help="ClusterIP range (default %(default)s)")
+        p.add_argument("--pod-cidr", help="cluster pod CIDR, a /24 per node (default: the first of 10.244.0.0/16, "
+                       "10.245.0.0/16, ... not used by another cluster of the state root)")
+        p.add_argument("--service-cidr", help="ClusterIP range (default: the first of 10.96.0.0/16, 10.97.0.0/16, "
+                       "... not used by another cluster of the state root)")
         p.add_argument("--no-agent", action="store_true", help="run the nodes without meshcni agents")
         return p
 
     spec(ssub.add_parser("up", help="bring a cluster up (idempotent)")).set_defaults(fn=_with_errors(cmd_up))
-    spec(ssub.add_parser("_daemon", help=argparse.SUPPRESS)).set_defaults(fn=_with_errors(cmd_daemon))
+    x = spec(ssub.add_parser("_daemon", help=argparse.SUPPRESS))
+    x.add_argument("--index", type=int, default=0)
+    x.set_defaults(fn=_with_errors(cmd_daemon))
     x = named(ssub.add_parser("down", help="remove everything the cluster made"))
     x.add_argument("--all", action="store_true", help="every simulated cluster")
     x.set_defaults(fn=_with_errors(cmd_down))

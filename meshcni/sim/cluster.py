@@ -47,8 +47,8 @@ _NAME_OK = set("abcdefghijklmnopqrstuvwxyz0123456789-")
 class ClusterConfig:
     name: str = "mesh"
     nodes: int = 2
-    pod_cidr: str = "10.244.0.0/16"
-    service_cidr: str = "10.96.0.0/16"
+    pod_cidr: str = ""        # empty: reserve() picks the first free default
+    service_cidr: str = ""
     agent: bool = False
     state_root: str = topology.DEFAULT_STATE_ROOT
     index: int = 0
@@ -57,21 +57,25 @@ class ClusterConfig:
     extra: Dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
+        """Checks of this cluster alone; an empty CIDR is one :func:`reserve` picks."""
         if not self.name or len(self.name) > 20 or set(self.name) - _NAME_OK or self.name[0] == "-":
             raise SimError(f"--name {self.name!r}: 1-20 characters of a-z, 0-9 and '-'")
         if not 1 <= self.nodes <= 32:
             raise SimError(f"--nodes {self.nodes}: between 1 and 32")
         for flag, v in (("--pod-cidr", self.pod_cidr), ("--service-cidr", self.service_cidr)):
+            if not v:
+                continue
             try:
                 net = ipaddress.ip_network(v)
             except ValueError:
                 raise SimError(f"{flag} {v!r} is not a CIDR (host bits must be zero)") from None
             if net.version != 4:
                 raise SimError(f"{flag} {v}: only IPv4 clusters are simulated for now")
-        if ipaddress.ip_network(self.pod_cidr).overlaps(ipaddress.ip_network(self.service_cidr)):
+            if net.overlaps(topology.UNDERLAY_NET):
+                raise SimError(f"{flag} {v} overlaps the underlay {topology.UNDERLAY_NET}")
+        if self.pod_cidr and self.service_cidr and \
+                ipaddress.ip_network(self.pod_cidr).overlaps(ipaddress.ip_network(self.service_cidr)):
             raise SimError(f"--pod-cidr {self.pod_cidr} overlaps --service-cidr {self.service_cidr}")
-        if ipaddress.ip_network(self.pod_cidr).overlaps(topology.UNDERLAY_NET):
-            raise SimError(f"--pod-cidr {self.pod_cidr} overlaps the underlay {topology.UNDERLAY_NET}")
 
 
 def cluster_dir(state_root: str, name: str) -> str:
@@ -90,6 +94,102 @@ def list_clusters(state_root: str) -> List[str]:
     with contextlib.suppress(FileNotFoundError):
         return sorted(d for d in os.listdir(state_root) if os.path.exists(os.path.join(state_root, d, "config.json")))
     return []
+
+
+# Defaults, in order: the first cluster of a state root gets Kind's 10.244.0.0/16 and
+# 10.96.0.0/16, the next ones the following /16s, so meshed clusters never overlap.
+POD_CIDRS = [f"10.{x}.0.0/16" for x in range(244, 256)] + [f"10.{x}.0.0/16" for x in range(128, 192)]
+SERVICE_CIDRS = [f"10.{x}.0.0/16" for x in range(96, 128)]
+LOCK_FILE = ".sim.lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not alive
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def daemon_pid(root: str, name: str) -> Optional[int]:
+    try:
+        with open(os.path.join(cluster_dir(root, name), "daemon.pid")) as f:
+            pid = int(f.read().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if _pid_alive(pid) else None
+
+
+@contextlib.contextmanager
+def state_lock(state_root: str):
+    """One `sim up` at a time picks an index and CIDRs in a state root."""
+    import fcntl
+    os.makedirs(state_root, exist_ok=True)
+    with open(os.path.join(state_root, LOCK_FILE), "a") as lk:
+        fcntl.flock(lk, fcntl.LOCK_EX)
+        yield
+
+
+def _claims(state_root: str, name: str) -> List[tuple]:
+    """(cluster, what, network) of every other cluster that holds its CIDRs: running, or
+    reserved by a `sim up` whose daemon has not written its pid yet (a crashed one's do not count)."""
+    out = []
+    for c in list_clusters(state_root):
+        if c == name:
+            continue
+        if os.path.exists(os.path.join(cluster_dir(state_root, c), "daemon.pid")) and not daemon_pid(state_root, c):
+            continue
+        cfg = read_config(state_root, c)
+        if cfg is None:
+            continue
+        for what, v in (("pod CIDR", cfg.pod_cidr), ("service CIDR", cfg.service_cidr)):
+            with contextlib.suppress(ValueError):
+                out.append((c, what, ipaddress.ip_network(v)))
+    return out
+
+
+def reserve(cfg: "ClusterConfig") -> "ClusterConfig":
+    """Pick the cluster's index and any CIDR not given, refuse a given one that overlaps another
+    cluster of the state root, and write config.json, all under the state root's lock."""
+    cfg.validate()
+    with state_lock(cfg.state_root):
+        claims = _claims(cfg.state_root, cfg.name)
+        for flag, attr in (("--pod-cidr", "pod_cidr"), ("--service-cidr", "service_cidr")):
+            v = getattr(cfg, attr)
+            if not v:
+                continue
+            net = ipaddress.ip_network(v)
+            for c, what, other in claims:
+                if net.overlaps(other):
+                    raise SimError(f"{flag} {v} overlaps the {what} {other} of cluster {c} in this state root "
+                                   f"({cfg.state_root}); pick another range or take {c} down")
+        taken = [other for _, _, other in claims]
+        for flag, attr, candidates in (("--pod-cidr", "pod_cidr", POD_CIDRS),
+                                       ("--service-cidr", "service_cidr", SERVICE_CIDRS)):
+            if getattr(cfg, attr):
+                taken.append(ipaddress.ip_network(getattr(cfg, attr)))
+                continue
+            free = next((ipaddress.ip_network(x) for x in candidates
+                         if not any(ipaddress.ip_network(x).overlaps(t) for t in taken)), None)
+            if free is None:
+                raise SimError(f"no free default {flag[2:]} left in this state root; give {flag}")
+            setattr(cfg, attr, str(free))
+            taken.append(free)
+        cfg.validate()
+        cfg.index = cfg.index or pick_index(cfg.state_root, cfg.name)
+        d = cluster_dir(cfg.state_root, cfg.name)
+        os.makedirs(d, exist_ok=True)
+        tmp = os.path.join(d, ".config.json")
+        with open(tmp, "w") as f:
+            json.dump(asdict(cfg), f, indent=1)
+        os.rename(tmp, os.path.join(d, "config.json"))
+    return cfg
 
 
 def pick_index(state_root: str, name: str) -> int:
@@ -138,6 +238,8 @@ class Cluster:
     def up(self, progress: Callable[[str], None] = print) -> None:
         cfg = self.cfg
         cfg.validate()
+        if not (cfg.pod_cidr and cfg.service_cidr and cfg.index):
+            reserve(cfg)  # `sim up` reserved them already; a direct caller has not
         os.makedirs(os.path.join(self.dir, "logs"), exist_ok=True)
         cfg.index = cfg.index or pick_index(cfg.state_root, cfg.name)
         self.nodes = topology.plan_nodes(cfg.name, cfg.index, cfg.nodes, cfg.pod_cidr, cfg.state_root)

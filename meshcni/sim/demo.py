@@ -42,7 +42,7 @@ def run_demo(args) -> int:
     say = lambda s: print(s, flush=True)  # noqa: E731
     ok = True
     say(f"[1/6] bringing up cluster {name!r}: 2 nodes, a meshcni agent on each")
-    rc = cli.cmd_up(SimpleNamespace(**base, nodes=2, pod_cidr="10.244.0.0/16", service_cidr="10.96.0.0/16",
+    rc = cli.cmd_up(SimpleNamespace(**base, nodes=2, pod_cidr=None, service_cidr=None,
                                     no_agent=False))
     if rc != 0:
         return rc

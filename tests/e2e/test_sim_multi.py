@@ -122,6 +122,52 @@ def test_two_agent_clusters_both_serve_and_enforce_policy(two, tmp_path):
         assert connect(two, name, "cli", ip, 8080) == "default/srv"
 
 
+def test_default_cidrs_do_not_overlap_and_an_explicit_overlap_is_refused(two):
+    st = status(two)
+    assert (st["a"]["podCIDR"], st["a"]["serviceCIDR"]) == ("10.244.0.0/16", "10.96.0.0/16")
+    assert (st["b"]["podCIDR"], st["b"]["serviceCIDR"]) == ("10.245.0.0/16", "10.97.0.0/16")
+    core_b = client.CoreV1Api(api(two, "b"))
+    assert core_b.read_node("b-node1").spec.pod_cidr == "10.245.0.0/24"
+    for args, needle in [
+        (["--pod-cidr", "10.245.0.0/16"], "--pod-cidr 10.245.0.0/16 overlaps the pod CIDR 10.245.0.0/16 of cluster b"),
+        (["--pod-cidr", "10.96.0.0/20"], "overlaps the service CIDR 10.96.0.0/16 of cluster a"),
+        (["--service-cidr", "10.244.128.0/20"], "--service-cidr 10.244.128.0/20 overlaps the pod CIDR 10.244.0.0/16 "
+                                                 "of cluster a"),
+    ]:
+        p = sim(two, "up", "--name", "c", "--nodes", "1", "--no-agent", *args, check=False)
+        assert p.returncode == 1 and needle in p.stderr, (args, p.stderr)
+        assert not (two / "c").exists()
+    # an explicit range that fits is taken; the other one is still picked free
+    sim(two, "up", "--name", "c", "--nodes", "1", "--no-agent", "--pod-cidr", "10.250.0.0/16")
+    try:
+        st = status(two)
+        assert (st["c"]["podCIDR"], st["c"]["serviceCIDR"]) == ("10.250.0.0/16", "10.98.0.0/16")
+    finally:
+        sim(two, "down", "--name", "c")
+
+
+def test_nodes_and_controllers_reach_each_other_across_clusters(two):
+    """One bridge: every node and controller reaches the other cluster's nodes and its API server
+    (the address `sim mesh` hands to the other cluster's controller)."""
+    comps_a, comps_b = components(two, "a"), components(two, "b")
+    ip_b = client.CoreV1Api(api(two, "b")).read_node("b-node1").status.addresses[0].address
+    ip_a = client.CoreV1Api(api(two, "a")).read_node("a-node1").status.addresses[0].address
+    healthz = "import sys,urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"
+    for ns, ip in ((comps_a["agent/a-node1"]["netns"], ip_b), (comps_b["agent/b-node1"]["netns"], ip_a),
+                   (comps_a["controller"]["netns"], ip_b)):
+        # the other node's agent answers on its node IP (the DaemonSet's 0.0.0.0:9962)
+        p = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", healthz, f"http://{ip}:9962/healthz"],
+                           capture_output=True, text=True, timeout=30)
+        assert p.stdout.strip() == "ok", (ns, ip, p.stdout, p.stderr)
+    server = yaml.safe_load((two / "b" / "kubeconfig-node").read_text())["clusters"][0]["cluster"]["server"]
+    code = ("import json,sys,urllib.request\n"
+            "print([n['metadata']['name'] for n in json.load(urllib.request.urlopen(sys.argv[1] + '/api/v1/nodes', "
+            "timeout=5))['items']])")
+    out = subprocess.run(["ip", "netns", "exec", comps_a["controller"]["netns"], sys.executable, "-c", code, server],
+                         capture_output=True, text=True, timeout=30)
+    assert out.stdout.strip() == "['b-node1']", out.stderr
+
+
 def test_a_restart_loop_makes_status_not_ready_with_the_log_line(two):
     """The original bug, made on purpose: something else holds b's controller metrics port."""
     from meshcni.cni.link import entered
