@@ -21,8 +21,8 @@ import os
 import subprocess
 import sys
 import time
-from types import SimpleNamespace
 
+from . import ops
 from .topology import SimError
 
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -35,22 +35,21 @@ PROBE = ("import socket,sys\n"
 
 
 def run_demo(args) -> int:
-    from . import cli
-    root = cli._root(args)
+    root = ops.state_root(args.state_root)
     name = args.name
-    base = dict(state_root=args.state_root, name=name)
     say = lambda s: print(s, flush=True)  # noqa: E731
     ok = True
     say(f"[1/6] bringing up cluster {name!r}: 2 nodes, a meshcni agent on each")
-    rc = cli.cmd_up(SimpleNamespace(**base, nodes=2, pod_cidr=None, service_cidr=None,
-                                    no_agent=False))
-    if rc != 0:
-        return rc
+    try:
+        ops.up(root, name, nodes=2, say=say)
+    except SimError as e:
+        print(f"meshcni sim demo: {e}", file=sys.stderr)
+        return 1
     try:
         say(f"[2/6] applying {os.path.relpath(EXAMPLE)}")
-        cli.cmd_apply(SimpleNamespace(**base, filename=[args.file or EXAMPLE], namespace="default"))
+        c = ops.Client(root, name)
+        ops.apply(c, ops.load_documents([args.file or EXAMPLE]), "default", say=say)
         say("[3/6] waiting for the pods to run")
-        c = cli.Client(root, name)
         deadline = time.monotonic() + 60
         while True:
             pods = c.request("GET", "/api/v1/namespaces/demo/pods")["items"]
@@ -118,6 +117,6 @@ def run_demo(args) -> int:
         ok = False
     finally:
         if not args.keep:
-            cli.cmd_down(SimpleNamespace(**base, all=False))
+            ok &= ops.down(root, [name], say=say) == 0
     say("demo: " + ("every check passed" if ok else "SOME CHECKS FAILED"))
     return 0 if ok else 1
