@@ -10,6 +10,8 @@
     meshcni sim get KIND [-n NS | -A] [-o json]
     meshcni sim exec NS/POD -- CMD ...   run inside the pod (its netns and cgroup)
     meshcni sim logs [COMPONENT]         daemon, cni-<node>, or a pod's NS/POD
+    meshcni sim mesh A B [C ...]         in each cluster a Cluster + kubeconfig Secret for every other
+    meshcni sim unmesh A B [C ...]       remove them again
     meshcni sim demo [--keep]            2 nodes + the demo app, checked live
 
 The cluster runs in a background process (``sim up`` returns once it is
@@ -106,6 +108,20 @@ def cmd_down(args) -> int:
 def cmd_apply(args) -> int:
     from . import ops
     ops.apply(Client(_root(args), args.name), load_documents(args.filename), args.namespace)
+    return 0
+
+
+def cmd_mesh(args) -> int:
+    from .mesh import mesh
+    n = mesh(_root(args), args.clusters, stale_grace=args.stale_grace)
+    print(f"meshed {', '.join(args.clusters)}: {n['written']} objects written, {n['unchanged']} unchanged")
+    return 0
+
+
+def cmd_unmesh(args) -> int:
+    from .mesh import unmesh
+    n = unmesh(_root(args), args.clusters)
+    print(f"unmeshed {', '.join(args.clusters)}: {n} objects deleted")
     return 0
 
 
@@ -332,6 +348,14 @@ def add_parser(sub) -> None:
     x.add_argument("--keep", action="store_true", help="leave the cluster up afterwards")
     x.add_argument("-f", "--file", help="demo manifest (default deploy/examples/demo.yaml)")
     x.set_defaults(fn=_with_errors(_demo))
+    x = ssub.add_parser("mesh", help="mesh clusters: in each, a Cluster + kubeconfig Secret for every other (idempotent)")
+    x.add_argument("clusters", nargs="+", metavar="CLUSTER", help="two or more running clusters")
+    x.add_argument("--stale-grace", type=int, metavar="SECONDS",
+                   help="spec.staleGracePeriodSeconds of each Cluster (default: the controller's)")
+    x.set_defaults(fn=_with_errors(cmd_mesh))
+    x = ssub.add_parser("unmesh", help="remove what sim mesh made between these clusters")
+    x.add_argument("clusters", nargs="+", metavar="CLUSTER")
+    x.set_defaults(fn=_with_errors(cmd_unmesh))
     x = named(ssub.add_parser("logs", help="logs of the daemon, a node's CNI (cni-<node>) or a pod (NS/POD)"))
     x.add_argument("component", nargs="?")
     x.set_defaults(fn=_with_errors(cmd_logs))

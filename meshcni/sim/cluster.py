@@ -209,6 +209,16 @@ def _tail(path: str, n: int = 5) -> str:
         return "(no log)"
 
 
+def controller_flags() -> set:
+    """The option strings ``meshcni controller`` accepts (from its own parser)."""
+    import argparse
+    from ..controller.cli import add_parser
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers()
+    add_parser(sub)
+    return {o for a in sub.choices["controller"]._actions for o in a.option_strings}
+
+
 def agent_available() -> bool:
     import importlib.util
     return importlib.util.find_spec("meshcni.agent") is not None
@@ -394,6 +404,13 @@ class Cluster:
             dep = yaml.safe_load(f)
         c = dep["spec"]["template"]["spec"]["containers"][0]
         args = [a.replace("$(POD_NAMESPACE)", CONTROLLER_NS) for a in c.get("args", [])]
+        # per cluster, as the Deployment's comment asks of whoever meshes: its name (a Cluster of
+        # that name is itself) and its service CIDR (for the CIDR conflict check); only flags this
+        # controller has, so the simulator also runs a controller that predates the mesh
+        flags = controller_flags()
+        for flag, value in (("--cluster-name", self.cfg.name), ("--service-cidr", self.cfg.service_cidr)):
+            if flag in flags and value:
+                args = [a for a in args if a != flag and not a.startswith(flag + "=")] + [f"{flag}={value}"]
         return [sys.executable, "-m", "meshcni.cli"] + args + [f"--kubeconfig={self.node_kubeconfig}",
                                                               f"--identity=sim-{self.cfg.name}-controller"]
 

@@ -168,6 +168,45 @@ def test_nodes_and_controllers_reach_each_other_across_clusters(two):
     assert out.stdout.strip() == "['b-node1']", out.stderr
 
 
+def test_sim_mesh_stores_each_node_kubeconfig_and_cluster_both_ways(two):
+    import base64
+    custom = {n: client.CustomObjectsApi(api(two, n)) for n in ("a", "b")}
+    core = {n: client.CoreV1Api(api(two, n)) for n in ("a", "b")}
+    out = sim(two, "mesh", "a", "b")
+    assert "4 objects written" in out.stdout, out.stdout
+    for here, other in (("a", "b"), ("b", "a")):
+        sec = core[here].read_namespaced_secret(f"mesh-remote-{other}-kubeconfig", "meshcni-system")
+        kc = base64.b64decode(sec.data["config"])
+        assert kc == (two / other / "kubeconfig-node").read_bytes()
+        assert b"172.30.0.1:" in kc and b"127.0.0.1" not in kc
+        cl = custom[here].get_cluster_custom_object("mesh-cni.dev", "v1alpha1", "clusters", other)
+        assert cl["spec"]["secret"] == {"name": f"mesh-remote-{other}-kubeconfig", "key": "config"}
+        # the kubeconfig works from where the controller runs
+        ctl_ns = components(two, here)["controller"]["netns"]
+        server = yaml.safe_load(kc)["clusters"][0]["cluster"]["server"]
+        code = ("import json,sys,urllib.request\n"
+                "print([n['metadata']['name'] for n in json.load(urllib.request.urlopen(sys.argv[1] + "
+                "'/api/v1/nodes', timeout=5))['items']])")
+        p = subprocess.run(["ip", "netns", "exec", ctl_ns, sys.executable, "-c", code, server], capture_output=True,
+                           text=True, timeout=30)
+        assert p.stdout.strip() == f"['{other}-node1']", p.stderr
+    rv = core["a"].read_namespaced_secret("mesh-remote-b-kubeconfig", "meshcni-system").metadata.resource_version
+    out = sim(two, "mesh", "b", "a")
+    assert "0 objects written, 4 unchanged" in out.stdout, out.stdout
+    assert core["a"].read_namespaced_secret("mesh-remote-b-kubeconfig",
+                                            "meshcni-system").metadata.resource_version == rv
+    for args, needle in ((["mesh", "a"], "at least two"), (["mesh", "a", "zz"], "cluster zz is not up"),
+                         (["mesh", "a", "a"], "named twice")):
+        p = sim(two, *args, check=False)
+        assert p.returncode == 1 and needle in p.stderr, (args, p.stderr)
+    out = sim(two, "unmesh", "a", "b")
+    assert "4 objects deleted" in out.stdout, out.stdout
+    for here, other in (("a", "b"), ("b", "a")):
+        assert not [c for c in custom[here].list_cluster_custom_object("mesh-cni.dev", "v1alpha1", "clusters")["items"]]
+        assert not [x for x in core[here].list_namespaced_secret("meshcni-system").items
+                    if x.metadata.name.startswith("mesh-remote-")]
+
+
 def test_a_restart_loop_makes_status_not_ready_with_the_log_line(two):
     """The original bug, made on purpose: something else holds b's controller metrics port."""
     from meshcni.cni.link import entered

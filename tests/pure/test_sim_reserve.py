@@ -69,3 +69,14 @@ def test_listen_address_probes_wildcards_on_loopback():
     assert listen_address(["controller", "--metrics-address=0.0.0.0:9963"], "127.0.0.1:1") == ("127.0.0.1", 9963)
     assert listen_address(["--metrics-address", "[::]:9"], "127.0.0.1:1") == ("::1", 9)
     assert listen_address([], "127.0.0.1:9962") == ("127.0.0.1", 9962)
+
+
+def test_the_controller_gets_its_cluster_name_and_service_cidr_when_it_has_the_flags(tmp_path):
+    from meshcni.sim.cluster import Cluster, controller_flags
+    cfg = up(tmp_path, "east")
+    argv = Cluster(cfg).controller_argv()
+    flags = controller_flags()
+    assert ("--cluster-name=east" in argv) == ("--cluster-name" in flags)
+    assert ("--service-cidr=10.96.0.0/16" in argv) == ("--service-cidr" in flags)
+    assert sum(a.startswith("--cluster-name") for a in argv) <= 1  # replaces the Deployment's default
+    assert "--metrics-address=0.0.0.0:9963" in argv  # the Deployment's own; the controller has its own netns
