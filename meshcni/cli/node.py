@@ -259,9 +259,11 @@ def cmd_identity_list(args):
 
 
 def add_node(sub) -> None:
-    sub.add_parser("version", help="versions of meshcni, libbpf and the kernel",
+    x = sub.add_parser("version", help="versions of meshcni, libbpf and the kernel",
                    description="meshcni's version, the libbpf version its extension was built against and the "
-                   "running kernel's release. Reads nothing else; no root needed.").set_defaults(fn=cmd_version)
+                   "running kernel's release. Reads nothing else; no root needed.")
+    x.set_defaults(fn=cmd_version)
+    add_output_args(x, ("table", "json", "yaml"))
 
     x = sub.add_parser("status", help="the node agent's status (its local API)",
                        description=f"The agent's view of this node: readiness, pod CIDRs, endpoints, the last "
