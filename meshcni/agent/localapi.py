@@ -23,6 +23,10 @@ then runs the Python plugin itself. Calls for one container run one at a
 time, in arrival order; calls for different containers run concurrently; GC
 runs alone.
 
+Only root (and the agent's own user) may call it: the socket is mode 0600 and
+every connection's peer credentials (SO_PEERCRED) are checked; anyone else
+gets a 403 and a warning is logged.
+
 The endpoint table is also rebuilt from the plugin's on-disk records at
 start (``meshcni.cni.endpoints``), so pods added while the agent was down
 are known; the socket only makes it immediate.
@@ -121,6 +125,21 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 
 
+def peer_credentials(conn) -> Tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end of a unix socket (SO_PEERCRED)."""
+    import socket
+    import struct
+    raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", raw)
+
+
+def allowed_uids() -> frozenset:
+    """Who may call the local API: root, and the agent's own user (an agent run with
+    capabilities instead of as root). The API registers endpoints and runs CNI calls,
+    so it is as privileged as the agent itself."""
+    return frozenset({0, os.geteuid()})
+
+
 class LocalAPI:
     def __init__(self, path: str, status: Callable[[], dict], on_change: Optional[Callable[[], None]] = None,
                  views: Optional[Dict[str, Callable[[], object]]] = None):
@@ -209,8 +228,36 @@ class LocalAPI:
         if os.path.exists(self.path):
             os.unlink(self.path)  # a socket left by a previous agent
 
+        allowed = allowed_uids()
+
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def handle(self):
+                # the socket is 0600, but a mode can be changed and a path bind-mounted:
+                # the peer's credentials are checked on every connection as well
+                try:
+                    pid, uid, _gid = peer_credentials(self.connection)
+                except OSError as e:
+                    log.warning("local API: peer credentials unreadable (%s): refused", e)
+                    return
+                if uid not in allowed:
+                    log.warning("local API: refused a connection from pid %d uid %d (allowed uids: %s)",
+                                pid, uid, ",".join(map(str, sorted(allowed))))
+                    body = json.dumps({"error": f"uid {uid} may not use the meshcni agent's local API"}).encode()
+                    try:
+                        # read the request head first: closing on unread bytes would reset the
+                        # connection and the caller would never see why it was refused
+                        self.connection.settimeout(1.0)
+                        for _ in range(100):
+                            if self.rfile.readline(8192) in (b"\r\n", b"\n", b""):
+                                break
+                        self.wfile.write(b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\n"
+                                         b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                    except OSError:
+                        pass
+                    return
+                super().handle()
 
             def address_string(self):
                 return "unix"

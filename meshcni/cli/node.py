@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
 """``meshcni status | service list | endpoint list | identity list | version``: this node's view.
 
-status, service and endpoint read the agent's local API (``--socket``, no root
-needed beyond the socket's permissions); identity list reads the pinned
+status, service and endpoint read the agent's local API (``--socket``, which
+serves root and the agent's user); identity list reads the pinned
 ipcache and names the identities from the agent or the API server.
 """
 from __future__ import annotations
@@ -16,8 +16,8 @@ from .. import __version__
 from .bpf import bpf_root_arg, socket_arg
 from .output import Column, Table, add_output_args, emit, emit_fields
 
-READS_AGENT = "Reads the agent's local API at --socket (the agent must run; no root needed beyond access to " \
-              "the socket)."
+READS_AGENT = "Reads the agent's local API at --socket (the agent must run); the socket serves root and the " \
+              "agent's own user only."
 
 
 def _agent(args, timeout: float = 5.0):

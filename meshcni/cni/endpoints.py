@@ -30,9 +30,9 @@ def _path(state_dir: str, container_id: str, ifname: str) -> str:
 def write(state_dir: str, record: Dict) -> str:
     d = os.path.join(state_dir, "endpoints")
     path = _path(state_dir, record["containerID"], record["ifname"])
+    tmp = os.path.join(d, f".ep.{os.getpid()}.{record['containerID']}")  # unique per writer
     try:
         os.makedirs(d, mode=0o755, exist_ok=True)
-        tmp = os.path.join(d, f".ep.{os.getpid()}.{record['containerID']}")  # unique per writer
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         with os.fdopen(fd, "w") as f:
             json.dump(record, f, sort_keys=True)
@@ -40,6 +40,9 @@ def write(state_dir: str, record: Dict) -> str:
             os.fsync(f.fileno())
         os.rename(tmp, path)
     except OSError as e:
+        # a full disk must not leave a half-written temporary behind
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise CNIError(IO_FAILURE, f"endpoint record {path}: {e.strerror}") from None
     return path
 
