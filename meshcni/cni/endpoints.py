@@ -122,6 +122,35 @@ class AgentClient:
     def delete_endpoint(self, container_id: str, ifname: str) -> Dict:
         return self._call("DELETE", f"/v1/endpoints/{container_id}/{ifname}")
 
+    # read-only views, for ``meshcni status`` and friends (the agent's local API, see agent/localapi.py)
+
+    def status(self) -> Dict:
+        """GET /v1/status: node, readiness, informers, last reconciles."""
+        return self._call("GET", "/v1/status")
+
+    def endpoints(self) -> List[Dict]:
+        """GET /v1/endpoints: the endpoint records of this node's pods."""
+        return self._call("GET", "/v1/endpoints") or []
+
+    def services(self) -> List[Dict]:
+        """GET /v1/services: the Services the agent programmed (frontends, backends)."""
+        return self._call("GET", "/v1/services") or []
+
+    def pod_ips(self) -> Dict[str, str]:
+        """GET /v1/ips: pod IP -> "namespace/name" for every pod the agent knows."""
+        return self._call("GET", "/v1/ips") or {}
+
+    def identities(self) -> Optional[Dict[str, Dict]]:
+        """GET /v1/identities: id (as text) -> its labels, as ``meshcni.bpf.decode.identity_labels``
+        makes them from the agent's informers; None when the agent does not serve that path (an
+        older agent), so callers can ask the API server instead."""
+        try:
+            return self._call("GET", "/v1/identities")
+        except CNIError as e:
+            if " HTTP 404:" in e.msg:
+                return None
+            raise
+
 
 def _unix_connection_class():
     # http.client costs ~15 ms to import: only plugins with an agentSocket pay it
