@@ -12,6 +12,7 @@
     meshcni sim logs [COMPONENT]         daemon, cni-<node>, or a pod's NS/POD
     meshcni sim mesh A B [C ...]         in each cluster a Cluster + kubeconfig Secret for every other
     meshcni sim unmesh A B [C ...]       remove them again
+    meshcni sim apiserver stop|start     the API server as nodes and other clusters reach it (faults)
     meshcni sim demo [--keep]            2 nodes + the demo app, checked live
 
 The cluster runs in a background process (``sim up`` returns once it is
@@ -69,6 +70,10 @@ def cmd_daemon(args) -> int:
     stop = []
     signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
     signal.signal(signal.SIGINT, lambda *a: stop.append(1))
+    # `sim apiserver stop|start`: handled in the loop below, not in the handler
+    node_api = []
+    signal.signal(signal.SIGUSR1, lambda *a: node_api.append(False))
+    signal.signal(signal.SIGUSR2, lambda *a: node_api.append(True))
     with open(os.path.join(cl.dir, "daemon.pid"), "w") as f:
         f.write(str(os.getpid()))
     try:
@@ -88,7 +93,14 @@ def cmd_daemon(args) -> int:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     while not stop:
-        time.sleep(0.2)
+        while node_api:
+            want = node_api.pop(0)
+            try:
+                cl.set_node_api(want)
+                logging.getLogger("meshcni.sim").info("node-facing API server %s", "started" if want else "stopped")
+            except Exception as e:
+                logging.getLogger("meshcni.sim").error("node-facing API server: %s", e)
+        time.sleep(0.1)
     logging.getLogger("meshcni.sim").info("stopping")
     try:
         cl.down()
@@ -122,6 +134,30 @@ def cmd_unmesh(args) -> int:
     from .mesh import unmesh
     n = unmesh(_root(args), args.clusters)
     print(f"unmeshed {', '.join(args.clusters)}: {n} objects deleted")
+    return 0
+
+
+def cmd_apiserver(args) -> int:
+    """Stop or start the API server as nodes, controllers and other clusters see it (loopback stays)."""
+    from .cluster import read_config
+    from .supervise import probe_tcp
+    from .topology import underlay_ns
+    root = _root(args)
+    pid = daemon_pid(root, args.name)
+    if not pid:
+        raise SimError(f"cluster {args.name} is not up")
+    addr = read_config(root, args.name).node_api.split("//", 1)[1]
+    host, port = addr.rsplit(":", 1)
+    os.kill(pid, signal.SIGUSR2 if args.action == "start" else signal.SIGUSR1)
+    want = args.action == "start"
+    end = time.monotonic() + 10
+    while probe_tcp(f"/run/netns/{underlay_ns(root)}", host, int(port)) != want:
+        if time.monotonic() > end:
+            raise SimError(f"cluster {args.name}: the API server on {addr} did not {args.action} within 10 s "
+                           "(see sim logs)")
+        time.sleep(0.05)
+    print(f"cluster {args.name}: API server on {addr} {'started' if want else 'stopped'} "
+          f"(127.0.0.1:{read_config(root, args.name).api_port} keeps serving)")
     return 0
 
 
@@ -357,6 +393,10 @@ def add_parser(sub) -> None:
     x = ssub.add_parser("unmesh", help="remove what sim mesh made between these clusters")
     x.add_argument("clusters", nargs="+", metavar="CLUSTER")
     x.set_defaults(fn=_with_errors(cmd_unmesh))
+    x = named(ssub.add_parser("apiserver", help="stop or start the API server for nodes, controllers and other "
+                                                "clusters (fault injection; loopback keeps serving)"))
+    x.add_argument("action", choices=("stop", "start"))
+    x.set_defaults(fn=_with_errors(cmd_apiserver))
     x = named(ssub.add_parser("logs", help="logs of the daemon, a node's CNI (cni-<node>) or a pod (NS/POD)"))
     x.add_argument("component", nargs="?")
     x.set_defaults(fn=_with_errors(cmd_logs))

@@ -310,23 +310,43 @@ class Cluster:
 
     def _start_apiserver(self) -> None:
         from ..apiserver import APIServer, write_kubeconfig
-        from ..apiserver.http import Server
         crds = REPO_CRDS if os.path.isdir(REPO_CRDS) else None
         self.apiserver = APIServer("127.0.0.1", 0, crd_dir=crds, history=5000,
                                    service_cidr=self.cfg.service_cidr).start()
         self.cfg.api_port = int(self.apiserver.url.rsplit(":", 1)[1])
-        # the same store, listening inside the underlay namespace
-        from ..cni.link import entered
-        with entered(f"/run/netns/{topology.underlay_ns(self.cfg.state_root)}"):
-            self._underlay_httpd = Server((topology.UNDERLAY_GW, 0), self.apiserver.store,
-                                          self.apiserver.bookmark_interval)
-        t = threading.Thread(target=self._underlay_httpd.serve_forever, kwargs={"poll_interval": 0.2},
-                             name="apiserver-underlay", daemon=True)
-        t.start()
+        self.start_node_api()
         self.cfg.node_api = f"http://{topology.UNDERLAY_GW}:{self._underlay_httpd.server_address[1]}"
         self._save_config()
         write_kubeconfig(self.kubeconfig, self.apiserver.url, f"sim-{self.cfg.name}")
         write_kubeconfig(self.node_kubeconfig, self.cfg.node_api, f"sim-{self.cfg.name}")
+
+    def start_node_api(self, port: int = 0) -> None:
+        """The same store, listening inside the underlay namespace (for nodes and controllers)."""
+        from ..apiserver.http import Server
+        from ..cni.link import entered
+        with entered(f"/run/netns/{topology.underlay_ns(self.cfg.state_root)}"):
+            self._underlay_httpd = Server((topology.UNDERLAY_GW, port), self.apiserver.store,
+                                          self.apiserver.bookmark_interval)
+        threading.Thread(target=self._underlay_httpd.serve_forever, kwargs={"poll_interval": 0.2},
+                         name="apiserver-underlay", daemon=True).start()
+
+    def stop_node_api(self) -> None:
+        """Close the underlay listener and every connection on it: for the nodes, the controller and
+        other clusters' controllers the API server is gone; loopback clients keep working."""
+        h, self._underlay_httpd = self._underlay_httpd, None
+        if h is not None:
+            h.stopping = True
+            h.shutdown()
+            h.server_close()
+            h.close_connections()
+
+    def set_node_api(self, up: bool) -> None:
+        """``sim apiserver start|stop``: the node-facing API server goes away and comes back on the
+        same address, so every kubeconfig (and Secret made by ``sim mesh``) stays valid."""
+        if up and self._underlay_httpd is None:
+            self.start_node_api(int(self.cfg.node_api.rsplit(":", 1)[1]))
+        elif not up:
+            self.stop_node_api()
 
     def _api_client(self):
         from kubernetes import client, config
@@ -463,12 +483,7 @@ class Cluster:
         self.supervisor.stop()
         if self.controllers:
             self.controllers.stop()
-        if self._underlay_httpd is not None:
-            self._underlay_httpd.stopping = True
-            self._underlay_httpd.shutdown()
-            self._underlay_httpd.server_close()
-            self._underlay_httpd.close_connections()
-            self._underlay_httpd = None
+        self.stop_node_api()
         if self.apiserver is not None:
             self.apiserver.stop()
             self.apiserver = None

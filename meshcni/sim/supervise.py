@@ -72,6 +72,18 @@ def probe(netns_path: str, host: str, port: int, path: str = "/readyz", timeout:
         return None
 
 
+def probe_tcp(netns_path: str, host: str, port: int, timeout: float = 1.0) -> bool:
+    """True if something accepts a TCP connection on host:port inside a network namespace."""
+    import socket
+    from ..cni.link import entered
+    try:
+        with entered(netns_path):
+            socket.create_connection((host, port), timeout=timeout).close()
+        return True
+    except Exception:
+        return False
+
+
 def listen_address(argv: List[str], default: str) -> tuple:
     """(host to probe, port) from a process's ``--metrics-address``; 0.0.0.0 is probed on loopback."""
     addr = default

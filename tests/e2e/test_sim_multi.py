@@ -207,6 +207,32 @@ def test_sim_mesh_stores_each_node_kubeconfig_and_cluster_both_ways(two):
                     if x.metadata.name.startswith("mesh-remote-")]
 
 
+def test_apiserver_stop_and_start_is_seen_from_the_underlay_only(two):
+    """`sim apiserver stop` is the remote API server gone for nodes and other clusters' controllers;
+    `start` brings it back on the same address, so every kubeconfig and mesh Secret stays valid."""
+    server = yaml.safe_load((two / "b" / "kubeconfig-node").read_text())["clusters"][0]["cluster"]["server"]
+    ctl_ns = components(two, "a")["controller"]["netns"]
+    code = ("import sys,urllib.request\n"
+            "try:\n"
+            "    print(urllib.request.urlopen(sys.argv[1] + '/healthz', timeout=3).status)\n"
+            "except OSError as e:\n"
+            "    print('down', e)\n")
+
+    def from_a():
+        return subprocess.run(["ip", "netns", "exec", ctl_ns, sys.executable, "-c", code, server],
+                              capture_output=True, text=True, timeout=30).stdout.strip()
+    assert from_a() == "200"
+    out = sim(two, "apiserver", "stop", "--name", "b")
+    assert "stopped" in out.stdout
+    try:
+        assert from_a().startswith("down")
+        assert [n.metadata.name for n in client.CoreV1Api(api(two, "b")).list_node().items] == ["b-node1"]
+    finally:
+        out = sim(two, "apiserver", "start", "--name", "b")
+    assert "started" in out.stdout and from_a() == "200"
+    assert sim(two, "apiserver", "start", "--name", "zz", check=False).returncode == 1
+
+
 def test_a_restart_loop_makes_status_not_ready_with_the_log_line(two):
     """The original bug, made on purpose: something else holds b's controller metrics port."""
     from meshcni.cni.link import entered
