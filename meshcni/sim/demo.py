@@ -167,7 +167,7 @@ def _mesh_steps(root: str, east: str, west: str, c: "ops.Client", head, say) -> 
     from .cluster import read_config
     from .mesh import mesh
     ok = True
-    head(f"a second cluster {west!r} (1 node), {os.path.relpath(MESH_EXAMPLE)}, and meshcni sim mesh {east} {west}")
+    head(f"a second cluster {west!r} (1 node) with {os.path.relpath(MESH_EXAMPLE)}; `meshcni sim mesh {east} {west}`")
     ops.up(root, west, nodes=1, say=lambda s: None)
     w = ops.Client(root, west)
     ops.apply(w, ops.load_documents([MESH_EXAMPLE]), "default", say=lambda s: None)
