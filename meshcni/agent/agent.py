@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
+from .. import health
+
 log = logging.getLogger("meshcni.agent")
 STARTUP_TAINT = "mesh-cni.dev/startup"
 SERVICES_KEY = "services"
@@ -172,6 +174,9 @@ class Agent:
         if cfg.routes:
             self.reconcile_routes()
         run_workers(self.queue, self._work, 1, name="agent")
+        # /healthz: 503 once the worker, an informer or the pinned datapath is stuck or gone
+        health.watch(self._http.liveness, queue=self.queue, informers=self.informers,
+                     pins=[os.path.join(cfg.bpf_root, d) for d in ("progs", "links")])
         self._remove_startup_taint()
         self.ready.set()
         log.info("ready")
