@@ -54,6 +54,7 @@ class AgentConfig:
     ipam_dir: str = "/var/lib/cni/meshcni"
     routes: bool = True
     cni_shim: Optional[bool] = None  # None: the compiled shim when it was built
+    cni_fallback: bool = True  # the Python plugin beside the shim (only where this interpreter is the node's)
     sync_timeout: float = 60.0
 
 
@@ -254,7 +255,7 @@ class Agent:
         cfg = self.cfg
         shim = cfg.cni_shim if cfg.cni_shim is not None else shim_binary() is not None
         kw = dict(datapath="required", bpf_root=cfg.bpf_root, state_dir=cfg.state_dir, agent_socket=cfg.socket,
-                  shim=shim)
+                  shim=shim, fallback=cfg.cni_fallback)
         if cfg.chained:
             done = install(cfg.cni_bin_dir, cfg.cni_conf_dir, chained=True, **kw)
         else:
