@@ -139,6 +139,7 @@ def test_workloads_parse_and_follow_the_values(preset):
     ns = _check_workload(ds, "agent")
     pod = ds["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"} and pod["hostNetwork"] is True
+    assert pod["dnsPolicy"] == "Default", "cluster DNS is unreachable until the agent has wired the node"
     assert [c["name"] for c in pod["initContainers"]] == ["mount-bpffs", "check-cgroup-v2"]
     assert ns.cni_shim is True and ns.cni_fallback is False, "nothing on the host may need the image's Python"
     assert ns.chained == (values.get("cni", {}).get("mode") == "chained")
