@@ -5,6 +5,9 @@
     GET    /v1/status                            the agent's status (JSON)
     GET    /v1/endpoints                         local endpoints (JSON list)
     GET    /v1/services                          the Services the agent programmed (JSON list)
+    GET    /v1/ips                               pod IP -> "namespace/name" (for monitors)
+    GET    /v1/policy                            what the policy compiler produced (sizes)
+    GET    /v1/identities                        id -> labels, when the agent passes :func:`identities_view`
     PUT    /v1/endpoints/{containerID}/{ifname}  register (the CNI plugin's ADD)
     DELETE /v1/endpoints/{containerID}/{ifname}  deregister (DEL); unknown is fine
     POST   /v1/cni                               run a CNI call for the compiled shim
@@ -343,3 +346,14 @@ class LocalAPI:
                 os.unlink(self.path)
             except FileNotFoundError:
                 pass
+
+
+def identities_view(identities, cidr_identities) -> dict:
+    """GET /v1/identities: id (as text, JSON keys are strings) -> the labels it stands for.
+
+    The agent serves this from its Identity and CIDRIdentity informers
+    (``views={"/v1/identities": lambda: identities_view(...)}``); ``meshcni
+    identity list`` reads it, or builds the same from the API server.
+    """
+    from ..bpf.decode import identity_labels
+    return {str(k): v for k, v in sorted(identity_labels(identities, cidr_identities).items())}
