@@ -178,6 +178,7 @@ class Component:
         else:
             why = ""
         return {"name": self.name, "pid": self.proc.pid if running else None, "netns": self.netns,
+                "metricsPort": self.probe_port,
                 "running": running, "serving": serving, "ready": not why, "reason": why, "restarts": self.restarts,
                 "exitsLastWindow": len(recent), "log": self.log_path,
                 "lastLog": "" if not why else self.exit_line if looping or not running else last_log_line(self.log_path)}

@@ -155,8 +155,9 @@ def test_nodes_and_controllers_reach_each_other_across_clusters(two):
     healthz = "import sys,urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"
     for ns, ip in ((comps_a["agent/a-node1"]["netns"], ip_b), (comps_b["agent/b-node1"]["netns"], ip_a),
                    (comps_a["controller"]["netns"], ip_b)):
-        # the other node's agent answers on its node IP (the DaemonSet's 0.0.0.0:9962)
-        p = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", healthz, f"http://{ip}:9962/healthz"],
+        # the other node's agent answers on its node IP (the DaemonSet's 0.0.0.0 metrics address)
+        port = comps_a["agent/a-node1"]["metricsPort"]
+        p = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", healthz, f"http://{ip}:{port}/healthz"],
                            capture_output=True, text=True, timeout=30)
         assert p.stdout.strip() == "ok", (ns, ip, p.stdout, p.stderr)
     server = yaml.safe_load((two / "b" / "kubeconfig-node").read_text())["clusters"][0]["cluster"]["server"]
@@ -247,7 +248,7 @@ def test_a_restart_loop_makes_status_not_ready_with_the_log_line(two):
                 s = socket.socket()
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
-                    s.bind(("0.0.0.0", 9963))
+                    s.bind(("0.0.0.0", ctl["metricsPort"]))
                     s.listen(1)
                     blocker = s
                 except OSError:
