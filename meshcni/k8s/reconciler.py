@@ -189,6 +189,7 @@ class Runner:
         for cache, inf in self.caches.items():
             if not inf.wait_for_sync(self.sync_timeout):
                 raise SyncTimeout(getattr(inf, "name", cache), self.sync_timeout)
+        log.info("%s: informers synced: %s", self.name, ", ".join(f"{len(inf)} {c}" for c, inf in self.caches.items()))
         if self.open():
             for r in self.reconcilers:
                 # the events of the initial list queued it; this run reads the complete caches
