@@ -261,7 +261,8 @@ class Runner:
         if after is not None:
             self.queue.add_after(name, after)
         self.last[name] = {**stats, "seconds": round(dt, 4), "at": time.time()}
-        shown = ", ".join(f"{k} {v}" for k, v in stats.items() if k != REQUEUE_AFTER and not isinstance(v, (dict, list)))
+        shown = ", ".join(f"{k} {v}" for k, v in stats.items()
+                          if k != REQUEUE_AFTER and not isinstance(v, (dict, list)))
         log.info("%s reconciled in %.1f ms%s", name, dt * 1000, f": {shown}" if shown else "")
         return self.last[name]
 
