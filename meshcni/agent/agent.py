@@ -38,6 +38,7 @@ from ..cni.install import install, shim_binary
 from ..controllers.services import ServiceIDs
 from ..datapath.node import NodeDatapath
 from ..datapath.routes import RouteDatapath
+from .. import health
 from ..health import HealthServer
 from ..k8s import EventRecorder, Informer, ReconcileMetrics, Runner, SyncTimeout, api_client
 from ..k8s.trim import trim_endpointslice, trim_pod, trim_service
@@ -64,6 +65,7 @@ class AgentConfig:
     ipam_dir: str = "/var/lib/cni/meshcni"
     routes: bool = True
     cni_shim: Optional[bool] = None  # None: the compiled shim when it was built
+    cni_fallback: bool = True  # the Python plugin beside the shim (only where this interpreter is the node's)
     sync_timeout: float = 60.0
 
 
@@ -175,6 +177,9 @@ class Agent:
             if e.informer in CRD_INFORMERS:
                 raise RuntimeError(f"{e} (are the meshcni CRDs installed? kubectl apply -k deploy/crds)") from None
             raise
+        # /healthz: 503 once the worker, an informer or the pinned datapath is stuck or gone
+        health.watch(self._http.liveness, queue=self.runner.queue, informers=self.informers,
+                     pins=[os.path.join(cfg.bpf_root, d) for d in ("progs", "links")])
         self._remove_startup_taint()
         self.ready.set()
         log.info("ready")
@@ -210,7 +215,7 @@ class Agent:
         cfg = self.cfg
         shim = cfg.cni_shim if cfg.cni_shim is not None else shim_binary() is not None
         kw = dict(datapath="required", bpf_root=cfg.bpf_root, state_dir=cfg.state_dir, agent_socket=cfg.socket,
-                  shim=shim)
+                  shim=shim, fallback=cfg.cni_fallback)
         if cfg.chained:
             done = install(cfg.cni_bin_dir, cfg.cni_conf_dir, chained=True, **kw)
         else:

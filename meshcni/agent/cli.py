@@ -8,24 +8,32 @@ import signal
 import sys
 import threading
 
+from ..cli.parser import flag
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("agent", help="the per-node agent (DaemonSet): datapath, CNI, node controllers",
                        description="Loads and pins the datapath, installs the CNI plugin (IPAM = the Node's "
                        "podCIDR), programs Services into the socket LB, serves a local API on a unix socket "
-                       "and /healthz /readyz /metrics. Leaves the datapath in place on exit.")
+                       "and /healthz /readyz /metrics. Leaves the datapath in place on exit. Needs root "
+                       "(CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN), a bpffs at --bpf-root, cgroup v2 at "
+                       "--cgroup-root and an API server (--kubeconfig).")
     p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"),
                    help="kubeconfig file (default $KUBECONFIG, else in-cluster config)")
     p.add_argument("--node-name", default=os.environ.get("NODE_NAME"), help="this node's name (default $NODE_NAME)")
-    p.add_argument("--bpf-root", default="/sys/fs/bpf/meshcni", help="pin root on a bpffs (default %(default)s)")
+    flag(p, "--bpf-root", "--root", default="/sys/fs/bpf/meshcni", metavar="DIR",
+         help="pin root on a bpffs (default %(default)s)")
     p.add_argument("--cgroup-root", default="/sys/fs/cgroup",
                    help="cgroup v2 directory whose processes (the pods) get the socket LB (default %(default)s)")
-    p.add_argument("--cni-bin-dir", default="/opt/cni/bin")
-    p.add_argument("--cni-conf-dir", default="/etc/cni/net.d")
+    flag(p, "--cni-bin-dir", "--bin-dir", default="/opt/cni/bin", metavar="DIR",
+         help="where the CNI plugin is installed (default %(default)s)")
+    flag(p, "--cni-conf-dir", "--conf-dir", default="/etc/cni/net.d", metavar="DIR",
+         help="where the CNI network config is written (default %(default)s)")
     p.add_argument("--chained", action="store_true", help="chain after the node's existing CNI config")
-    p.add_argument("--socket", default="/var/run/meshcni/agent.sock", help="local API socket (default %(default)s)")
+    flag(p, "--socket", "--agent-socket", default="/var/run/meshcni/agent.sock", metavar="PATH",
+         help="local API socket (default %(default)s)")
     p.add_argument("--state-dir", default="/var/run/meshcni", help="endpoint records, ids (default %(default)s)")
-    p.add_argument("--ipam-dir", default="/var/lib/cni/meshcni",
+    flag(p, "--ipam-dir", "--data-dir", default="/var/lib/cni/meshcni", metavar="DIR",
                    help="IPAM allocations of the built-in IPAM; must survive reboots only as long as pods do "
                    "(default %(default)s)")
     p.add_argument("--no-routes", dest="routes", action="store_false",
@@ -37,6 +45,16 @@ def add_parser(sub) -> None:
                       "when the shim was built")
     shim.add_argument("--no-cni-shim", dest="cni_shim", action="store_false",
                       help="install the Python plugin as meshcni-cni (every CNI call starts an interpreter)")
+    fb = p.add_mutually_exclusive_group()
+    fb.add_argument("--cni-fallback", dest="cni_fallback", action="store_true", default=True,
+                    help="install the Python plugin beside the shim as its fallback (default; only useful where "
+                    "this interpreter exists on the node itself, e.g. the simulator)")
+    fb.add_argument("--no-cni-fallback", dest="cni_fallback", action="store_false",
+                    help="no Python fallback on the node (an agent in a container: the image's Python is not the "
+                    "node's); the shim answers by itself while the agent cannot")
+    p.add_argument("--uninstall", action="store_true",
+                   help="instead of running: remove everything meshcni put on this node (socket-LB links, tc "
+                   "programs, pins under --bpf-root, routes, the CNI plugin and config, state) and exit; idempotent")
     p.add_argument("--metrics-address", default="127.0.0.1:9962", help="HOST:PORT of /healthz /readyz /metrics")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.set_defaults(fn=cmd_agent)
@@ -46,6 +64,13 @@ def cmd_agent(args) -> int:
     from .agent import Agent, AgentConfig
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.uninstall:
+        import json
+        from ..uninstall import uninstall_node
+        done = uninstall_node(bpf_root=args.bpf_root, cni_bin_dir=args.cni_bin_dir, cni_conf_dir=args.cni_conf_dir,
+                              state_dir=args.state_dir, ipam_dir=args.ipam_dir, socket=args.socket)
+        print(json.dumps(done, indent=2, sort_keys=True))
+        return 0
     if not args.node_name:
         print("meshcni agent: --node-name (or $NODE_NAME) is required", file=sys.stderr)
         return 2
@@ -56,7 +81,7 @@ def cmd_agent(args) -> int:
                               cgroup_root=args.cgroup_root, cni_bin_dir=args.cni_bin_dir,
                               cni_conf_dir=args.cni_conf_dir, chained=args.chained, socket=args.socket,
                               state_dir=args.state_dir, ipam_dir=args.ipam_dir, routes=args.routes, cni_shim=args.cni_shim,
-                              metrics_address=args.metrics_address))
+                              cni_fallback=args.cni_fallback, metrics_address=args.metrics_address))
     try:
         agent.start()
     except Exception as e:
