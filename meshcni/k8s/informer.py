@@ -177,6 +177,11 @@ class Informer:
     def __exit__(self, *exc):
         self.stop()
 
+    @property
+    def running(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`."""
+        return self._thread is not None
+
     def has_synced(self) -> bool:
         """True once the first list has been delivered to the handlers."""
         return self._synced.is_set()
