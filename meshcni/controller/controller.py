@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
-"""``meshcni controller``: cluster-wide identity allocation (a Deployment, one active replica).
+"""``meshcni controller``: cluster-wide identity allocation and the multi-cluster mesh
+(a Deployment, one active replica; the mesh is :mod:`.clustermesh`).
 
 Bring-up, in order:
 1. /healthz /readyz /metrics on ``metrics_address``;
@@ -65,6 +66,11 @@ class ControllerConfig:
     renew_deadline: float = 10.0
     retry_period: float = 2.0
     workers: int = 2                 # one per key is enough: a key is never processed twice at once
+    # the multi-cluster mesh (clustermesh.py)
+    cluster_name: str = "default"
+    namespace: str = "meshcni-system"  # the controller's own: kubeconfig Secrets of remote clusters
+    mesh_stale_grace: float = 300.0    # seconds a remote's MeshEndpoints outlive losing it (Cluster may override)
+    service_cidrs: Tuple[str, ...] = ()
 
 
 class Metrics:
@@ -178,6 +184,7 @@ class Controller:
         self._overlay = {IDENTITIES_KEY: _Overlay(), CIDR_KEY: _Overlay()}
         self._reported: Dict[str, set] = {IDENTITIES_KEY: set(), CIDR_KEY: set()}
         self._workers: list = []
+        self.mesh = None
 
     # -- bring-up --
 
@@ -210,6 +217,11 @@ class Controller:
         log.info("informers synced: %d pods, %d namespaces, %d networkpolicies, %d identities, %d cidridentities",
                  len(self.pods), len(self.namespaces), len(self.policies), len(self.identities), len(self.cidrs))
         self._workers = run_workers(self.queue, self.process, cfg.workers, name="controller")
+        from .clustermesh import ClusterMesh, MeshConfig
+        self.mesh = ClusterMesh(self.api, MeshConfig(cluster_name=cfg.cluster_name, namespace=cfg.namespace,
+                                                     stale_grace=cfg.mesh_stale_grace,
+                                                     service_cidrs=tuple(cfg.service_cidrs)),
+                                leading=self.leading.is_set, registry=self.metrics.registry).start(cfg.sync_timeout)
         self.ready.set()
         if cfg.leader_elect:
             self.elector = LeaderElector(self.api, cfg.lease_name, cfg.lease_namespace, cfg.identity,
@@ -230,10 +242,14 @@ class Controller:
             self._reported[k] = set()
         self.queue.add(IDENTITIES_KEY)
         self.queue.add(CIDR_KEY)
+        if self.mesh is not None:
+            self.mesh.started_leading()
 
     def _stopped_leading(self):
         self.leading.clear()
         self.metrics.leader.set(0)
+        if self.mesh is not None:
+            self.mesh.stopped_leading()
 
     def stop(self) -> None:
         if self.elector is not None:
@@ -243,6 +259,8 @@ class Controller:
             self.queue.shutdown()
         for t in self._workers:
             t.join(5)
+        if self.mesh is not None:
+            self.mesh.stop()
         for inf in self.informers:
             inf.stop()
         if self._http:
@@ -486,7 +504,8 @@ class Controller:
 
     def status(self) -> dict:
         return {"identity": self.cfg.identity, "ready": self.ready.is_set(), "leader": self.leading.is_set(),
-                "informers": {i.name: {"synced": i.has_synced(), "objects": len(i)} for i in self.informers}}
+                "informers": {i.name: {"synced": i.has_synced(), "objects": len(i)} for i in self.informers},
+                "mesh": self.mesh.status() if self.mesh is not None else None}
 
     def _start_http(self) -> None:
         from ..health import HealthServer

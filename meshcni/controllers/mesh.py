@@ -57,14 +57,22 @@ CIDR_CONFLICT = "CIDRConflict"
 # the order conditions are written in: Ready first (the printer column), then the causes
 CONDITION_TYPES = (READY, SECRET_RESOLVED, API_REACHABLE, INITIAL_SYNC, CIDR_CONFLICT)
 
+# reasons of a Cluster on its way to Ready: not failures, so no Warning Event
+TRANSIENT = frozenset({"Connecting", "Syncing", "NotSynced"})
+
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 MAX_NAME = 253
 
 
 @dataclass(frozen=True)
 class MeshProblem(Problem):
-    """A :class:`Problem` that may live in a remote cluster (``cluster`` = its Cluster name, "" = local)."""
+    """A :class:`Problem` that may live in a remote cluster (``cluster`` = its Cluster name, "" = local).
+
+    ``key``, when set, identifies the problem for once-per-problem reporting
+    instead of its text (a condition's message may change while it lasts).
+    """
     cluster: str = ""
+    key: str = ""
 
     def __str__(self) -> str:
         where = f"cluster {self.cluster}: " if self.cluster else ""
@@ -510,7 +518,7 @@ def cidr_conflicts(cluster: str, remote: Iterable[Mapping], local: Iterable[Mapp
         try:
             c = ipaddress.ip_network(s, strict=False)
         except ValueError as e:
-            problems.append(MeshProblem("flag", "", "--service-cidr", f"[{i}]", f"{s!r} is not a CIDR ({e})"))
+            problems.append(MeshProblem("Cluster", "", cluster, "--service-cidr", f"{s!r} is not a CIDR ({e})"))
             continue
         spans[c.version].append((int(c.network_address), int(c.broadcast_address), f"local service CIDR {c}"))
     index = {}
@@ -659,16 +667,23 @@ def cluster_status(prev: Optional[Mapping], generation: int, obs: ClusterObserva
 
 
 def condition_problems(cluster: str, status: Mapping) -> List[MeshProblem]:
-    """One report per failing cause (Ready itself is their sum): what a Warning Event says."""
+    """One report per failing cause (Ready itself is their sum): what a Warning Event says.
+
+    InitialSyncComplete False is a phase, not a failure (APIServerReachable says
+    why a sync does not finish), so a normal start-up sends no Warning.
+    """
     out = []
     for c in status.get("conditions") or ():
         typ = c.get("type")
+        if typ == INITIAL_SYNC:
+            continue
         bad = (c.get("status") == "True") if typ == CIDR_CONFLICT else (c.get("status") == "False")
         if typ != READY and bad:
             out.append(MeshProblem("Cluster", "", cluster, f"status.conditions[{typ}]",
-                                   f"{c.get('reason')}: {c.get('message')}"))
+                                   f"{c.get('reason')}: {c.get('message')}", key=f"{cluster}/{typ}/{c.get('reason')}"))
     ready = next((c for c in status.get("conditions") or () if c.get("type") == READY), None)
-    if ready and ready.get("status") == "False" and not out:
+    if ready and ready.get("status") == "False" and not out and ready.get("reason") not in TRANSIENT:
         out.append(MeshProblem("Cluster", "", cluster, f"status.conditions[{READY}]",
-                               f"{ready.get('reason')}: {ready.get('message')}"))
+                               f"{ready.get('reason')}: {ready.get('message')}",
+                               key=f"{cluster}/{READY}/{ready.get('reason')}"))
     return out

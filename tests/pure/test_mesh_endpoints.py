@@ -351,7 +351,7 @@ def test_cidr_conflict_containment_behind_a_later_start():
 def test_cidr_conflicts_bad_service_cidr_reported():
     probs = []
     assert mesh.cidr_conflicts(C, [node("r", ["10.1.0.0/24"])], [], ["nope"], probs) == []
-    assert probs and probs[0].name == "--service-cidr"
+    assert probs and probs[0].field == "--service-cidr" and probs[0].name == C
 
 
 # ---------------------------------------------------------------- Secret
@@ -474,3 +474,14 @@ def test_status_validates_against_the_crd_and_survives_pruning():
            "spec": {"secret": {"name": "kc", "key": "config"}}, "status": st}
     assert schema.prune(sch, obj) == obj
     assert schema.validate(sch, obj) == []
+
+
+def test_start_up_phases_are_not_reported_as_problems():
+    connecting = mesh.Cond("Unknown", "Connecting", "connecting")
+    st = mesh.cluster_status(None, 1, obs(reachable=connecting, synced=mesh.Cond("False", "Syncing"),
+                                          conflict=mesh.Cond("Unknown", "NotSynced")), "T")
+    assert conds(st)["Ready"]["reason"] == "Connecting" and mesh.condition_problems(C, st) == []
+    down = mesh.cluster_status(st, 1, obs(reachable=mesh.Cond("False", "Unreachable", "refused (1)")), "T")
+    again = mesh.cluster_status(st, 1, obs(reachable=mesh.Cond("False", "Unreachable", "reset (2)")), "T")
+    (p1,), (p2,) = mesh.condition_problems(C, down), mesh.condition_problems(C, again)
+    assert p1.key == p2.key and str(p1) != str(p2)  # one problem while it lasts, whatever the details
