@@ -367,16 +367,36 @@ def test_controller_rbac_is_what_it_needs_and_no_more():
         ("", "pods"): R, ("", "namespaces"): R,
         ("networking.k8s.io", "networkpolicies"): R,
         (GROUP, "identities"): R | W, (GROUP, "cidridentities"): R | W,
-        (GROUP, "clusters"): R, (GROUP, "clusters/status"): {"update", "patch"},
-        (GROUP, "meshendpoints"): R | W | {"deletecollection"},
+        # the mesh (controller/clustermesh.py): informers list+watch; the finalizer is a patch
+        (GROUP, "clusters"): {"list", "watch", "patch"}, (GROUP, "clusters/status"): {"patch"},
+        (GROUP, "meshendpoints"): {"list", "watch", "create", "update", "delete"},
+        (GROUP, "meshendpoints/status"): {"patch"},
+        ("", "services"): {"list", "watch"}, ("", "nodes"): {"list", "watch"},
         ("", "events"): {"create", "patch"},
     }
     assert set(ns_roles) == {CONTROLLER_NS}
     assert _granted(*ns_roles[CONTROLLER_NS]) == {
-        ("", "secrets"): R,
+        ("", "secrets"): {"list", "watch"},
         # meshcni.k8s.leader: read, create, replace
         ("coordination.k8s.io", "leases"): {"get", "create", "update"},
     }
+
+
+def test_remote_mesh_reader_rbac_is_read_only():
+    cluster, ns_roles = _bound_roles("meshcni-clustermesh-remote", CONTROLLER_NS)
+    assert not ns_roles
+    assert _granted(*cluster) == {("", "services"): {"list", "watch"}, ("", "namespaces"): {"list", "watch"},
+                                  ("", "nodes"): {"list", "watch"},
+                                  ("discovery.k8s.io", "endpointslices"): {"list", "watch"}}
+
+
+def test_mesh_uses_exactly_what_the_remote_role_grants():
+    # the remote informers of meshcni/controller/clustermesh.Remote, by the client methods they call
+    import inspect
+    from meshcni.controller import clustermesh
+    src = inspect.getsource(clustermesh.Remote.__init__)
+    assert {"list_service_for_all_namespaces", "list_endpoint_slice_for_all_namespaces", "list_namespace",
+            "list_node"} == set(re.findall(r"\.(list_\w+)", src))
 
 
 # ---- kind ------------------------------------------------------------------
