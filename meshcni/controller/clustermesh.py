@@ -217,6 +217,7 @@ class Snapshot:
     nodes: List[dict]                       # local Nodes
     no_source_since: Optional[float]        # when this controller first saw the cluster without a usable source
     now: float
+    memo: Optional[dict] = None             # per-Service results of the active source (mesh.desired_meshendpoints)
 
 
 @dataclass
@@ -356,7 +357,7 @@ def decide(s: Snapshot, cfg: MeshConfig) -> ClusterPlan:
             eps = len({m.get("ip") for o in s.existing if mesh.is_managed(o)
                        for m in (o.get("spec") or {}).get("backend_port_mappings") or ()})
         else:
-            res = mesh.desired_meshendpoints(s.name, s.services, src.services, src.namespaces, src.slices)
+            res = mesh.desired_meshendpoints(s.name, s.services, src.services, src.namespaces, src.slices, s.memo)
             desired, meshed, eps = res.desired, res.meshed_services, res.remote_endpoints
             problems += res.problems
             nodes = mesh.remote_nodes(src.nodes, s.name, problems)
@@ -412,6 +413,7 @@ class ClusterMesh:
         self._remotes: Dict[str, Dict[str, Optional[Remote]]] = {}
         self._client_errors: Dict[str, Tuple[str, str]] = {}
         self._no_source_since: Dict[str, float] = {}
+        self._memo: Dict[Tuple[str, str], dict] = {}   # (cluster, kubeconfig fingerprint) -> memo
         self._reported: Dict[str, set] = {}
         self._lock = threading.RLock()
         from .controller import _Overlay
@@ -544,8 +546,12 @@ class ClusterMesh:
             since = self._no_source_since.get(name)
         existing = [o for o in self._mep_ov.view(self.meshendpoints.by_index("owner", name))
                     if ((o.get("metadata") or {}).get("labels") or {}).get(mesh.CLUSTER_OWNER) == name]
+        memo = None
+        if active is not None:
+            # resourceVersions are only comparable within one server: a memo per connection
+            memo = self._memo.setdefault((name, active.fingerprint), {})
         return Snapshot(name, cluster, secret, active.view() if active else None, pending.view() if pending else None,
-                        client_error, existing, self.services.list(), self.nodes.list(), since, _now())
+                        client_error, existing, self.services.list(), self.nodes.list(), since, _now(), memo)
 
     def desired(self, name: str) -> ClusterPlan:
         return decide(self.snapshot(name), self.cfg)
@@ -649,6 +655,7 @@ class ClusterMesh:
         old, slot["active"], slot["pending"] = slot.get("active"), p, None
         if old is not None:
             old.stop()
+            self._memo.pop((name, old.fingerprint), None)
             log.info("Cluster %s: now using %s (kubeconfig %s); the previous connection is closed", name, p.server,
                      p.fingerprint)
         else:
@@ -657,6 +664,8 @@ class ClusterMesh:
         return True
 
     def _drop(self, name: str) -> None:
+        for k in [k for k in self._memo if k[0] == name]:
+            del self._memo[k]
         slot = self._remotes.pop(name, None) or {}
         for r in (slot.get("active"), slot.get("pending")):
             if r is not None:

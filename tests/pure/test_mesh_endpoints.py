@@ -485,3 +485,53 @@ def test_start_up_phases_are_not_reported_as_problems():
     again = mesh.cluster_status(st, 1, obs(reachable=mesh.Cond("False", "Unreachable", "reset (2)")), "T")
     (p1,), (p2,) = mesh.condition_problems(C, down), mesh.condition_problems(C, again)
     assert p1.key == p2.key and str(p1) != str(p2)  # one problem while it lasts, whatever the details
+
+
+def test_memo_recomputes_only_what_changed():
+    def rv(o, v):
+        o["metadata"]["resourceVersion"] = v
+        return o
+    local = [rv(svc("a", uid="ua"), "1"), rv(svc("b", uid="ub"), "2")]
+    remote = [rv(rsvc("a"), "1"), rv(rsvc("b"), "2")]
+    slices = [rv(eps("a", addrs=("10.242.0.1",)), "3"), rv(eps("b", addrs=("10.242.0.2",)), "4")]
+    memo = {}
+    first = mesh.desired_meshendpoints(C, local, remote, [], slices, memo)
+    assert set(memo) == {("app", "a"), ("app", "b")}
+    slices[1] = rv(eps("b", addrs=("10.242.0.9",)), "5")
+    second = mesh.desired_meshendpoints(C, local, remote, [], slices, memo)
+    assert second.desired[f"app/a-{C}"] is first.desired[f"app/a-{C}"]  # reused
+    assert ips_of(second, "b") == ["10.242.0.9"]
+    assert second.desired == mesh.desired_meshendpoints(C, local, remote, [], slices).desired  # same as no memo
+    # a new uid (Service re-created) is a new owner reference
+    local[0] = rv(svc("a", uid="ua2"), "1")
+    third = mesh.desired_meshendpoints(C, local, remote, [], slices, memo)
+    assert third.desired[f"app/a-{C}"]["metadata"]["ownerReferences"][0]["uid"] == "ua2"
+    # gone from the input: gone from the memo; opt-out is not hidden by the memo
+    remote[1] = rv(rsvc("b", export="false"), "6")
+    fourth = mesh.desired_meshendpoints(C, local[:1] + [local[1]], remote, [], slices, memo)
+    assert list(fourth.desired) == [f"app/a-{C}"] and set(memo) == {("app", "a")}
+
+
+def ips_of(res, name):
+    return [m["ip"] for m in res.desired[f"app/{name}-{C}"]["spec"]["backend_port_mappings"]]
+
+
+def test_ipv4_mapped_and_uppercase_ipv6_are_canonical():
+    out = mappings(svc(), rsvc(), [eps(addrs=("FD00::A", "::ffff:10.0.0.1"), fam="IPv6")])
+    assert [x["ip"] for x in out] == ["::ffff:10.0.0.1", "fd00::a"]
+
+
+def test_ten_thousand_endpoints_are_cheap_with_the_memo():
+    import time
+    n = 1000
+    local = [svc(f"s{i}", uid=f"u{i}") for i in range(n)]
+    remote = [rsvc(f"s{i}") for i in range(n)]
+    slices = [eps(f"s{i}", addrs=[f"10.{i // 256}.{i % 256}.{j}" for j in range(10)]) for i in range(n)]
+    for o in local + remote + slices:
+        o["metadata"]["resourceVersion"] = "1"
+    memo = {}
+    res = mesh.desired_meshendpoints(C, local, remote, [], slices, memo)
+    assert res.remote_endpoints == 10 * n
+    t = time.perf_counter()
+    again = mesh.desired_meshendpoints(C, local, remote, [], slices, memo)
+    assert again.desired == res.desired and time.perf_counter() - t < 1.0  # a loose bound: dict lookups only
