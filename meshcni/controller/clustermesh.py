@@ -451,11 +451,12 @@ class ClusterMesh:
                                       indexers={"owner": label_index(mesh.CLUSTER_OWNER)})
         self.queue = WorkQueue(name="clustermesh")
         add = self.queue.add
-        self.clusters.add_handler(lambda o: add(_name(o)), lambda a, b: add(_name(b)), lambda o: add(_name(o)))
+        self.clusters.add_handler(lambda o: add(_name(o)), self._cluster_updated, lambda o: add(_name(o)))
         self.secrets.add_handler(self._secret_changed, lambda a, b: self._secret_changed(b), self._secret_changed)
         self.services.add_handler(self._service_changed, self._service_updated, self._service_changed)
         self.nodes.add_handler(lambda o: self._all(), self._node_updated, lambda o: self._all())
-        self.meshendpoints.add_handler(self._mep_changed, lambda a, b: self._mep_changed(b), self._mep_changed)
+        self.meshendpoints.add_handler(self._mep_changed, lambda a, b: self._mep_changed(b),
+                                       self._mep_changed)
         self.informers = [self.clusters, self.secrets, self.services, self.nodes, self.meshendpoints]
         for inf in self.informers:
             inf.start()
@@ -513,7 +514,13 @@ class ClusterMesh:
         if (old.get("spec") or {}) != (new.get("spec") or {}):
             self._all()
 
+    def _cluster_updated(self, old, new):
+        if not self._cluster_ov.is_echo(new):  # our own status write coming back decides nothing new
+            self.queue.add(_name(new))
+
     def _mep_changed(self, o):
+        if self._mep_ov.is_echo(o):
+            return  # our own write coming back: a reconcile would find nothing to do (and cost 20-50 ms)
         owner = ((o.get("metadata") or {}).get("labels") or {}).get(mesh.CLUSTER_OWNER)
         if owner:
             self.queue.add(owner)  # a hand-made one there may block (or, gone, unblock) the managed one

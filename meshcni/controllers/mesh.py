@@ -33,6 +33,8 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import copy
+import functools
 import ipaddress
 import socket
 from dataclasses import dataclass, field
@@ -83,18 +85,18 @@ class MeshProblem(Problem):
 
 
 def _meta(obj: Mapping) -> Mapping:
-    m = obj.get("metadata") if isinstance(obj, Mapping) else None
-    return m if isinstance(m, Mapping) else {}
+    m = obj.get("metadata") if isinstance(obj, dict) else None
+    return m if isinstance(m, dict) else {}
 
 
 def _annotations(obj: Mapping) -> Mapping:
     a = _meta(obj).get("annotations")
-    return a if isinstance(a, Mapping) else {}
+    return a if isinstance(a, dict) else {}
 
 
 def _labels(obj: Mapping) -> Mapping:
     a = _meta(obj).get("labels")
-    return a if isinstance(a, Mapping) else {}
+    return a if isinstance(a, dict) else {}
 
 
 def _key(obj: Mapping) -> str:
@@ -134,7 +136,7 @@ def service_ports(svc: Mapping, problems: list, cluster: str = "") -> List[Port]
     """The valid ports of a Service; each bad one is reported (``spec.ports[i]...``) and left out."""
     m = _meta(svc)
     spec = svc.get("spec")
-    ports = spec.get("ports") if isinstance(spec, Mapping) else None
+    ports = spec.get("ports") if isinstance(spec, dict) else None
     if ports is None:
         return []
     if not isinstance(ports, list):
@@ -151,7 +153,7 @@ def service_ports(svc: Mapping, problems: list, cluster: str = "") -> List[Port]
 
 def _parse_port(p, where: str, kind: str, m: Mapping, problems: list, cluster: str, i: int) -> Optional[Port]:
     ns, name = m.get("namespace", ""), m.get("name", "")
-    if not isinstance(p, Mapping):
+    if not isinstance(p, dict):
         problems.append(MeshProblem(kind, ns, name, where, "not an object", cluster))
         return None
     num = p.get("port")
@@ -231,11 +233,11 @@ def slice_backends(slices: Iterable[Mapping], problems: list, cluster: str = ""
             continue
         addrs: List[Tuple[str, bytes]] = []
         for i, e in enumerate(endpoints):
-            if not isinstance(e, Mapping):
+            if not isinstance(e, dict):
                 problems.append(MeshProblem("EndpointSlice", ns, name, f"endpoints[{i}]", "not an object", cluster))
                 continue
             cond = e.get("conditions")
-            cond = cond if isinstance(cond, Mapping) else {}
+            cond = cond if isinstance(cond, dict) else {}
             # kube: a nil ready counts as ready; terminating endpoints are never new targets
             if cond.get("ready") is False or cond.get("terminating") is True:
                 continue
@@ -358,7 +360,7 @@ def desired_meshendpoints(cluster: str, local_services: Iterable[Mapping], remot
             continue
         m = _meta(svc)
         ns, name = m.get("namespace", ""), m.get("name", "")
-        spec = svc.get("spec") if isinstance(svc.get("spec"), Mapping) else {}
+        spec = svc.get("spec") if isinstance(svc.get("spec"), dict) else {}
         if spec.get("type") == "ExternalName":
             problems.append(MeshProblem("Service", ns, name, "spec.type",
                                         "an ExternalName Service has no backends to mesh"))
@@ -481,7 +483,7 @@ def stale_status(existing: Mapping, stale_since: Optional[str]) -> Optional[dict
     A MeshEndpoint without status counts as fresh, so fresh objects cost no write.
     A stale object keeps its first ``staleSince``.
     """
-    st = existing.get("status") if isinstance(existing.get("status"), Mapping) else {}
+    st = existing.get("status") if isinstance(existing.get("status"), dict) else {}
     if stale_since is None:
         if not st.get("stale") and "staleSince" not in st:
             return None
@@ -495,7 +497,7 @@ def stale_status(existing: Mapping, stale_since: Optional[str]) -> Optional[dict
 
 def node_pod_cidrs(node: Mapping, problems: list, cluster: str = "") -> List[ipaddress._BaseNetwork]:
     """``spec.podCIDRs`` (else ``spec.podCIDR``) as networks; bad ones reported and skipped."""
-    spec = node.get("spec") if isinstance(node.get("spec"), Mapping) else {}
+    spec = node.get("spec") if isinstance(node.get("spec"), dict) else {}
     raw = spec.get("podCIDRs")
     where = "spec.podCIDRs"
     if not raw:
@@ -524,11 +526,11 @@ def remote_nodes(nodes: Iterable[Mapping], cluster: str, problems: list) -> List
     for n in nodes:
         name = _meta(n).get("name", "")
         cidrs = [str(c) for c in node_pod_cidrs(n, problems, cluster)]
-        st = n.get("status") if isinstance(n.get("status"), Mapping) else {}
+        st = n.get("status") if isinstance(n.get("status"), dict) else {}
         addrs = []
         raw = st.get("addresses") or []
         for i, a in enumerate(raw if isinstance(raw, list) else ()):
-            if not isinstance(a, Mapping) or a.get("type") != "InternalIP":
+            if not isinstance(a, dict) or a.get("type") != "InternalIP":
                 continue
             try:
                 addrs.append(str(ipaddress.ip_address(a.get("address"))))
@@ -598,9 +600,9 @@ class SecretError(ValueError):
 
 def secret_ref(cluster: Mapping) -> Tuple[str, str]:
     """(Secret name, key) of a Cluster; key defaults to "config". Raises :class:`SecretError`."""
-    spec = cluster.get("spec") if isinstance(cluster.get("spec"), Mapping) else {}
+    spec = cluster.get("spec") if isinstance(cluster.get("spec"), dict) else {}
     ref = spec.get("secret")
-    if not isinstance(ref, Mapping) or not isinstance(ref.get("name"), str) or not ref.get("name"):
+    if not isinstance(ref, dict) or not isinstance(ref.get("name"), str) or not ref.get("name"):
         raise SecretError("InvalidSpec", f"Cluster {_meta(cluster).get('name', '')}: spec.secret.name is missing")
     key = ref.get("key") or DEFAULT_SECRET_KEY
     if not isinstance(key, str):
@@ -611,12 +613,11 @@ def secret_ref(cluster: Mapping) -> Tuple[str, str]:
 def kubeconfig_from_secret(cluster: Mapping, secret: Optional[Mapping], namespace: str) -> dict:
     """The parsed kubeconfig the Cluster's Secret holds. Raises :class:`SecretError` with a reason:
     ``SecretNotFound``, ``KeyNotFound``, ``InvalidKubeconfig`` (or ``InvalidSpec``)."""
-    import yaml
     name, key = secret_ref(cluster)
     if secret is None:
         raise SecretError("SecretNotFound", f"Secret {namespace}/{name} not found")
-    data = secret.get("data") if isinstance(secret.get("data"), Mapping) else {}
-    sdata = secret.get("stringData") if isinstance(secret.get("stringData"), Mapping) else {}
+    data = secret.get("data") if isinstance(secret.get("data"), dict) else {}
+    sdata = secret.get("stringData") if isinstance(secret.get("stringData"), dict) else {}
     if key in data:
         try:
             raw = base64.b64decode(data[key] or "", validate=True)
@@ -627,12 +628,28 @@ def kubeconfig_from_secret(cluster: Mapping, secret: Optional[Mapping], namespac
     else:
         have = ", ".join(sorted(data)) or "none"
         raise SecretError("KeyNotFound", f"Secret {namespace}/{name}: no key {key!r} in data (keys: {have})")
+    return _parse_kubeconfig(raw, f"Secret {namespace}/{name}: data.{key}")
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_kubeconfig_cached(raw: bytes, where: str):
+    import yaml
     try:
         cfg = yaml.safe_load(raw)
     except yaml.YAMLError as e:
-        raise SecretError("InvalidKubeconfig", f"Secret {namespace}/{name}: data.{key} is not YAML: "
-                          f"{str(e).splitlines()[0]}") from None
-    return check_kubeconfig(cfg, f"Secret {namespace}/{name}: data.{key}")
+        return SecretError("InvalidKubeconfig", f"{where} is not YAML: {str(e).splitlines()[0]}")
+    try:
+        return check_kubeconfig(cfg, where)
+    except SecretError as e:
+        return e
+
+
+def _parse_kubeconfig(raw: bytes, where: str) -> dict:
+    # every reconcile of a Cluster reads its Secret: YAML parsing once per distinct content (7 ms each)
+    out = _parse_kubeconfig_cached(raw, where)
+    if isinstance(out, SecretError):
+        raise SecretError(out.reason, str(out))
+    return copy.deepcopy(out)
 
 
 def check_kubeconfig(cfg, where: str) -> dict:
@@ -692,8 +709,8 @@ def cluster_status(prev: Optional[Mapping], generation: int, obs: ClusterObserva
     Deterministic for equal inputs (and ``now`` is only used on a transition),
     so an unchanged cluster yields a status equal to ``prev`` and no write.
     """
-    prev = prev if isinstance(prev, Mapping) else {}
-    before = {c.get("type"): c for c in prev.get("conditions") or () if isinstance(c, Mapping)}
+    prev = prev if isinstance(prev, dict) else {}
+    before = {c.get("type"): c for c in prev.get("conditions") or () if isinstance(c, dict)}
     conds = []
     for typ, c in zip(CONDITION_TYPES, (derive_ready(obs), obs.secret, obs.reachable, obs.synced, obs.conflict)):
         old = before.get(typ) or {}
