@@ -16,7 +16,8 @@ def add_parser(sub) -> None:
                        description="Allocates an Identity per unique (namespace labels, pod labels) set and a "
                        "CIDRIdentity per NetworkPolicy ipBlock, garbage-collects unused ones after --gc-grace, "
                        "reports hand-made ones; mirrors the remote clusters named by Cluster objects into MeshEndpoints "
-                       "and Cluster status; one active replica via a Lease. Serves /healthz /readyz /metrics.")
+                       "and Cluster status; one active replica via a Lease. Serves /healthz /readyz /metrics. "
+                       "Needs the API server (--kubeconfig), no root.")
     p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"),
                    help="kubeconfig file (default $KUBECONFIG, else in-cluster config)")
     p.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True,
