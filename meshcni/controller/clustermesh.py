@@ -485,7 +485,7 @@ class ClusterMesh:
             t.join(5)
         with self._lock:
             for name in list(self._remotes):
-                self._drop(name)
+                self._drop(name, wait=True)
         for inf in self.informers:
             inf.stop()
 
@@ -638,7 +638,7 @@ class ClusterMesh:
         slot = self._remotes.setdefault(name, {"active": None, "pending": None})
         old = slot.get("pending")
         if old is not None:
-            old.stop()  # superseded by an even newer kubeconfig before it synced
+            _stop_later(old)  # superseded by an even newer kubeconfig before it synced
             slot["pending"] = None
         try:
             r = Remote(name, fp, kubeconfig, self.cfg, lambda: self.queue.add(name))
@@ -661,7 +661,7 @@ class ClusterMesh:
             return False
         old, slot["active"], slot["pending"] = slot.get("active"), p, None
         if old is not None:
-            old.stop()
+            _stop_later(old)
             self._memo.pop((name, old.fingerprint), None)
             log.info("Cluster %s: now using %s (kubeconfig %s); the previous connection is closed", name, p.server,
                      p.fingerprint)
@@ -670,13 +670,13 @@ class ClusterMesh:
         self._gauge()
         return True
 
-    def _drop(self, name: str) -> None:
+    def _drop(self, name: str, wait: bool = False) -> None:
         for k in [k for k in self._memo if k[0] == name]:
             del self._memo[k]
         slot = self._remotes.pop(name, None) or {}
         for r in (slot.get("active"), slot.get("pending")):
             if r is not None:
-                r.stop()
+                r.stop() if wait else _stop_later(r)
         self._client_errors.pop(name, None)
         self._gauge()
 
@@ -822,6 +822,11 @@ class ClusterMesh:
                                  "connected": r.connected(), "error": r.last_error(), "resyncs": r.resyncs}
                              for k, r in slot.items() if r is not None}
         return {"remotes": out, "writes": dict(self.writes)}
+
+
+def _stop_later(r: Remote) -> None:
+    # a remote stuck in a list request may take its read timeout to notice: never hold up a reconcile for it
+    threading.Thread(target=r.stop, name=f"stop-{r.cluster}", daemon=True).start()
 
 
 def _report_key(p) -> str:
