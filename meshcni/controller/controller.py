@@ -1,5 +1,6 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
-"""``meshcni controller``: cluster-wide identity allocation (a Deployment, one active replica).
+"""``meshcni controller``: cluster-wide identity allocation and the multi-cluster mesh
+(:mod:`.clustermesh`) (a Deployment, one active replica).
 
 Bring-up, in order:
 1. /healthz /readyz /metrics on ``metrics_address``;
@@ -20,7 +21,7 @@ import os
 import socket
 import threading
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from kubernetes import client
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -29,6 +30,7 @@ from ..health import HealthServer
 from ..k8s import EventRecorder, Informer, LeaderElector, ReconcileMetrics, Runner, api_client
 from ..k8s.events import DEFAULT_REASON
 from ..controllers import identity as idm
+from .clustermesh import ClusterMesh, MeshConfig
 from .identities import CIDRIdentities, Identities
 
 log = logging.getLogger("meshcni.controller")
@@ -52,6 +54,11 @@ class ControllerConfig:
     renew_deadline: float = 10.0
     retry_period: float = 2.0
     workers: int = 2                 # one per reconciler is enough: one never runs twice at once
+    # the multi-cluster mesh (clustermesh.py)
+    cluster_name: str = "default"
+    namespace: str = "meshcni-system"  # the controller's own: kubeconfig Secrets of remote clusters
+    mesh_stale_grace: float = 300.0    # seconds a remote's MeshEndpoints outlive losing it (Cluster may override)
+    service_cidrs: Tuple[str, ...] = ()
 
 
 def _handmade(problem) -> bool:
@@ -132,6 +139,7 @@ class Controller:
         self.elector: Optional[LeaderElector] = None
         self._http: Optional[HealthServer] = None
         self.metrics_port = 0
+        self.mesh: Optional[ClusterMesh] = None
 
     def start(self) -> "Controller":
         cfg = self.cfg
@@ -145,6 +153,10 @@ class Controller:
         reconcilers = [Identities(custom, cfg.gc_grace, self.metrics), CIDRIdentities(custom, self.metrics)]
         self.runner = Runner("controller", self.caches, reconcilers, self.events, self.metrics.reconcile,
                              gate=self.leading, workers=cfg.workers, sync_timeout=cfg.sync_timeout).start()
+        self.mesh = ClusterMesh(api, MeshConfig(cluster_name=cfg.cluster_name, namespace=cfg.namespace,
+                                                stale_grace=cfg.mesh_stale_grace,
+                                                service_cidrs=tuple(cfg.service_cidrs)),
+                                leading=self.leading.is_set, registry=self.metrics.registry).start(cfg.sync_timeout)
         self.ready.set()
         if cfg.leader_elect:
             self.elector = LeaderElector(api, cfg.lease_name, cfg.lease_namespace, cfg.identity,
@@ -163,10 +175,14 @@ class Controller:
         # a new leader trusts nothing it heard as a follower: forget what it reported, re-read all
         self.events.forget()
         self.runner.kick_all()
+        if self.mesh is not None:
+            self.mesh.started_leading()
 
     def _stopped_leading(self):
         self.leading.clear()
         self.metrics.leader.set(0)
+        if self.mesh is not None:
+            self.mesh.stopped_leading()
 
     def stop(self) -> None:
         if self.elector is not None:
@@ -174,6 +190,8 @@ class Controller:
         self.leading.clear()
         if self.runner is not None:
             self.runner.stop()
+        if self.mesh is not None:
+            self.mesh.stop()
         for inf in self.caches.values():
             inf.stop()  # those the runner never started (start failed before it)
         if self._http:
@@ -182,4 +200,5 @@ class Controller:
 
     def status(self) -> dict:
         return {"identity": self.cfg.identity, "ready": self.ready.is_set(), "leader": self.leading.is_set(),
-                "informers": {n: {"synced": i.has_synced(), "objects": len(i)} for n, i in self.caches.items()}}
+                "informers": {n: {"synced": i.has_synced(), "objects": len(i)} for n, i in self.caches.items()},
+                "mesh": self.mesh.status() if self.mesh is not None else None}

@@ -83,6 +83,17 @@ class Overlay:
         self.written.pop(key, None)
         self.deleted[key] = (uid or "", time.monotonic())
 
+    def is_echo(self, obj: dict) -> bool:
+        """True when a watch event only brings back what we wrote (or deleted): nothing new to decide on."""
+        k = object_key(obj)
+        m = obj.get("metadata") or {}
+        w = self.written.get(k)
+        if w is not None:
+            wm = w[0]["metadata"]
+            return wm.get("uid") == m.get("uid") and wm.get("resourceVersion") == m.get("resourceVersion")
+        d = self.deleted.get(k)
+        return d is not None and d[0] == m.get("uid")
+
     def view(self, cached: List[dict]) -> List[dict]:
         now = time.monotonic()
         items = {object_key(o): o for o in cached}
