@@ -554,7 +554,9 @@ def cmd_service_list(args):
     rows = []
     for s in svcs:
         for i, f in enumerate(s["frontends"]):
-            rows.append([s["id"] if i == 0 else "", f, ", ".join(s["backends"]) or "(none)",
+            remote = s.get("backendClusters") or {}  # older agents do not send it
+            rows.append([s["id"] if i == 0 else "", f,
+                         ", ".join(f"{b} ({remote[b]})" if b in remote else b for b in s["backends"]) or "(none)",
                          s["name"] if i == 0 else ""])
     _print_table(["ID", "FRONTEND", "BACKENDS", "SERVICE"], rows)
     return 0

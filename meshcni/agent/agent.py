@@ -8,10 +8,13 @@ Bring-up, in order (each step logged):
    the pod-facing tc programs pinned under ``<bpf-root>/progs`` for the plugin;
 3. the local API on the unix socket, endpoints restored from the plugin's records;
 4. the CNI plugin and its conflist (datapath required, agentSocket set);
-5. informers for Services and EndpointSlices; nothing is written to a map
-   before both have synced (a partial cache must never remove a live backend);
+5. informers for Services, EndpointSlices, MeshEndpoints, Clusters, ...;
+   nothing is written to a map before every one has synced (a partial cache
+   must never remove a live backend, local or remote);
 6. the Service controller: every change enqueues one key, a worker computes
-   the desired Services from the caches and reconciles the maps in batches;
+   the desired Services (local backends + managed MeshEndpoints) from the
+   caches and reconciles the maps in batches; the routes controller routes the
+   other nodes' and the remote clusters' (Cluster ``status.nodes``) pod CIDRs;
 7. ready: /readyz turns 200 and the startup taint ``mesh-cni.dev/startup``
    comes off the Node.
 
@@ -148,11 +151,17 @@ class Agent:
                                         "cidridentities", name="cidridentities")
         net = client.NetworkingV1Api(self.api)
         self.netpols = Informer(net.list_network_policy_for_all_namespaces, name="networkpolicies")
+        # the mesh: remote backends and remote nodes, both written by the controller (never a Secret here)
+        self.meshendpoints = Informer(custom.list_cluster_custom_object, "mesh-cni.dev", "v1alpha1",
+                                      "meshendpoints", name="meshendpoints")
+        self.clusters = Informer(custom.list_cluster_custom_object, "mesh-cni.dev", "v1alpha1", "clusters",
+                                 name="clusters")
         self.queue = WorkQueue(name="agent")
         wiring = ((self.services, (SERVICES_KEY,)), (self.slices, (SERVICES_KEY,)),
                   (self.nodes, (ROUTES_KEY, IPCACHE_KEY)), (self.pods, (IPCACHE_KEY, POLICY_KEY)),
                   (self.namespaces, (IPCACHE_KEY, POLICY_KEY)), (self.identities, (IPCACHE_KEY, POLICY_KEY)),
-                  (self.cidr_identities, (IPCACHE_KEY, POLICY_KEY)), (self.netpols, (POLICY_KEY,)))
+                  (self.cidr_identities, (IPCACHE_KEY, POLICY_KEY)), (self.netpols, (POLICY_KEY,)),
+                  (self.meshendpoints, (SERVICES_KEY,)), (self.clusters, (ROUTES_KEY,)))
         for inf, keys in wiring:
             def kick(*_, ks=keys):
                 for k in ks:
@@ -163,7 +172,7 @@ class Agent:
         for inf in self.informers:
             if not inf.wait_for_sync(cfg.sync_timeout):
                 hint = " (are the meshcni CRDs installed? kubectl apply -k deploy/crds)" \
-                    if inf.name in ("identities", "cidridentities") else ""
+                    if inf.name in ("identities", "cidridentities", "meshendpoints", "clusters") else ""
                 raise RuntimeError(f"informer {inf.name}: no initial list within {cfg.sync_timeout} s{hint}")
         log.info("informers synced: %d services, %d endpointslices", len(self.services.list()), len(self.slices.list()))
         self.reconcile_services()  # first reconcile on complete caches, before readiness
@@ -198,7 +207,8 @@ class Agent:
             ev = {"apiVersion": "v1", "kind": "Event",
                   "metadata": {"generateName": f"{p.name}.", "namespace": p.namespace or "default"},
                   "involvedObject": {"kind": p.kind, "name": p.name, "namespace": p.namespace or None,
-                                     "apiVersion": "mesh-cni.dev/v1alpha1" if p.kind in ("Identity", "CIDRIdentity")
+                                     "apiVersion": "mesh-cni.dev/v1alpha1"
+                                     if p.kind in ("Identity", "CIDRIdentity", "MeshEndpoint", "Cluster")
                                      else "discovery.k8s.io/v1" if p.kind == "EndpointSlice" else "v1"},
                   "reason": "InvalidField", "message": f"{p.field}: {p.message}"[:1000], "type": "Warning",
                   "source": {"component": "meshcni-agent", "host": self.cfg.node_name},
@@ -368,7 +378,7 @@ class Agent:
         from pyroute2 import IPRoute
         from ..controllers.routes import desired_routes
         t0 = time.perf_counter()
-        want, problems = desired_routes(self.nodes.list(), self.cfg.node_name)
+        want, problems = desired_routes(self.nodes.list(), self.cfg.node_name, self.clusters.list())
         self._report(problems, "routes")
         with IPRoute() as ipr:
             have = {}
@@ -384,14 +394,15 @@ class Agent:
                 ipr.route("del", dst=dst, proto=RTPROT_MESHCNI, family=socket.AF_INET6 if ":" in dst else socket.AF_INET)
         self.metrics.reconciles.labels("routes", "ok").inc()
         self.metrics.duration.labels("routes").observe(time.perf_counter() - t0)
-        log.info("routes reconciled: %d other-node pod CIDRs", len(want))
+        log.info("routes reconciled: %d pod CIDRs of other nodes and remote clusters", len(want))
 
     def reconcile_services(self) -> None:
-        from ..controllers.services import desired_services, frontend_conflicts
+        from ..controllers.services import desired_services, frontend_conflicts, remote_backends
         from ..errors import MapFullError
         t0 = time.perf_counter()
-        desired, problems = desired_services(self.services.list(), self.slices.list(), self.svc_ids)
-        self._report(problems, "services")
+        remote, mesh_problems = remote_backends(self.meshendpoints.list())
+        desired, problems = desired_services(self.services.list(), self.slices.list(), self.svc_ids, remote=remote)
+        self._report(mesh_problems + problems, "services")
         for a, b in frontend_conflicts(desired):
             log.warning("Service %s: frontend already used by %s; left out", b, a)
         dropped = {b for _, b in frontend_conflicts(desired)}
@@ -421,6 +432,8 @@ class Agent:
         return [{"name": s.name, "id": s.svc_id,
                  "frontends": [f"{f.ip}:{f.port}/{f.proto}" for f in s.frontends],
                  "backends": [f"{b.ip}:{b.port}" for b in s.backends],
+                 # remote backends only (MeshEndpoints): "ip:port" -> the cluster it lives in
+                 "backendClusters": {f"{b.ip}:{b.port}": c for b, c in (s.clusters or {}).items()},
                  "affinityTimeout": s.affinity_timeout} for s in self.programmed]
 
     def policy_view(self) -> dict:

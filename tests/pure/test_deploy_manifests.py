@@ -355,8 +355,10 @@ def test_agent_rbac_is_what_it_needs_and_no_more():
         ("discovery.k8s.io", "endpointslices"): R,
         ("networking.k8s.io", "networkpolicies"): R,
         (GROUP, "identities"): R, (GROUP, "cidridentities"): R, (GROUP, "meshendpoints"): R,
+        (GROUP, "clusters"): R,
         ("", "events"): {"create", "patch"},
     }
+    assert not [k for k in _granted(*cluster) if k[1].startswith("secrets")], "agents never read Secrets"
 
 
 def test_controller_rbac_is_what_it_needs_and_no_more():
