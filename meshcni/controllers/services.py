@@ -180,28 +180,39 @@ def remote_backends(meshendpoints: Iterable[dict]) -> Tuple[Remote, List[Problem
             problems.append(Problem("MeshEndpoint", ns, name, "spec.backend_port_mappings", "not a list"))
             continue
         for i, bm in enumerate(mappings):
-            f = f"spec.backend_port_mappings[{i}]"
-            if not isinstance(bm, dict):
-                problems.append(Problem("MeshEndpoint", ns, name, f, "not an object"))
-                continue
-            bad = len(problems)
-            ip = _canon(bm.get("ip"))
-            if ip is None:
-                problems.append(Problem("MeshEndpoint", ns, name, f"{f}.ip",
-                                        f"{bm.get('ip')!r} is not an IP address"))
-            for fld in ("service_port", "backend_port"):
-                if not _port_ok(bm.get(fld)):
-                    problems.append(Problem("MeshEndpoint", ns, name, f"{f}.{fld}",
-                                            f"{bm.get(fld)!r} must be between 1 and 65535"))
-            proto = bm.get("protocol", "TCP")  # the CRD's default
-            if proto not in PROTOCOLS and proto != "SCTP":
-                problems.append(Problem("MeshEndpoint", ns, name, f"{f}.protocol",
-                                        f"{proto!r} is not TCP, UDP or SCTP"))
-            if len(problems) != bad or proto == "SCTP":
-                continue
-            out.setdefault((ns, svc, bm["service_port"], proto), []).append(
-                (Backend(ip[0], bm["backend_port"]), cluster))
+            # the common, valid mapping costs a few C calls; anything else takes the slow path that names the field
+            try:
+                ip, sp, bp, proto = bm["ip"], bm["service_port"], bm["backend_port"], bm.get("protocol", "TCP")
+                ok = type(sp) is int and type(bp) is int and 0 < sp < 65536 and 0 < bp < 65536 and proto in PROTOCOLS
+            except (TypeError, KeyError, AttributeError):
+                ok = False
+            if ok:
+                c = _canon(ip)
+                if c is not None:
+                    k = (ns, svc, sp, proto)
+                    lst = out.get(k)
+                    if lst is None:
+                        lst = out[k] = []
+                    lst.append((Backend(c[0], bp), cluster))
+                    continue
+            _bad_mapping(bm, ns, name, f"spec.backend_port_mappings[{i}]", problems)
     return out, problems
+
+
+def _bad_mapping(bm, ns: str, name: str, f: str, problems: List[Problem]) -> None:
+    """Report every bad field of one mapping (SCTP is not bad: skipped like SCTP Service ports)."""
+    if not isinstance(bm, dict):
+        problems.append(Problem("MeshEndpoint", ns, name, f, "not an object"))
+        return
+    if _canon(bm.get("ip")) is None:
+        problems.append(Problem("MeshEndpoint", ns, name, f"{f}.ip", f"{bm.get('ip')!r} is not an IP address"))
+    for fld in ("service_port", "backend_port"):
+        if not _port_ok(bm.get(fld)):
+            problems.append(Problem("MeshEndpoint", ns, name, f"{f}.{fld}",
+                                    f"{bm.get(fld)!r} must be between 1 and 65535"))
+    proto = bm.get("protocol", "TCP")  # the CRD's default
+    if proto not in PROTOCOLS and proto != "SCTP":
+        problems.append(Problem("MeshEndpoint", ns, name, f"{f}.protocol", f"{proto!r} is not TCP, UDP or SCTP"))
 
 
 def _mesh_options(ann: dict, ns: str, name: str, problems: List[Problem]) -> Tuple[bool, str]:
