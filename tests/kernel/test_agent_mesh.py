@@ -138,3 +138,9 @@ def test_clusters_status_nodes_reach_the_routes(cluster):
     routes, problems = desired_routes(agent.nodes.list(), "n1", agent.clusters.list())
     assert routes == {"10.245.0.0/24": "172.30.2.10"}
     assert [(p.kind, p.name, p.field) for p in problems] == [("Cluster", "c2", "status.nodes[1].podCIDRs[0]")]
+    # the controller found a CIDR conflict: nothing of c2 is routed
+    custom.patch_cluster_custom_object_status(G, V, "clusters", "c2", {"status": {"conditions": [
+        {"type": "CIDRConflict", "status": "True", "reason": "PodCIDROverlap", "message": "test",
+         "lastTransitionTime": "2026-12-07T00:00:00Z"}]}})
+    wait(lambda: (agent.clusters.list()[0].get("status") or {}).get("conditions"), what="the condition cached")
+    assert desired_routes(agent.nodes.list(), "n1", agent.clusters.list()) == ({}, [])
