@@ -11,7 +11,8 @@
  * the host-side veth); an interface with no endpoint entry is not ours and
  * passes untouched.
  *
- * Order: parse (parse.h documents the malformed-packet rule) -> conntrack
+ * Order: parse (parse.h documents the malformed-packet rule) -> fragments
+ * (frag.h: a later fragment takes its first fragment's ports) -> conntrack
  * (forward / reply pass) -> ICMP error related to a tracked flow passes ->
  * policy (unenforced = allow) -> allowed: create the CT entry; else drop
  * with a counted reason and a ring-buffer event.
@@ -22,6 +23,7 @@
 #include "lib/parse.h"
 #include "lib/policy.h"
 #include "lib/conntrack.h"
+#include "lib/frag.h"
 #include "lib/drop_reasons.h"
 
 static __always_inline int mc_handle(struct __sk_buff *skb, __u8 dir)
@@ -49,7 +51,8 @@ static __always_inline int mc_handle(struct __sk_buff *skb, __u8 dir)
 		return mc_drop(skb, &t, MC_DROP_REASON_MALFORMED, dir, src_id, dst_id);
 	if (t.always_pass)
 		return MC_TC_OK;
-	if (t.nonfirst_frag) {
+	if (t.is_frag && mc_frag_ports(&t)) {
+		/* a later fragment whose first one was not seen: no ports to decide on */
 		if (mc_enforced(local, dir))
 			return mc_drop(skb, &t, MC_DROP_REASON_FRAGMENT, dir, src_id, dst_id);
 		return MC_TC_OK;

@@ -10,9 +10,13 @@
  *   - IPv4 options: skipped by IHL, the packet is handled normally;
  *   - IPv6 extension headers (hop-by-hop, routing, dest-opts, fragment, AH):
  *     walked, up to MC_IPV6_EXT_MAX; more than that = unknown L4;
- *   - a first fragment is handled normally (it carries the L4 header); a
- *     non-first fragment has no ports: it passes where the direction is not
- *     enforced and is dropped (MC_DROP_REASON_FRAGMENT) where it is;
+ *   - a first fragment is handled normally (it carries the L4 header) and
+ *     its ports are remembered (frag.h); a later fragment of the same
+ *     datagram takes them and is handled as its first fragment was; one whose
+ *     first fragment was not seen has no ports: it passes where the direction
+ *     is not enforced and is dropped (MC_DROP_REASON_FRAGMENT) where it is;
+ *   - an IPv4 TCP fragment at offset 8 bytes could rewrite the first
+ *     fragment's ports on reassembly (RFC 1858): dropped as malformed;
  *   - an unknown L4 protocol has ports 0: only an "any protocol" rule or a
  *     rule for that protocol with "any port" admits it.
  */
@@ -57,8 +61,10 @@ struct mc_tuple {
 	__u8 icmp_err;      /* ICMP error: inner holds the offending packet */
 	__u8 is_v6;
 	__u8 always_pass;   /* ICMPv6 neighbour discovery / MLD */
-	__u16 pad;
+	__u8 is_frag;       /* a fragment, first or later */
+	__u8 frag_proto;    /* IPv4 protocol / the IPv6 fragment header's next header */
 	__u32 inner_off;    /* offset of the ICMP error's inner IP header */
+	__be32 frag_id;     /* IP identification (IPv4: 16 bits), network order */
 };
 
 static __always_inline void mc_v4_mapped(__u32 *w, __u32 ip4)
@@ -86,7 +92,12 @@ static __always_inline int mc_parse_ip4(struct __sk_buff *skb, __u32 off,
 		return MC_PARSE_BAD;
 	frag = ((__u16)h[6] << 8 | h[7]) & 0x1fff;
 	t->nonfirst_frag = frag != 0;
+	t->is_frag = frag != 0 || (h[6] & 0x20);
 	t->proto = h[9];
+	t->frag_proto = h[9];
+	t->frag_id = bpf_htonl((__u32)h[4] << 8 | h[5]);
+	if (frag == 1 && h[9] == 6)
+		return MC_PARSE_BAD; /* RFC 1858: would overlap the TCP ports */
 	mc_v4_mapped(t->saddr, *(__u32 *)&h[12]);
 	mc_v4_mapped(t->daddr, *(__u32 *)&h[16]);
 	*l4 = off + ihl;
@@ -120,6 +131,9 @@ static __always_inline int mc_parse_ip6(struct __sk_buff *skb, __u32 off,
 			if (nh == 44) {
 				if ((((__u16)e[2] << 8 | e[3]) & 0xfff8) != 0)
 					t->nonfirst_frag = 1;
+				t->is_frag = 1;
+				t->frag_proto = e[0];
+				__builtin_memcpy(&t->frag_id, &e[4], 4);
 				off += 8;
 			} else if (nh == 51) {
 				off += ((__u32)e[1] + 2) * 4;

@@ -8,24 +8,32 @@ import signal
 import sys
 import threading
 
+from ..cli.parser import flag
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("agent", help="the per-node agent (DaemonSet): datapath, CNI, node controllers",
                        description="Loads and pins the datapath, installs the CNI plugin (IPAM = the Node's "
                        "podCIDR), programs Services into the socket LB, serves a local API on a unix socket "
-                       "and /healthz /readyz /metrics. Leaves the datapath in place on exit.")
+                       "and /healthz /readyz /metrics. Leaves the datapath in place on exit. Needs root "
+                       "(CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN), a bpffs at --bpf-root, cgroup v2 at "
+                       "--cgroup-root and an API server (--kubeconfig).")
     p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"),
                    help="kubeconfig file (default $KUBECONFIG, else in-cluster config)")
     p.add_argument("--node-name", default=os.environ.get("NODE_NAME"), help="this node's name (default $NODE_NAME)")
-    p.add_argument("--bpf-root", default="/sys/fs/bpf/meshcni", help="pin root on a bpffs (default %(default)s)")
+    flag(p, "--bpf-root", "--root", default="/sys/fs/bpf/meshcni", metavar="DIR",
+         help="pin root on a bpffs (default %(default)s)")
     p.add_argument("--cgroup-root", default="/sys/fs/cgroup",
                    help="cgroup v2 directory whose processes (the pods) get the socket LB (default %(default)s)")
-    p.add_argument("--cni-bin-dir", default="/opt/cni/bin")
-    p.add_argument("--cni-conf-dir", default="/etc/cni/net.d")
+    flag(p, "--cni-bin-dir", "--bin-dir", default="/opt/cni/bin", metavar="DIR",
+         help="where the CNI plugin is installed (default %(default)s)")
+    flag(p, "--cni-conf-dir", "--conf-dir", default="/etc/cni/net.d", metavar="DIR",
+         help="where the CNI network config is written (default %(default)s)")
     p.add_argument("--chained", action="store_true", help="chain after the node's existing CNI config")
-    p.add_argument("--socket", default="/var/run/meshcni/agent.sock", help="local API socket (default %(default)s)")
+    flag(p, "--socket", "--agent-socket", default="/var/run/meshcni/agent.sock", metavar="PATH",
+         help="local API socket (default %(default)s)")
     p.add_argument("--state-dir", default="/var/run/meshcni", help="endpoint records, ids (default %(default)s)")
-    p.add_argument("--ipam-dir", default="/var/lib/cni/meshcni",
+    flag(p, "--ipam-dir", "--data-dir", default="/var/lib/cni/meshcni", metavar="DIR",
                    help="IPAM allocations of the built-in IPAM; must survive reboots only as long as pods do "
                    "(default %(default)s)")
     p.add_argument("--no-routes", dest="routes", action="store_false",

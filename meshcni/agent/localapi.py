@@ -5,6 +5,9 @@
     GET    /v1/status                            the agent's status (JSON)
     GET    /v1/endpoints                         local endpoints (JSON list)
     GET    /v1/services                          the Services the agent programmed (JSON list)
+    GET    /v1/ips                               pod IP -> "namespace/name" (for monitors)
+    GET    /v1/policy                            what the policy compiler produced (sizes)
+    GET    /v1/identities                        id -> labels, when the agent passes :func:`identities_view`
     PUT    /v1/endpoints/{containerID}/{ifname}  register (the CNI plugin's ADD)
     DELETE /v1/endpoints/{containerID}/{ifname}  deregister (DEL); unknown is fine
     POST   /v1/cni                               run a CNI call for the compiled shim
@@ -19,6 +22,10 @@ see ``CNI_NETNS``, or the config delegates IPAM to an executable); the shim
 then runs the Python plugin itself. Calls for one container run one at a
 time, in arrival order; calls for different containers run concurrently; GC
 runs alone.
+
+Only root (and the agent's own user) may call it: the socket is mode 0600 and
+every connection's peer credentials (SO_PEERCRED) are checked; anyone else
+gets a 403 and a warning is logged.
 
 The endpoint table is also rebuilt from the plugin's on-disk records at
 start (``meshcni.cni.endpoints``), so pods added while the agent was down
@@ -118,6 +125,21 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
 
 
+def peer_credentials(conn) -> Tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end of a unix socket (SO_PEERCRED)."""
+    import socket
+    import struct
+    raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", raw)
+
+
+def allowed_uids() -> frozenset:
+    """Who may call the local API: root, and the agent's own user (an agent run with
+    capabilities instead of as root). The API registers endpoints and runs CNI calls,
+    so it is as privileged as the agent itself."""
+    return frozenset({0, os.geteuid()})
+
+
 class LocalAPI:
     def __init__(self, path: str, status: Callable[[], dict], on_change: Optional[Callable[[], None]] = None,
                  views: Optional[Dict[str, Callable[[], object]]] = None):
@@ -206,8 +228,36 @@ class LocalAPI:
         if os.path.exists(self.path):
             os.unlink(self.path)  # a socket left by a previous agent
 
+        allowed = allowed_uids()
+
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def handle(self):
+                # the socket is 0600, but a mode can be changed and a path bind-mounted:
+                # the peer's credentials are checked on every connection as well
+                try:
+                    pid, uid, _gid = peer_credentials(self.connection)
+                except OSError as e:
+                    log.warning("local API: peer credentials unreadable (%s): refused", e)
+                    return
+                if uid not in allowed:
+                    log.warning("local API: refused a connection from pid %d uid %d (allowed uids: %s)",
+                                pid, uid, ",".join(map(str, sorted(allowed))))
+                    body = json.dumps({"error": f"uid {uid} may not use the meshcni agent's local API"}).encode()
+                    try:
+                        # read the request head first: closing on unread bytes would reset the
+                        # connection and the caller would never see why it was refused
+                        self.connection.settimeout(1.0)
+                        for _ in range(100):
+                            if self.rfile.readline(8192) in (b"\r\n", b"\n", b""):
+                                break
+                        self.wfile.write(b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\n"
+                                         b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                    except OSError:
+                        pass
+                    return
+                super().handle()
 
             def address_string(self):
                 return "unix"
@@ -296,3 +346,14 @@ class LocalAPI:
                 os.unlink(self.path)
             except FileNotFoundError:
                 pass
+
+
+def identities_view(identities, cidr_identities) -> dict:
+    """GET /v1/identities: id (as text, JSON keys are strings) -> the labels it stands for.
+
+    The agent serves this from its Identity and CIDRIdentity informers
+    (``views={"/v1/identities": lambda: identities_view(...)}``); ``meshcni
+    identity list`` reads it, or builds the same from the API server.
+    """
+    from ..bpf.decode import identity_labels
+    return {str(k): v for k, v in sorted(identity_labels(identities, cidr_identities).items())}

@@ -2,8 +2,9 @@
 """``meshcni apiserver``: run the Kubernetes-compatible API server in the foreground.
 
     meshcni apiserver [--listen 127.0.0.1:6443] [--crds DIR]... [--data FILE]
-                      [--kubeconfig PATH] [--history N]
+                      [--write-kubeconfig PATH] [--history N] [--service-cidr CIDR]
 
+Serves plain HTTP on --listen and keeps everything in memory; needs no root.
 Stops on SIGINT/SIGTERM, writing the snapshot to --data first.
 """
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+
+from ..cli.parser import flag
 
 log = logging.getLogger("meshcni.apiserver")
 
@@ -31,10 +34,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--crds", action="append", default=[], metavar="DIR",
                    help="directory of CustomResourceDefinition YAML files to serve (repeatable)")
     p.add_argument("--data", metavar="FILE", help="JSON snapshot: loaded at start if present, written on exit")
-    p.add_argument("--kubeconfig", metavar="PATH", help="write a kubeconfig pointing at this server")
+    # every other command reads --kubeconfig; this one writes it, so it gets its own name
+    flag(p, "--write-kubeconfig", "--kubeconfig", dest="kubeconfig", metavar="PATH",
+         help="write a kubeconfig pointing at this server")
     p.add_argument("--history", type=int, default=1000, metavar="N",
                    help="watch events kept for resumption; older versions get 410 Gone (default 1000)")
-    p.add_argument("--service-cluster-ip-range", default="10.96.0.0/12", metavar="CIDR",
+    flag(p, "--service-cidr", "--service-cluster-ip-range", dest="service_cidr", default="10.96.0.0/12", metavar="CIDR",
                    help="ClusterIPs are allocated from here (default %(default)s)")
     p.set_defaults(fn=cmd_apiserver)
     return p
@@ -46,7 +51,7 @@ def cmd_apiserver(args) -> int:
     try:
         return serve(host, port, crd_dir=args.crds or None, data_file=args.data,
                      kubeconfig=args.kubeconfig, history=args.history,
-                     service_cidr=args.service_cluster_ip_range)
+                     service_cidr=args.service_cidr)
     except OSError as e:
         print(f"meshcni apiserver: cannot listen on {host}:{port}: {e}", file=sys.stderr)
         return 1

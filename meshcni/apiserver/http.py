@@ -36,6 +36,11 @@ KUBE_VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-meshcni", "g
                 "compiler": "cpython", "platform": "linux/amd64"}
 DEFAULT_WATCH_TIMEOUT = 1800.0  # kube's --min-request-timeout
 BATCH = 512                      # watch lines per chunk when catching up
+MAX_BODY = 3 * 1024 * 1024       # kube-apiserver's MaxRequestBodyBytes
+
+
+class _TooLarge(Exception):
+    pass
 
 
 class Server(ThreadingHTTPServer):
@@ -103,17 +108,46 @@ class Handler(BaseHTTPRequestHandler):
         self._dispatch("DELETE")
 
     def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            out = bytearray()
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
-                if size == 0:
+        """The request body. A body that cannot be framed leaves the stream at an unknown
+        position: the connection is then closed after the error (``Connection: close``)."""
+        try:
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                out = bytearray()
+                while True:
+                    size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                    if size < 0:
+                        raise ValueError("negative chunk size")
+                    if size == 0:
+                        self.rfile.readline()
+                        return bytes(out)
+                    if len(out) + size > MAX_BODY:
+                        raise _TooLarge()
+                    out += self.rfile.read(size)
                     self.rfile.readline()
-                    return bytes(out)
-                out += self.rfile.read(size)
-                self.rfile.readline()
-        n = int(self.headers.get("Content-Length") or 0)
+            n = int(self.headers.get("Content-Length") or 0)
+            if n < 0:
+                raise ValueError("negative Content-Length")
+            if n > MAX_BODY:
+                raise _TooLarge()
+        except ValueError as e:
+            self.close_connection = True
+            raise bad_request(f"the request body cannot be read: {e}") from None
+        except _TooLarge:
+            self.close_connection = True
+            raise APIError(413, "RequestEntityTooLarge",
+                           f"the request body is larger than {MAX_BODY} bytes") from None
         return self.rfile.read(n) if n else b""
+
+    def _connection_header(self):
+        """``Connection: close`` whenever this response is the connection's last.
+
+        Clients (the kubernetes client's urllib3 pool, client-go) put a connection
+        back in their pool after a complete response and reuse it for the next
+        request, POSTs included, which they never retry: closing a connection
+        without announcing it breaks whichever request comes next on it.
+        """
+        if self.close_connection:
+            self.send_header("Connection", "close")
 
     def _send_json(self, code: int, obj, extra_headers=()):
         data = json.dumps(obj, separators=(",", ":")).encode()
@@ -123,6 +157,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache, private")
         for k, v in extra_headers:
             self.send_header(k, v)
+        self._connection_header()
         # headers and body in one write (end_headers would flush the headers alone)
         self._headers_buffer.append(b"\r\n")
         self._headers_buffer.append(data)
@@ -134,6 +169,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(code)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
+        self._connection_header()
         self.end_headers()
         self.wfile.write(data)
         self._code = code
@@ -144,7 +180,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             url = urlsplit(self.path)
             q = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
-            body = self._read_body() if method in ("POST", "PUT", "PATCH", "DELETE") else b""
+            body = self._read_body()  # always: an unread body would be parsed as the next request
             self._route(method, url.path, q, body)
         except APIError as e:
             self._send_json(e.code, e.status())
@@ -377,7 +413,9 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache, private")
         self.end_headers()
         self._code = 200
-        self.close_connection = True
+        # A watch that ends with its terminating chunk leaves the connection reusable,
+        # as kube-apiserver does: the client may send its next request (a relist, a
+        # POST) on it at once. Only a broken stream or a stopping server closes it.
         try:
             if w.expired_message:
                 self._chunk(_frame_error(expired(w.expired_message)))
@@ -385,9 +423,12 @@ class Handler(BaseHTTPRequestHandler):
                 self._stream(w, rt, version, timeout, bookmarks, initial)
             self._chunk(b"")  # terminating chunk: a clean end of the stream
         except OSError:
+            self.close_connection = True
             log.debug("watch %s: client went away", rt.describe())
         finally:
             w.close()
+        if self.server.stopping:
+            self.close_connection = True
 
     def _chunk(self, data: bytes):
         if data:

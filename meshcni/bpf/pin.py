@@ -211,3 +211,30 @@ def info_mismatch(existing: MapSpec, wanted: MapSpec) -> str:
     return ", ".join(f"{f} {getattr(existing, f)} (pinned) != {getattr(wanted, f)} (wanted)"
                      for f in ("type", "key_size", "value_size", "max_entries", "map_flags")
                      if getattr(existing, f) != getattr(wanted, f))
+
+
+def open_existing(root: str, name: str, map_class=None) -> BpfMap:
+    """The pin ``root/name`` with meshcni's dtypes, for readers: opens only, never creates.
+
+    Missing pin -> FileNotFoundError naming the path; a pin whose type, key or
+    value size differs from this meshcni's layout -> ValueError (decoding it
+    would be garbage). max_entries and flags may differ (tests, resized maps).
+    """
+    from ..layout import map_specs
+    spec = map_specs()[name]
+    path = os.path.join(root, name)
+    if not os.path.exists(path):
+        why = f"{root} does not exist" if not os.path.isdir(root) else f"{root} has no {name}"
+        raise FileNotFoundError(f"no pinned map {name} at {path}: {why} "
+                                f"(wrong --bpf-root, or the agent has not pinned its maps yet)")
+    opened = BpfMap.open_pinned(path)
+    try:
+        got = opened.spec
+        if (got.type, got.key_size, got.value_size) != (spec.type, spec.key_size, spec.value_size):
+            raise ValueError(f"pin {path}: {got.type_name} key {got.key_size} value {got.value_size} bytes, "
+                             f"this meshcni expects {spec.type_name} key {spec.key_size} value {spec.value_size} "
+                             f"(a different meshcni version pinned it)")
+        cls = map_class or BpfMap
+        return cls(os.dup(opened.fd), spec.with_(max_entries=got.max_entries, map_flags=got.map_flags), path=path)
+    finally:
+        opened.close()

@@ -30,9 +30,9 @@ def _path(state_dir: str, container_id: str, ifname: str) -> str:
 def write(state_dir: str, record: Dict) -> str:
     d = os.path.join(state_dir, "endpoints")
     path = _path(state_dir, record["containerID"], record["ifname"])
+    tmp = os.path.join(d, f".ep.{os.getpid()}.{record['containerID']}")  # unique per writer
     try:
         os.makedirs(d, mode=0o755, exist_ok=True)
-        tmp = os.path.join(d, f".ep.{os.getpid()}.{record['containerID']}")  # unique per writer
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         with os.fdopen(fd, "w") as f:
             json.dump(record, f, sort_keys=True)
@@ -40,6 +40,9 @@ def write(state_dir: str, record: Dict) -> str:
             os.fsync(f.fileno())
         os.rename(tmp, path)
     except OSError as e:
+        # a full disk must not leave a half-written temporary behind
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise CNIError(IO_FAILURE, f"endpoint record {path}: {e.strerror}") from None
     return path
 
@@ -118,6 +121,35 @@ class AgentClient:
 
     def delete_endpoint(self, container_id: str, ifname: str) -> Dict:
         return self._call("DELETE", f"/v1/endpoints/{container_id}/{ifname}")
+
+    # read-only views, for ``meshcni status`` and friends (the agent's local API, see agent/localapi.py)
+
+    def status(self) -> Dict:
+        """GET /v1/status: node, readiness, informers, last reconciles."""
+        return self._call("GET", "/v1/status")
+
+    def endpoints(self) -> List[Dict]:
+        """GET /v1/endpoints: the endpoint records of this node's pods."""
+        return self._call("GET", "/v1/endpoints") or []
+
+    def services(self) -> List[Dict]:
+        """GET /v1/services: the Services the agent programmed (frontends, backends)."""
+        return self._call("GET", "/v1/services") or []
+
+    def pod_ips(self) -> Dict[str, str]:
+        """GET /v1/ips: pod IP -> "namespace/name" for every pod the agent knows."""
+        return self._call("GET", "/v1/ips") or {}
+
+    def identities(self) -> Optional[Dict[str, Dict]]:
+        """GET /v1/identities: id (as text) -> its labels, as ``meshcni.bpf.decode.identity_labels``
+        makes them from the agent's informers; None when the agent does not serve that path (an
+        older agent), so callers can ask the API server instead."""
+        try:
+            return self._call("GET", "/v1/identities")
+        except CNIError as e:
+            if " HTTP 404:" in e.msg:
+                return None
+            raise
 
 
 def _unix_connection_class():

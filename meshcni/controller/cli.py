@@ -15,7 +15,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("controller", help="the cluster-wide controller (Deployment): identity allocation",
                        description="Allocates an Identity per unique (namespace labels, pod labels) set and a "
                        "CIDRIdentity per NetworkPolicy ipBlock, garbage-collects unused ones after --gc-grace, "
-                       "reports hand-made ones; one active replica via a Lease. Serves /healthz /readyz /metrics.")
+                       "reports hand-made ones; one active replica via a Lease. Serves /healthz /readyz /metrics. "
+                       "Needs the API server (--kubeconfig), no root.")
     p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"),
                    help="kubeconfig file (default $KUBECONFIG, else in-cluster config)")
     p.add_argument("--leader-elect", action=argparse.BooleanOptionalAction, default=True,

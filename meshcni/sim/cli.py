@@ -395,8 +395,9 @@ def cmd_get(args) -> int:
         raise SimError(f"unknown resource type {args.kind!r} (try pods, services, nodes, endpointslices, ...)")
     ns = None if args.all_namespaces or not r["namespaced"] else args.namespace
     items = c.request("GET", Client.path(r, ns))["items"]
-    if args.output == "json":
-        print(json.dumps(items, indent=2))
+    if args.output == "json":  # a List, as kubectl prints it: scripts read .items either way
+        print(json.dumps({"apiVersion": "v1", "kind": "List", "items": items, "metadata": {"resourceVersion": ""}},
+                         indent=2))
         return 0
     kind = r["kind"]
     rows = []

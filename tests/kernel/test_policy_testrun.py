@@ -37,10 +37,10 @@ def icmp(type_, code=0, ident=0, seq=0, rest=None):
     return struct.pack("!BBH", type_, code, 0) + body
 
 
-def ip4(src, dst, proto, l4, options=b"", frag=0, mf=False):
+def ip4(src, dst, proto, l4, options=b"", frag=0, mf=False, ident=1):
     ihl = 5 + len(options) // 4
     fo = (frag & 0x1FFF) | (0x2000 if mf else 0)
-    hdr = struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, ihl * 4 + len(l4), 1, fo, 64, proto, 0,
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, ihl * 4 + len(l4), ident, fo, 64, proto, 0,
                       ipaddress.ip_address(src).packed, ipaddress.ip_address(dst).packed)
     return hdr + options + l4
 
@@ -309,20 +309,46 @@ def test_ip_options_are_skipped(dp):
 
 
 def test_fragments(dp):
-    seg = tcp(1, 80, SYN)
-    # unenforced: fragments pass
-    assert from_pod(dp, out4(b"\0" * 16, TCP, frag=3)) == OK
-    dp.apply([PolicyEntry(POD, EGRESS, proto=TCP, port=80)], [(POD, EGRESS)])
-    # first fragment carries the ports: handled normally
-    assert from_pod(dp, out4(seg, TCP, mf=True)) == OK
-    assert from_pod(dp, out4(tcp(1, 81, SYN), TCP, mf=True)) == SHOT
-    # non-first fragment on an enforced direction: dropped
-    assert from_pod(dp, out4(b"\0" * 16, TCP, frag=3)) == SHOT
-    frag6 = struct.pack("!BBHI", TCP, 0, 3 << 3, 1)
-    assert from_pod(dp, eth(ip6(POD6, PEER6, 44, b"\0" * 16, ext=frag6), v6=True)) == SHOT
-    first6 = struct.pack("!BBHI", TCP, 0, 1, 1)  # offset 0, M set
-    assert from_pod(dp, eth(ip6(POD6, PEER6, 44, seg, ext=first6), v6=True)) == OK
-    assert dp.drop_counts()["fragment"][0] == 2
+    """A later fragment takes its first fragment's ports (mc_frag) and meets the same verdict;
+    one whose first fragment was not seen is dropped where the direction is enforced."""
+    rest = b"\0" * 16
+    # unenforced: fragments pass, first seen or not
+    assert from_pod(dp, out4(rest, UDP, frag=3, ident=99)) == OK
+    dp.apply([PolicyEntry(POD, EGRESS, proto=UDP, port=53),
+              PolicyEntry(POD, INGRESS, peer=PEER, proto=UDP, port=53)], [(POD, EGRESS), (POD, INGRESS)])
+    # admitted datagram: first, middle and last fragment all pass
+    assert from_pod(dp, out4(udp(5000, 53, b"q" * 64), UDP, mf=True, ident=7)) == OK
+    assert from_pod(dp, out4(rest, UDP, frag=9, mf=True, ident=7)) == OK
+    assert from_pod(dp, out4(rest, UDP, frag=18, ident=7)) == OK
+    # denied datagram: its later fragments are denied by the same policy, not passed
+    assert from_pod(dp, out4(udp(5000, 54, b"q" * 64), UDP, mf=True, ident=8)) == SHOT
+    assert from_pod(dp, out4(rest, UDP, frag=9, ident=8)) == SHOT
+    # no first fragment seen: dropped as a fragment; the key includes the addresses
+    assert from_pod(dp, out4(rest, UDP, frag=9, ident=9)) == SHOT
+    assert from_pod(dp, out4(rest, UDP, frag=9, ident=7, dst=CIDR4)) == SHOT
+    # ingress, from the admitted peer
+    assert to_pod(dp, in4(udp(6000, 53, b"a" * 64), UDP, mf=True, ident=300)) == OK
+    assert to_pod(dp, in4(rest, UDP, frag=9, ident=300)) == OK
+    # IPv6: the fragment header's 32-bit identification
+    first6 = struct.pack("!BBHI", UDP, 0, 1, 0x12345678)       # offset 0, M set
+    later6 = struct.pack("!BBHI", UDP, 0, 9 << 3, 0x12345678)
+    stray6 = struct.pack("!BBHI", UDP, 0, 9 << 3, 0x12345679)
+    assert from_pod(dp, eth(ip6(POD6, PEER6, 44, udp(5000, 53, b"q" * 64), ext=first6), v6=True)) == OK
+    assert from_pod(dp, eth(ip6(POD6, PEER6, 44, rest, ext=later6), v6=True)) == OK
+    assert from_pod(dp, eth(ip6(POD6, PEER6, 44, rest, ext=stray6), v6=True)) == SHOT
+    counts = dp.drop_counts()
+    assert counts["fragment"][0] == 3
+    assert counts["policy"][0] == 2
+    frag = dp.obj.map("mc_frag")
+    keys, vals = frag.dump()
+    got = {(int(k["id"]), int(v["sport"]), int(v["dport"])) for k, v in zip(keys, vals)}
+    assert {(7, 5000, 53), (8, 5000, 54), (300, 6000, 53), (0x12345678, 5000, 53)} <= got
+
+
+def test_tcp_fragment_overlapping_the_ports_is_malformed(dp):
+    # RFC 1858: an IPv4 TCP fragment at offset 1 (8 bytes) would rewrite the ports on reassembly
+    assert from_pod(dp, out4(b"\0" * 16, TCP, frag=1, ident=5)) == SHOT
+    assert dp.drop_counts()["malformed"][0] == 1
 
 
 def test_unknown_l4(dp):

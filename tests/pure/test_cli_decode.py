@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
-"""The decoders behind ``meshcni policy/conntrack/identity list`` (no kernel: numpy rows).
+"""The decoders behind ``meshcni bpf policy/ct list`` and ``identity list`` (no kernel: numpy rows).
 
 The kernel-tier twin (tests/kernel/test_cli_inspect.py) runs the commands on
 real pins; here the decoding is checked against the encoder it inverts.
@@ -12,7 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from meshcni import cli, layout
+from meshcni import layout
+from meshcni.bpf import decode
 from meshcni.datapath.policy import ALLOW, DENY, EGRESS, INGRESS, PolicyEntry, addr16, build_policy
 
 pytestmark = pytest.mark.pure
@@ -22,13 +23,13 @@ C = layout.constants()
 
 
 def test_lpm_bits_agree_with_the_prefix_constants():
-    peer = cli._lpm_bits("mc_policy_key", C["MC_POLICY_PREFIX_PEER"])
+    peer = decode.lpm_bits("mc_policy_key", C["MC_POLICY_PREFIX_PEER"])
     assert (peer["identity"], peer["dir"], peer["peer"], peer["proto"], peer["port"]) == (32, 8, 32, 0, 0)
-    proto = cli._lpm_bits("mc_policy_key", C["MC_POLICY_PREFIX_PROTO"])
+    proto = decode.lpm_bits("mc_policy_key", C["MC_POLICY_PREFIX_PROTO"])
     assert (proto["peer"], proto["proto"], proto["port"]) == (32, 8, 0)
-    full = cli._lpm_bits("mc_policy_key", C["MC_POLICY_KEY_BITS"])
+    full = decode.lpm_bits("mc_policy_key", C["MC_POLICY_KEY_BITS"])
     assert full["port"] == 16 and sum(full.values()) == C["MC_POLICY_KEY_BITS"]
-    ipc = cli._lpm_bits("mc_ipcache_key", 120)
+    ipc = decode.lpm_bits("mc_ipcache_key", 120)
     assert ipc == {"addr": 120}
 
 
@@ -51,7 +52,7 @@ def test_decode_policy_inverts_build_policy():
                                    peer=rnd.choice([None, 1, 6, 300, 16777400]), proto=proto, port=port,
                                    action=rnd.choice([ALLOW, ALLOW, DENY]), rule_id=rnd.randrange(100)))
     pk, pv, ek, ev = build_policy(entries, [(16777216, INGRESS), (5000, EGRESS)])
-    rows = cli.decode_policy(pk, pv)
+    rows = decode.decode_policy(pk, pv)
     assert len(rows) == len(pk)
     want = {tuple(int(k[f]) for f in ("prefixlen", "identity", "dir", "peer", "proto", "port")):
             ("allow" if v["action"] == ALLOW else "deny", int(v["rule_id"])) for k, v in zip(pk, pv)}
@@ -68,7 +69,7 @@ def test_decode_policy_inverts_build_policy():
                 assert r["port_end"] - r["port"] + 1 == 1 << (16 - r["port_prefix"])
                 ports |= set(range(r["port"], r["port_end"] + 1))
         assert set(range(e.port[0], e.port[1] + 1)) <= ports
-    assert cli.decode_enforce(ek, ev) == [{"identity": 5000, "direction": "egress", "enforced": True},
+    assert decode.decode_enforce(ek, ev) == [{"identity": 5000, "direction": "egress", "enforced": True},
                                           {"identity": 16777216, "direction": "ingress", "enforced": True}]
 
 
@@ -83,25 +84,25 @@ def test_decode_ct():
         k[i]["saddr"], k[i]["daddr"] = np.frombuffer(addr16(s), np.uint8), np.frombuffer(addr16(t), np.uint8)
         k[i]["sport"], k[i]["dport"], k[i]["proto"], k[i]["dir"] = sp, dp, proto, d
         v[i]["expires_ns"], v[i]["state"], v[i]["flags"], v[i]["src_identity"] = exp, st, fl, 16777300
-    live = cli.decode_ct(k, v, now)
+    live = decode.decode_ct(k, v, now)
     assert [(r["proto"], r["src"], r["sport"], r["dst"], r["dport"], r["direction"], r["state"], r["flags"],
              r["expires_in_s"]) for r in live] == [
         ("TCP", "10.0.0.1", 40000, "10.0.1.1", 443, "egress", "established", ["seen_reply"], 21600.0),
         ("ICMPv6", "fd00::2", 7, "fd00::1", 8, "ingress", "datagram", [], 0.5),
     ]
-    every = cli.decode_ct(k, v, now, include_expired=True)
+    every = decode.decode_ct(k, v, now, include_expired=True)
     assert len(every) == 3 and [(r["proto"], r["expired"]) for r in every] == [("TCP", False), ("UDP", True), ("ICMPv6", False)]
-    assert cli._hostport("fd00::2", 7) == "[fd00::2]:7" and cli._hostport("10.0.0.1", 80) == "10.0.0.1:80"
+    assert decode.hostport("fd00::2", 7) == "[fd00::2]:7" and decode.hostport("10.0.0.1", 80) == "10.0.0.1:80"
 
 
 def test_reserved_names_are_the_documented_ones():
-    assert cli._reserved_names() == {0: "unknown", 1: "host", 2: "world", 6: "remote-node"}
-    assert [cli._identity_kind(i) for i in (1, 255, 256, 15728639, 15728640, 16777215, 16777216, 2**32 - 1)] == \
+    assert decode.reserved_names() == {0: "unknown", 1: "host", 2: "world", 6: "remote-node"}
+    assert [decode.identity_kind(i) for i in (1, 255, 256, 15728639, 15728640, 16777215, 16777216, 2**32 - 1)] == \
         ["reserved", "reserved", "cidr", "cidr", "cidr-atom", "cidr-atom", "pod", "pod"]
 
 
 def test_group_identities():
-    rows = cli.group_identities({"10.0.0.0/8": 300, "::/0": 2, "0.0.0.0/0": 2, "fd00::/64": 300,
+    rows = decode.group_identities({"10.0.0.0/8": 300, "::/0": 2, "0.0.0.0/0": 2, "fd00::/64": 300,
                                  "10.1.0.0/16": 300})
     assert rows == [
         {"identity": 2, "name": "world", "kind": "reserved", "prefixes": 2, "cidrs": ["0.0.0.0/0", "::/0"]},

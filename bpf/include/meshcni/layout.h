@@ -54,6 +54,7 @@
 #define MC_POLICY_MAX 262144
 #define MC_ENFORCE_MAX 65536
 #define MC_CT_MAX 262144
+#define MC_FRAG_MAX 8192
 #define MC_DROP_REASONS 64
 #define MC_EVENTS_BYTES 1048576
 
@@ -255,6 +256,30 @@ struct mc_ct {
 	__u32 src_identity;
 	__u16 state;
 	__u16 flags;
+};
+
+/* ---- IP fragments ----
+ * The ports of a fragmented datagram, taken from its first fragment, for the
+ * fragments that follow it (they carry no L4 header). Keyed the way the IP
+ * layer reassembles: addresses, protocol (IPv6: the fragment header's next
+ * header) and the identification (16 bits in IPv4, 32 in IPv6), network
+ * order. LRU: a later fragment whose datagram was evicted, or whose first
+ * fragment never passed this node, has no ports and is dropped where its
+ * direction is enforced (MC_DROP_REASON_FRAGMENT), as before tracking.
+ */
+struct mc_frag_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be32 id;
+	__u8 proto;
+	__u8 pad;
+	__u16 pad2;
+};
+
+struct mc_frag {
+	__be16 sport;
+	__be16 dport;
+	__u32 pad;
 };
 
 /* ---- visibility ----

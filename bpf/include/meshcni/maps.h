@@ -37,6 +37,8 @@
 	  struct mc_enforce, MC_ENFORCE_MAX, 0)                                \
 	X(mc_ct, BPF_MAP_TYPE_LRU_HASH, struct mc_ct_key, struct mc_ct,        \
 	  MC_CT_MAX, 0)                                                        \
+	X(mc_frag, BPF_MAP_TYPE_LRU_HASH, struct mc_frag_key, struct mc_frag,  \
+	  MC_FRAG_MAX, 0)                                                      \
 	X(mc_drops, BPF_MAP_TYPE_PERCPU_ARRAY, struct mc_drop_key,             \
 	  struct mc_drop_count, MC_DROP_REASONS, 0)
 
