@@ -23,7 +23,10 @@
  * agent without /v1/cni) -- the shim execs the Python plugin installed next
  * to it as "meshcni-cni-py" with the same environment and the same stdin
  * (replayed from a memfd). So pods keep working while the agent is down.
- * VERSION is answered by the shim itself.
+ * VERSION is answered by the shim itself. Where no fallback is installed
+ * (`meshcni agent --no-cni-fallback`, as the Helm chart runs it: the image's
+ * Python does not exist on the host) the shim answers alone instead, see
+ * answer_alone().
  *
  * The hand-over is bounded: MESHCNI_CNI_SHIM_TIMEOUT seconds (default 60);
  * past it the shim prints a CNI error (code 11, try again later) and exits 1.
@@ -60,6 +63,7 @@
 /* CNI error codes (spec) */
 #define E_IO_FAILURE 5
 #define E_TRY_AGAIN_LATER 11
+#define E_PLUGIN_UNAVAILABLE 50
 
 static const char *const SUPPORTED[] = {"0.4.0", "1.0.0", "1.1.0"};
 static const char CURRENT[] = "1.1.0";
@@ -447,6 +451,28 @@ static int replay_stdin(const struct buf *in)
 	return 0;
 }
 
+/*
+ * No fallback installed (a real node: the agent's Python lives in its image,
+ * not on the host), so the shim answers by itself while the agent cannot:
+ * ADD and CHECK "try again later" (the runtime retries the sandbox), DEL and
+ * GC succeed having done nothing (best effort, idempotent: a pod must be
+ * deletable while its node's agent restarts or after meshcni is uninstalled;
+ * its veth goes with its netns, its address and record are released by the
+ * agent's next GC), STATUS says the plugin cannot take ADDs.
+ */
+static int answer_alone(const char *version, const char *why)
+{
+	const char *cmd = getenv("CNI_COMMAND");
+
+	if (cmd && (strcmp(cmd, "DEL") == 0 || strcmp(cmd, "GC") == 0)) {
+		fprintf(stderr, "meshcni-cni: %s; %s done without the agent (nothing released here)\n", why, cmd);
+		return 0;
+	}
+	if (cmd && strcmp(cmd, "STATUS") == 0)
+		return cni_error(version, E_PLUGIN_UNAVAILABLE, "%s; the meshcni agent cannot take ADDs", why);
+	return cni_error(version, E_TRY_AGAIN_LATER, "%s; try again once the meshcni agent runs", why);
+}
+
 /* exec the Python plugin; returns only on failure (after printing the CNI error) */
 static int exec_fallback(char **argv, const struct buf *in, const char *version, const char *why)
 {
@@ -454,6 +480,8 @@ static int exec_fallback(char **argv, const struct buf *in, const char *version,
 
 	if (fallback_path(path, sizeof(path)))
 		return cni_error(version, E_TRY_AGAIN_LATER, "%s; the fallback plugin cannot be located", why);
+	if (access(path, F_OK) != 0 && errno == ENOENT)
+		return answer_alone(version, why);
 	if (in && replay_stdin(in))
 		return cni_error(version, E_IO_FAILURE, "%s; cannot hand stdin to %s: %s", why, path, strerror(errno));
 	argv[0] = path;

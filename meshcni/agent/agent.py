@@ -31,6 +31,8 @@ import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
+from .. import health
+
 log = logging.getLogger("meshcni.agent")
 STARTUP_TAINT = "mesh-cni.dev/startup"
 SERVICES_KEY = "services"
@@ -55,6 +57,7 @@ class AgentConfig:
     ipam_dir: str = "/var/lib/cni/meshcni"
     routes: bool = True
     cni_shim: Optional[bool] = None  # None: the compiled shim when it was built
+    cni_fallback: bool = True  # the Python plugin beside the shim (only where this interpreter is the node's)
     sync_timeout: float = 60.0
 
 
@@ -181,6 +184,9 @@ class Agent:
         if cfg.routes:
             self.reconcile_routes()
         run_workers(self.queue, self._work, 1, name="agent")
+        # /healthz: 503 once the worker, an informer or the pinned datapath is stuck or gone
+        health.watch(self._http.liveness, queue=self.queue, informers=self.informers,
+                     pins=[os.path.join(cfg.bpf_root, d) for d in ("progs", "links")])
         self._remove_startup_taint()
         self.ready.set()
         log.info("ready")
@@ -259,7 +265,7 @@ class Agent:
         cfg = self.cfg
         shim = cfg.cni_shim if cfg.cni_shim is not None else shim_binary() is not None
         kw = dict(datapath="required", bpf_root=cfg.bpf_root, state_dir=cfg.state_dir, agent_socket=cfg.socket,
-                  shim=shim)
+                  shim=shim, fallback=cfg.cni_fallback)
         if cfg.chained:
             done = install(cfg.cni_bin_dir, cfg.cni_conf_dir, chained=True, **kw)
         else:

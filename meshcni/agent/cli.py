@@ -45,6 +45,16 @@ def add_parser(sub) -> None:
                       "when the shim was built")
     shim.add_argument("--no-cni-shim", dest="cni_shim", action="store_false",
                       help="install the Python plugin as meshcni-cni (every CNI call starts an interpreter)")
+    fb = p.add_mutually_exclusive_group()
+    fb.add_argument("--cni-fallback", dest="cni_fallback", action="store_true", default=True,
+                    help="install the Python plugin beside the shim as its fallback (default; only useful where "
+                    "this interpreter exists on the node itself, e.g. the simulator)")
+    fb.add_argument("--no-cni-fallback", dest="cni_fallback", action="store_false",
+                    help="no Python fallback on the node (an agent in a container: the image's Python is not the "
+                    "node's); the shim answers by itself while the agent cannot")
+    p.add_argument("--uninstall", action="store_true",
+                   help="instead of running: remove everything meshcni put on this node (socket-LB links, tc "
+                   "programs, pins under --bpf-root, routes, the CNI plugin and config, state) and exit; idempotent")
     p.add_argument("--metrics-address", default="127.0.0.1:9962", help="HOST:PORT of /healthz /readyz /metrics")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.set_defaults(fn=cmd_agent)
@@ -54,6 +64,13 @@ def cmd_agent(args) -> int:
     from .agent import Agent, AgentConfig
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.uninstall:
+        import json
+        from ..uninstall import uninstall_node
+        done = uninstall_node(bpf_root=args.bpf_root, cni_bin_dir=args.cni_bin_dir, cni_conf_dir=args.cni_conf_dir,
+                              state_dir=args.state_dir, ipam_dir=args.ipam_dir, socket=args.socket)
+        print(json.dumps(done, indent=2, sort_keys=True))
+        return 0
     if not args.node_name:
         print("meshcni agent: --node-name (or $NODE_NAME) is required", file=sys.stderr)
         return 2
@@ -64,7 +81,7 @@ def cmd_agent(args) -> int:
                               cgroup_root=args.cgroup_root, cni_bin_dir=args.cni_bin_dir,
                               cni_conf_dir=args.cni_conf_dir, chained=args.chained, socket=args.socket,
                               state_dir=args.state_dir, ipam_dir=args.ipam_dir, routes=args.routes, cni_shim=args.cni_shim,
-                              metrics_address=args.metrics_address))
+                              cni_fallback=args.cni_fallback, metrics_address=args.metrics_address))
     try:
         agent.start()
     except Exception as e:

@@ -112,7 +112,7 @@ def _configs(conf_dir: str) -> List[str]:
 
 def install(bin_dir: str, conf_dir: str, *, chained: bool = False, name: str = "meshcni",
             python: Optional[str] = None, shim: bool = False, shim_path: Optional[str] = None,
-            **entry_kw) -> Dict[str, Any]:
+            fallback: bool = True, **entry_kw) -> Dict[str, Any]:
     """Install the plugin executable and the config; returns what was done (paths, changed flags).
 
     ``shim``: ``meshcni-cni`` is the compiled shim (``shim_path``, default the
@@ -120,11 +120,35 @@ def install(bin_dir: str, conf_dir: str, *, chained: bool = False, name: str = "
     its fallback; the shim needs ``agent_socket`` in the config to reach the
     agent (without it every call falls back). Otherwise ``meshcni-cni`` is
     the launcher and a fallback left by an earlier shim install is removed.
+
+    ``fallback=False`` (with ``shim``): no launcher at all, and one left by
+    an earlier install is removed. For a bin dir on another root than this
+    process's, the case of an agent in a container writing to the node's
+    /opt/cni/bin: the launcher's interpreter (``sys.executable``) exists in
+    the image only, so on the node it could never run. The shim then answers
+    by itself while the agent cannot take a call (csrc/cni_shim.c,
+    answer_alone), and nothing on the node refers to the image's files.
     """
     done: Dict[str, Any] = {}
     exe = os.path.join(bin_dir, PLUGIN_TYPE)
-    fallback = os.path.join(bin_dir, FALLBACK_NAME)
-    if shim:
+    fallback_exe = os.path.join(bin_dir, FALLBACK_NAME)
+    if not shim and not fallback:
+        raise InstallError("the Python plugin is this interpreter's; without the shim and without a fallback "
+                           "there would be no plugin (--no-cni-fallback needs --cni-shim)")
+    if shim and not fallback:
+        src = shim_path or shim_binary()
+        if not src or not os.access(src, os.X_OK):
+            raise InstallError(f"shim install: no built shim at {src or SHIM_BINARY} "
+                               "(rebuild: pip install -e . / scripts/setup-machine.sh)")
+        with open(src, "rb") as f:
+            binary = f.read()
+        done["plugin"] = {"path": exe, "changed": _atomic_write(exe, binary, 0o755), "shim": True}
+        # the shim first, then the launcher goes: a shim always finds what it expects
+        if os.path.lexists(fallback_exe):
+            os.unlink(fallback_exe)
+            done["plugin"]["changed"] = True
+        done["fallback"] = None
+    elif shim:
         src = shim_path or shim_binary()
         if not src or not os.access(src, os.X_OK):
             raise InstallError(f"shim install: no built shim at {src or SHIM_BINARY} "
@@ -132,12 +156,12 @@ def install(bin_dir: str, conf_dir: str, *, chained: bool = False, name: str = "
         with open(src, "rb") as f:
             binary = f.read()
         # the fallback first: a shim that is there always finds its launcher
-        done["fallback"] = {"path": fallback, "changed": _atomic_write(fallback, launcher(python), 0o755)}
+        done["fallback"] = {"path": fallback_exe, "changed": _atomic_write(fallback_exe, launcher(python), 0o755)}
         done["plugin"] = {"path": exe, "changed": _atomic_write(exe, binary, 0o755), "shim": True}
     else:
         done["plugin"] = {"path": exe, "changed": _atomic_write(exe, launcher(python), 0o755), "shim": False}
-        if os.path.exists(fallback):
-            os.unlink(fallback)
+        if os.path.exists(fallback_exe):
+            os.unlink(fallback_exe)
             done["plugin"]["changed"] = True
     entry = plugin_entry(**entry_kw)
     if not chained:

@@ -38,6 +38,10 @@ class WorkQueue:
         self._dirty: set = set()          # keys waiting to be handed out
         self._processing: set = set()     # keys a worker holds
         self._delayed: list = []          # heap of (due monotonic time, seq, key)
+        # monotonic times for liveness (meshcni.health.queue_progress): when each
+        # waiting key became ready, and when each held key was handed out
+        self._ready_since: dict = {}
+        self._held_since: dict = {}
         self._seq = 0
         self._failures: dict = {}
         self._shutdown = False
@@ -58,6 +62,7 @@ class WorkQueue:
         if key in self._processing:
             return  # done() queues it again
         self._queue.append(key)
+        self._ready_since.setdefault(key, time.monotonic())
         self._cond.notify()
 
     def add_after(self, key: Hashable, delay: float):
@@ -109,6 +114,8 @@ class WorkQueue:
                 if self._queue:
                     key = self._queue.popleft()
                     self._processing.add(key)
+                    self._ready_since.pop(key, None)
+                    self._held_since[key] = now
                     self._dirty.discard(key)
                     return key
                 if self._shutdown:
@@ -130,8 +137,10 @@ class WorkQueue:
         """Release ``key``; if it was added meanwhile it is queued again now."""
         with self._cond:
             self._processing.discard(key)
+            self._held_since.pop(key, None)
             if key in self._dirty:
                 self._queue.append(key)
+                self._ready_since.setdefault(key, time.monotonic())
                 self._cond.notify()
 
     def shutdown(self):
@@ -158,6 +167,19 @@ class WorkQueue:
     def delayed(self) -> int:
         with self._cond:
             return len(self._delayed)
+
+    def oldest(self, now: float | None = None) -> tuple:
+        """(seconds the longest-held key has been processed, seconds the oldest
+        ready key has waited for a worker); 0.0 where there is none.
+
+        A worker that makes progress keeps both small whatever the load; a
+        stuck one lets one of them grow without bound (liveness reads them).
+        """
+        now = time.monotonic() if now is None else now
+        with self._cond:
+            held = max((now - t for t in self._held_since.values()), default=0.0)
+            waiting = max((now - t for t in self._ready_since.values()), default=0.0)
+        return held, waiting
 
 
 def run_workers(queue: WorkQueue, fn: Callable[[Hashable], None], n: int = 1,

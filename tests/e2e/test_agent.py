@@ -102,7 +102,13 @@ def test_agents_are_ready_and_untainted(cl):
     ns = json.loads((root / "m" / "config.json").read_text())
     from meshcni.sim.topology import plan_nodes
     node_ns = plan_nodes("m", ns["index"], 1, "10.244.0.0/16", str(root))[0].netns
-    code = "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9962/metrics',timeout=5).read().decode())"
+    import yaml
+    from meshcni.sim.cluster import DAEMONSET
+    with open(DAEMONSET) as f:  # the chart's port, as the DaemonSet passes it
+        args = yaml.safe_load(f)["spec"]["template"]["spec"]["containers"][0]["args"]
+    port = next(a for a in args if a.startswith("--metrics-address=")).rpartition(":")[2]
+    code = ("import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:%s/metrics',timeout=5).read().decode())"
+            % port)
     out = subprocess.run(["ip", "netns", "exec", node_ns, sys.executable, "-c", code], capture_output=True,
                          text=True, timeout=30).stdout
     assert 'meshcni_reconcile_total{controller="services",outcome="ok"}' in out

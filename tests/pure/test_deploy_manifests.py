@@ -39,7 +39,8 @@ SPDX = "# SPDX-License-Identifier: MIT OR Apache-2.0"
 KUSTOMIZE = "kustomize.config.k8s.io/"
 KIND_CONFIG = "kind.x-k8s.io/"
 GROUP = "mesh-cni.dev"
-AGENT_NS, CONTROLLER_NS = "kube-system", "meshcni-system"
+# deploy/ is rendered from charts/meshcni into one release namespace (scripts/render-manifests.py)
+AGENT_NS = CONTROLLER_NS = "meshcni-system"
 SUBRESOURCE_VERBS = {"status": ("get", "patch", "update")}
 
 
@@ -228,7 +229,7 @@ def _check_workload(workload, subcommand):
     # the probes and the port hit the address the process serves metrics on
     port = int(ns.metrics_address.rpartition(":")[2])
     assert {p["containerPort"] for p in c["ports"]} == {port}
-    for probe in ("readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         p = c[probe]["httpGet"]["port"]
         assert p == port or p == c["ports"][0]["name"], f"{probe} port {p} != {port}"
     assert ns.metrics_address.startswith("0.0.0.0:"), "probes come from the kubelet, not localhost"
@@ -281,6 +282,11 @@ ROLES = [d for _, _, d in _all_docs() if d.get("kind") in ("ClusterRole", "Role"
 
 @pytest.mark.parametrize("role", ROLES, ids=lambda r: f"{r['kind']}/{r['metadata']['name']}")
 def test_rbac_rules_name_served_resources_and_verbs(role):
+    check_rbac_rules(role)
+
+
+def check_rbac_rules(role):
+    """Every rule names a resource, subresource and verb the API serves (test_chart.py uses it too)."""
     name = f"{role['kind']} {role['metadata']['name']}"
     for rule in role["rules"]:
         assert "nonResourceURLs" not in rule, f"{name}: meshcni needs no non-resource URLs"
@@ -355,8 +361,10 @@ def test_agent_rbac_is_what_it_needs_and_no_more():
         ("discovery.k8s.io", "endpointslices"): R,
         ("networking.k8s.io", "networkpolicies"): R,
         (GROUP, "identities"): R, (GROUP, "cidridentities"): R, (GROUP, "meshendpoints"): R,
+        # status.nodes of remote clusters become routes (issue 17)
         (GROUP, "clusters"): R,
-        ("", "events"): {"create", "patch"},
+        # meshcni/k8s/events.py: create; a repeat (409) is read and its count patched
+        ("", "events"): {"create", "get", "patch"},
     }
     assert not [k for k in _granted(*cluster) if k[1].startswith("secrets")], "agents never read Secrets"
 
@@ -368,10 +376,13 @@ def test_controller_rbac_is_what_it_needs_and_no_more():
     assert got == {
         ("", "pods"): R, ("", "namespaces"): R,
         ("networking.k8s.io", "networkpolicies"): R,
+        # the mesh (issue 17): local Services get MeshEndpoints, Nodes' pod CIDRs the conflict check
+        ("", "services"): R, ("", "nodes"): R,
         (GROUP, "identities"): R | W, (GROUP, "cidridentities"): R | W,
-        (GROUP, "clusters"): R, (GROUP, "clusters/status"): {"update", "patch"},
-        (GROUP, "meshendpoints"): R | W | {"deletecollection"},
-        ("", "events"): {"create", "patch"},
+        (GROUP, "meshendpoints"): R | W,
+        # the finalizer mesh-cni.dev/cluster-cleanup is a patch of metadata; status by patch
+        (GROUP, "clusters"): R | {"patch"}, (GROUP, "clusters/status"): {"patch"},
+        ("", "events"): {"create", "get", "patch"},
     }
     assert set(ns_roles) == {CONTROLLER_NS}
     assert _granted(*ns_roles[CONTROLLER_NS]) == {
