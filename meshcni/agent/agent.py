@@ -35,12 +35,14 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from ..cni import endpoints as cni_endpoints
 from ..cni.install import install, shim_binary
+from ..controllers.netpol import FAIL_CLOSED_FIELD
 from ..controllers.services import ServiceIDs
 from ..datapath.node import NodeDatapath
 from ..datapath.routes import RouteDatapath
 from .. import health
 from ..health import HealthServer
 from ..k8s import EventRecorder, Informer, ReconcileMetrics, Runner, SyncTimeout, api_client
+from ..k8s.events import DEFAULT_REASON
 from ..k8s.trim import trim_endpointslice, trim_pod, trim_service
 from .localapi import LocalAPI
 from .reconcilers import IPCache, Policy, Routes, Services
@@ -48,6 +50,11 @@ from .reconcilers import IPCache, Policy, Routes, Services
 log = logging.getLogger("meshcni.agent")
 STARTUP_TAINT = "mesh-cni.dev/startup"
 CRD_INFORMERS = ("identities", "cidridentities")
+
+
+def event_reason(problem) -> str:
+    """The Event reason of an agent problem: a pod whose policy failed closed, or bad input."""
+    return "PolicyFailClosed" if problem.field == FAIL_CLOSED_FIELD else DEFAULT_REASON
 
 
 @dataclass
@@ -169,7 +176,7 @@ class Agent:
         self._install_cni()
 
         self.caches = {i.name: i for i in make_informers(self.api)}
-        events = EventRecorder(self.core, "meshcni-agent", cfg.node_name, host=cfg.node_name)
+        events = EventRecorder(self.core, "meshcni-agent", cfg.node_name, host=cfg.node_name, reason=event_reason)
         self.runner = Runner("agent", self.caches, reconcilers, events, m.reconcile, sync_timeout=cfg.sync_timeout)
         try:
             self.runner.start()  # every reconciler ran once on complete caches

@@ -10,10 +10,11 @@ does the rest (queue, retries, metrics, Events); the names below are the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from ..controllers.ipcache import ID_HOST, desired_endpoints, desired_ipcache
-from ..controllers.netpol import CompiledPolicy, compile_policies
+from ..controllers.netpol import (DEFAULT_RANK, CompiledPolicy, compile_policies, fail_closed_problems,
+                                  policy_ranks)
 from ..controllers.routes import desired_routes
 from ..controllers.services import ServiceIDs, desired_services, frontend_conflicts
 from ..datapath.endpoints import EndpointDatapath, EndpointRow, IPCacheDatapath
@@ -126,17 +127,21 @@ class Policy(Reconciler):
 
     A desired policy larger than the map fails *closed* for the endpoints
     that do not fit (:func:`~meshcni.datapath.policy.fit_policy`): whole
-    (identity, direction) groups are programmed smallest first; the rest
-    keep only the allow from their own node and deny everything else. That
-    is logged as an error naming them and counted (outcome ``map_full``,
-    ``meshcni_policy_fail_closed``), and re-evaluated on every change.
+    (identity, direction) groups are taken by their pods'
+    ``mesh-cni.dev/policy-priority`` (highest first), then age (oldest pod
+    first), then size, and programmed while they fit; the rest keep only
+    the allow from their own node and deny everything else. That is logged
+    as an error naming them, counted (outcome ``map_full``,
+    ``meshcni_policy_fail_closed``), reported with a ``PolicyFailClosed``
+    Event on every affected pod, and re-evaluated on every change.
     """
     name = "policy"
     watches = POLICY_WATCHES
 
-    def __init__(self, datapath: PolicyDatapath, metrics):
+    def __init__(self, datapath: PolicyDatapath, metrics, capacity: Optional[int] = None):
         self.datapath = datapath
-        self.capacity = datapath.policy.spec.max_entries
+        # rows this agent may use in mc_policy (default: all of it)
+        self.capacity = min(capacity or datapath.policy.spec.max_entries, datapath.policy.spec.max_entries)
         self.metrics = metrics
         self.stats: dict = {}
         self.detail: dict = {}
@@ -145,12 +150,19 @@ class Policy(Reconciler):
         # compile_policies takes them in this order
         compiled = compile_policies(*(caches[n].list() for n in POLICY_WATCHES))
         entries, enforced, closed = fit_policy(compiled.entries, compiled.enforced, self.capacity, ID_HOST)
+        problems = compiled.problems
         full = ""
         if closed:
+            # the map is full: which groups keep their policy is decided by priority and age
+            # (only then: the ranks cost a pass over every pod)
+            ranks = policy_ranks(caches["pods"].list(), caches["namespaces"].list(), caches["identities"].list())
+            entries, enforced, closed = fit_policy(compiled.entries, compiled.enforced, self.capacity, ID_HOST,
+                                                   rank=ranks.rank, default_rank=DEFAULT_RANK)
+            problems = problems + ranks.problems + fail_closed_problems(closed, ranks, self.capacity)
             full = (f"{len(compiled.entries)} entries do not fit mc_policy ({self.capacity} rows): failing closed "
                     f"for {len(closed)} (identity, direction): "
                     + ", ".join(f"{i}/{_direction(d)}" for i, d in closed[:20]))
-        return Desired(PolicyState(compiled, entries, enforced, closed), compiled.problems, map_full=full)
+        return Desired(PolicyState(compiled, entries, enforced, closed), problems, map_full=full)
 
     def apply(self, state: PolicyState) -> dict:
         c = state.compiled
