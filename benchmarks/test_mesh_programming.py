@@ -134,7 +134,8 @@ class Probe:
         self.agent, self.lock, self.done = agent, threading.Lock(), threading.Event()
         self.want = None  # (service datapath name, "ip") awaited
         self.t_watch = self.t_applied = None
-        orig = agent.svc_dp.apply
+        dp = agent.services.datapath
+        orig = dp.apply
 
         def apply(desired):
             r = orig(desired)
@@ -146,13 +147,13 @@ class Probe:
                     self.t_applied = t
                     self.done.set()
             return r
-        agent.svc_dp.apply = apply  # the real apply runs; only its return is timed
+        dp.apply = apply  # the real apply runs; only its return is timed
 
         def seen(_old, new):
             if self.want is not None and self.t_watch is None and new["metadata"]["name"] == self.watch_name:
                 self.t_watch = time.perf_counter()
-        agent.slices.add_handler(None, seen, None)
-        agent.meshendpoints.add_handler(None, seen, None)
+        agent.caches["endpointslices"].add_handler(None, seen, None)
+        agent.caches["meshendpoints"].add_handler(None, seen, None)
 
     def arm(self, svc_key, ip, obj_name):
         self.done.clear()
@@ -199,7 +200,7 @@ def mesh_agent(tmp_path_factory):
                 lb.detach(cg)
         agent.start()
         stack.callback(stop)
-        assert agent.last_reconcile["backends"] == N * 2 * EPS, agent.last_reconcile
+        assert sum(len(s.backends) for s in agent.services.programmed) == N * 2 * EPS
         host, port = srv.url.removeprefix("http://").rsplit(":", 1)
         yield {"agent": agent, "probe": Probe(agent), "conn": http.client.HTTPConnection(host, int(port)),
                "pin_root": pin_root}

@@ -30,7 +30,7 @@ import socket as _socket
 from typing import Dict
 
 log = logging.getLogger("meshcni.uninstall")
-RTPROT_MESHCNI = 191  # meshcni.agent.agent.RTPROT_MESHCNI
+RTPROT_MESHCNI = 191  # meshcni.datapath.routes.RTPROT_MESHCNI
 
 
 def detach_cgroup_links(bpf_root: str) -> int:

@@ -88,6 +88,10 @@ class MeshMaps(Closing):
                 return maps[key]
         raise AttributeError(f"no meshcni map {name!r} (have: {', '.join(sorted(maps))})")
 
+    def map(self, name: str) -> BpfMap:
+        """The shared handle on map ``name`` (``mc_...``): owned by this object, closed by its close()."""
+        return self.maps[name]
+
     def close(self) -> None:
         for m in self.maps.values():
             m.close()

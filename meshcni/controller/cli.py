@@ -12,10 +12,11 @@ import threading
 
 def add_parser(sub) -> None:
     from .controller import default_identity
-    p = sub.add_parser("controller", help="the cluster-wide controller (Deployment): identity allocation",
+    p = sub.add_parser("controller", help="the cluster-wide controller (Deployment): identities, multi-cluster mesh",
                        description="Allocates an Identity per unique (namespace labels, pod labels) set and a "
                        "CIDRIdentity per NetworkPolicy ipBlock, garbage-collects unused ones after --gc-grace, "
-                       "reports hand-made ones; one active replica via a Lease. Serves /healthz /readyz /metrics. "
+                       "reports hand-made ones; mirrors the remote clusters named by Cluster objects into MeshEndpoints "
+                       "and Cluster status; one active replica via a Lease. Serves /healthz /readyz /metrics. "
                        "Needs the API server (--kubeconfig), no root.")
     p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"),
                    help="kubeconfig file (default $KUBECONFIG, else in-cluster config)")
@@ -28,8 +29,26 @@ def add_parser(sub) -> None:
     p.add_argument("--metrics-address", default="127.0.0.1:9963", help="HOST:PORT of /healthz /readyz /metrics")
     p.add_argument("--gc-grace", type=float, default=300.0,
                    help="seconds an Identity may stay unused before it is deleted (default %(default)s)")
+    p.add_argument("--cluster-name", default="default",
+                   help="this cluster's name in the mesh: a Cluster of that name is ignored (default %(default)s)")
+    p.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE") or "meshcni-system",
+                   help="the controller's namespace, where the remote clusters' kubeconfig Secrets live "
+                   "(default $POD_NAMESPACE, else meshcni-system)")
+    p.add_argument("--mesh-stale-grace", type=float, default=300.0,
+                   help="seconds a remote cluster's MeshEndpoints and routes are kept (marked stale) after its API "
+                   "server became unreachable; a Cluster's spec.staleGracePeriodSeconds overrides (default %(default)s)")
+    p.add_argument("--service-cidr", action="append", default=[], type=_cidr, metavar="CIDR",
+                   help="a local Service CIDR (repeatable): remote pod CIDRs overlapping it are a CIDRConflict")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.set_defaults(fn=cmd_controller)
+
+
+def _cidr(s: str) -> str:
+    import ipaddress
+    try:
+        return str(ipaddress.ip_network(s, strict=False))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--service-cidr {s!r}: {e}") from None
 
 
 def cmd_controller(args) -> int:
@@ -39,13 +58,18 @@ def cmd_controller(args) -> int:
     if args.gc_grace < 0:
         print("meshcni controller: --gc-grace must be >= 0 seconds", file=sys.stderr)
         return 2
+    if args.mesh_stale_grace < 0:
+        print("meshcni controller: --mesh-stale-grace must be >= 0 seconds", file=sys.stderr)
+        return 2
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *a: stop.set())
     ctl = Controller(ControllerConfig(kubeconfig=args.kubeconfig, leader_elect=args.leader_elect,
                                       lease_namespace=args.lease_namespace, lease_name=args.lease_name,
                                       identity=args.identity, metrics_address=args.metrics_address,
-                                      gc_grace=args.gc_grace))
+                                      gc_grace=args.gc_grace, cluster_name=args.cluster_name,
+                                      namespace=args.namespace, mesh_stale_grace=args.mesh_stale_grace,
+                                      service_cidrs=tuple(args.service_cidr)))
     try:
         ctl.start()
     except Exception as e:

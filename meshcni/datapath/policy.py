@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import layout
 from .._libbpf import ffi, lib
-from ..bpf import BpfMap, BpfObject, object_path, rows
+from ..bpf import BpfMap, BpfObject, MeshMaps, object_path, rows
 from ..bpf.pin import ensure_root
 from ..errors import BpfError
 from .._closing import Closing
@@ -132,16 +132,20 @@ def policy_rows(entries: Iterable[PolicyEntry]) -> int:
 
 
 def fit_policy(entries: Iterable[PolicyEntry], enforced: Iterable[Tuple[int, int]], capacity: int,
-               host: int = 1):
+               host: int = 1, rank: Optional[Dict[int, tuple]] = None, default_rank: tuple = ()):
     """Fail closed when the desired policy does not fit a map of ``capacity`` rows.
 
     Returns ``(entries, enforced, closed)``. If everything fits, unchanged and
-    ``closed`` is empty. Otherwise whole (identity, direction) groups are kept,
-    smallest first (the fewest endpoints lose their policy), and every group
-    that does not fit is *closed*: it stays enforced with only the allow for
-    ``host`` (its own node), so it denies everything else instead of
-    admitting what its policy would not. ``closed`` lists those groups.
-    Enforced groups without entries cost nothing and are never closed.
+    ``closed`` is empty. Otherwise whole (identity, direction) groups are
+    taken in order — ``rank[identity]`` ascending (identities missing from it
+    get ``default_rank``), then size (smallest first), then identity and
+    direction — and each is kept if it fits in the rows left (every later
+    group keeps room for its one host row); a group that does not fit is
+    *closed*: it stays enforced with only the allow for ``host`` (its own
+    node), so it denies everything else instead of admitting what its policy
+    would not. The order is total, so which groups close is predictable.
+    ``closed`` lists those groups. Enforced groups without entries cost
+    nothing and are never closed.
     """
     entries = list(entries)
     enforced = set(enforced)
@@ -152,12 +156,13 @@ def fit_policy(entries: Iterable[PolicyEntry], enforced: Iterable[Tuple[int, int
     groups: Dict[Tuple[int, int], List[PolicyEntry]] = {}
     for e in entries:
         groups.setdefault((e.identity, e.direction), []).append(e)
-    sized = sorted((policy_rows(g), k) for k, g in groups.items())
+    sized = sorted(((rank.get(k[0], default_rank) if rank is not None else (), policy_rows(g), k)
+                    for k, g in groups.items()))
     keep: List[PolicyEntry] = []
     used, closed = 0, []
-    for i, (n, k) in enumerate(sized):
+    for i, (_, n, k) in enumerate(sized):
         rest = len(sized) - i - 1  # each later group needs at least its one host row
-        if not closed and used + n + rest <= capacity:
+        if used + len(closed) + n + rest <= capacity:
             keep += groups[k]
             used += n
         else:
@@ -175,16 +180,25 @@ def addr16(ip: str) -> bytes:
 
 
 class PolicyDatapath:
-    """The maps of a loaded policy object: policy, enforce, endpoints, ipcache, ct, drops."""
+    """The maps of a loaded policy object: policy, enforce, endpoints, ipcache, ct, drops.
 
-    def __init__(self, obj: BpfObject):
+    With ``maps`` (the node's :class:`~meshcni.bpf.MeshMaps`), those shared
+    handles are used and left open by :meth:`close`: one writer object per
+    map, so a ``cache=True`` reconcile elsewhere is never stale. Without,
+    the object's own (dup'ed) handles are opened and closed here.
+    """
+
+    def __init__(self, obj: BpfObject, maps: Optional[MeshMaps] = None):
         self.obj = obj
-        self.policy = obj.map("mc_policy")
-        self.enforce = obj.map("mc_enforce")
-        self.endpoints = obj.map("mc_endpoints")
-        self.ipcache = obj.map("mc_ipcache", map_class=IPCacheMap)
-        self.ct = obj.map("mc_ct")
-        self.drops = obj.map("mc_drops")
+        self._owns = maps is None
+        get = (lambda name, cls=BpfMap: obj.map(name, map_class=cls)) if maps is None else \
+            (lambda name, cls=BpfMap: maps.map(name))
+        self.policy = get("mc_policy")
+        self.enforce = get("mc_enforce")
+        self.endpoints = get("mc_endpoints")
+        self.ipcache = get("mc_ipcache", IPCacheMap)
+        self.ct = get("mc_ct")
+        self.drops = get("mc_drops")
 
     def apply(self, entries: Iterable[PolicyEntry], enforced: Iterable[Tuple[int, int]]):
         """Make mc_policy / mc_enforce hold exactly this desired state.
@@ -223,6 +237,8 @@ class PolicyDatapath:
         return drop_counts(self.drops)
 
     def close(self) -> None:
+        if not self._owns:
+            return  # the MeshMaps they came from closes them
         for m in (self.policy, self.enforce, self.endpoints, self.ipcache, self.ct, self.drops):
             m.close()
 
@@ -374,8 +390,8 @@ class PolicyProgram(Closing):
     def __init__(self, pin_root: str, path: Optional[str] = None):
         self.obj = BpfObject(path or object_path("policy"), ensure_root(pin_root)).load()
 
-    def datapath(self) -> PolicyDatapath:
-        return PolicyDatapath(self.obj)
+    def datapath(self, maps: Optional[MeshMaps] = None) -> PolicyDatapath:
+        return PolicyDatapath(self.obj, maps)
 
     def attached(self, ifname: str, netns: Optional[str] = None) -> Dict[str, Optional[int]]:
         """prog -> attached program id (None if nothing at meshcni's handle)."""

@@ -25,7 +25,7 @@ from functools import partial
 from itertools import chain, compress, repeat
 from operator import attrgetter, not_
 from socket import AF_INET, AF_INET6, inet_pton
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -500,10 +500,15 @@ def _isin_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 class ServiceDatapath(Closing):
-    """Reconciles the service maps pinned under ``pin_root`` to a desired state."""
+    """Reconciles the service maps to a desired state.
 
-    def __init__(self, pin_root: str):
-        self.maps = MeshMaps(pin_root)
+    ``maps`` is a bpffs root (the maps pinned there are opened and closed
+    here) or the node's :class:`~meshcni.bpf.MeshMaps` (shared, left open).
+    """
+
+    def __init__(self, maps: Union[str, MeshMaps]):
+        self._owns = isinstance(maps, str)
+        self.maps = MeshMaps(maps) if self._owns else maps
         self._ids: Dict[Ident, int] = {}
         # recover ids from the pinned map, so an agent restart keeps them
         k, v = self.maps.backends.dump()
@@ -599,4 +604,5 @@ class ServiceDatapath(Closing):
         return res
 
     def close(self) -> None:
-        self.maps.close()
+        if self._owns:
+            self.maps.close()

@@ -7,13 +7,17 @@
                     indexers={"app": label_index("app")}).start()
     pods.wait_for_sync(30)
 
-Informers cache plain dicts keyed ``namespace/name``; controllers enqueue
-keys on a WorkQueue and read objects back from the informer's cache.
+Informers cache plain dicts keyed ``namespace/name``. Controllers are
+:class:`Reconciler` s (what they watch, a pure desired state, an applier)
+driven by one :class:`Runner` per process (queue, retries, metrics, Events).
 """
 from .client import api_client, in_cluster
+from .events import EventRecorder
 from .informer import Informer, label_index, namespace_index, node_index, object_key
 from .leader import LeaderElector
+from .reconciler import Desired, ReconcileMetrics, Reconciler, Runner, SyncTimeout
 from .workqueue import ShutDown, WorkQueue, run_workers
 
-__all__ = ["api_client", "in_cluster", "Informer", "label_index", "namespace_index", "node_index",
+__all__ = ["api_client", "in_cluster", "Desired", "EventRecorder", "Informer", "ReconcileMetrics", "Reconciler",
+           "Runner", "SyncTimeout", "label_index", "namespace_index", "node_index",
            "object_key", "LeaderElector", "ShutDown", "WorkQueue", "run_workers"]

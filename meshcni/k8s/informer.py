@@ -86,6 +86,13 @@ class Informer:
     :func:`meshcni.k8s.trim.trim_pod`) maps every listed or watched object
     before it is cached and handed to handlers: caches hold only what is read.
 
+    Health: :attr:`connected` is None until the first list or watch succeeds
+    or fails, then True after a successful list or watch open and False after
+    a failed one (a 410 is not a failure); :attr:`last_error` and
+    :attr:`failing_since` (wall-clock seconds) describe the current failure.
+    ``on_health(informer)`` is called on the informer's thread whenever
+    ``connected`` changes (e.g. to re-evaluate a remote cluster's status).
+
     Handlers run on the informer's thread, one event at a time, in the order
     the server produced them. Cached dicts are shared: treat them as read-only.
     """
@@ -95,7 +102,8 @@ class Informer:
                  indexers: dict[str, IndexFunc] | None = None, backoff: tuple[float, float] = (0.2, 10.0),
                  watch_timeout: float = 300.0, read_timeout: float | None = None, connect_timeout: float = 5.0,
                  page_size: int = 0, name: str | None = None,
-                 transform: Callable[[dict], dict] | None = None):
+                 transform: Callable[[dict], dict] | None = None,
+                 on_health: Callable[[Informer], None] | None = None):
         self._list_fn = list_fn
         # applied to every object before it is cached or handed to a handler (list and watch)
         self._transform = transform
@@ -133,6 +141,10 @@ class Informer:
         self.events = 0            # watch events applied (not bookmarks)
         self.errors = 0            # failed list or watch attempts
         self.last_list_seconds = 0.0
+        self.connected: bool | None = None
+        self.last_error: str | None = None
+        self.failing_since: float | None = None
+        self._on_health = on_health
         self._failures = 0
         self._next_resync = 0.0
         self._watches = 0
@@ -176,6 +188,11 @@ class Informer:
 
     def __exit__(self, *exc):
         self.stop()
+
+    @property
+    def running(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`."""
+        return self._thread is not None
 
     def has_synced(self) -> bool:
         """True once the first list has been delivered to the handlers."""
@@ -240,14 +257,28 @@ class Informer:
                     self._backoff_if_just_listed()
                     continue
                 self.errors += 1
+                self._set_health(False, f"API error {e.status} {e.reason}")
                 log.warning("informer %s: API error %s %s; retrying", self.name, e.status, e.reason)
                 self._sleep_backoff()
             except Exception as e:  # connection refused/reset, timeouts, truncated streams
                 if self._stop.is_set():
                     break
                 self.errors += 1
+                self._set_health(False, f"{type(e).__name__}: {e}")
                 log.warning("informer %s: %s: %s; reconnecting", self.name, type(e).__name__, e)
                 self._sleep_backoff()
+
+    def _set_health(self, ok: bool, error: str | None = None):
+        if ok:
+            self.last_error, self.failing_since = None, None
+        else:
+            self.last_error = error
+            if self.failing_since is None:
+                self.failing_since = time.time()
+        changed = self.connected is not ok
+        self.connected = ok
+        if changed and self._on_health is not None:
+            self._call(self._on_health, self)
 
     def _backoff_if_just_listed(self):
         # a 410 before the first event after a list means the history is shorter than our
@@ -295,6 +326,7 @@ class Informer:
         if self._stop.is_set():
             raise _Stopped()
         self._replace(items, rv)
+        self._set_health(True)
         self._just_listed = True
         self.last_list_seconds = time.monotonic() - t0
         log.debug("informer %s: listed %d objects at %s in %.3fs", self.name, len(items), rv,
@@ -346,6 +378,7 @@ class Informer:
             self._resp = resp
         if self._stop.is_set():
             self._abort_watch()
+        self._set_health(True)
         try:
             for line in _lines(resp):
                 if self._stop.is_set():

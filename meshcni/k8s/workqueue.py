@@ -65,6 +65,17 @@ class WorkQueue:
         self._ready_since.setdefault(key, time.monotonic())
         self._cond.notify()
 
+    def discard(self, key: Hashable):
+        """Take ``key`` out of the queue if it is waiting (not held by a worker, not delayed).
+
+        For a caller about to do that key's work itself, against caches at
+        least as new as whatever queued it.
+        """
+        with self._cond:
+            if key in self._dirty and key not in self._processing:
+                self._dirty.discard(key)
+                self._queue.remove(key)
+
     def add_after(self, key: Hashable, delay: float):
         """Queue ``key`` after ``delay`` seconds (at once if ``delay`` <= 0)."""
         if delay <= 0:

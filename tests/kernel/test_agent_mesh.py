@@ -126,21 +126,25 @@ def test_ready_only_with_mesh_endpoints_in_the_maps_and_changes_follow(cluster):
 
 def test_clusters_status_nodes_reach_the_routes(cluster):
     agent, core, custom, _ = cluster
-    from meshcni.controllers.routes import desired_routes
+    from meshcni.agent.reconcilers import Routes
+    routes_of = Routes(None, "n1").desired  # the routes reconciler on the agent's live caches (routes are off here)
+    clusters = agent.caches["clusters"]
     custom.create_cluster_custom_object(G, V, "clusters", {
         "apiVersion": f"{G}/{V}", "kind": "Cluster", "metadata": {"name": "c2"},
         "spec": {"secret": {"name": "mesh-remote-c2-kubeconfig", "key": "config"}}})
     custom.patch_cluster_custom_object_status(G, V, "clusters", "c2", {"status": {"nodes": [
         {"name": "c2-node1", "addresses": ["172.30.2.10"], "podCIDRs": ["10.245.0.0/24"]},
         {"name": "c2-node2", "addresses": ["172.30.2.11"], "podCIDRs": ["10.244.0.0/25"]}]}})  # overlaps n1's
-    wait(lambda: agent.clusters.list() and (agent.clusters.list()[0].get("status") or {}).get("nodes"),
+    wait(lambda: clusters.list() and (clusters.list()[0].get("status") or {}).get("nodes"),
          what="the Cluster in the agent's cache")
-    routes, problems = desired_routes(agent.nodes.list(), "n1", agent.clusters.list())
+    d = routes_of(agent.caches)
+    routes, problems = d.state, d.problems
     assert routes == {"10.245.0.0/24": "172.30.2.10"}
     assert [(p.kind, p.name, p.field) for p in problems] == [("Cluster", "c2", "status.nodes[1].podCIDRs[0]")]
     # the controller found a CIDR conflict: nothing of c2 is routed
     custom.patch_cluster_custom_object_status(G, V, "clusters", "c2", {"status": {"conditions": [
         {"type": "CIDRConflict", "status": "True", "reason": "PodCIDROverlap", "message": "test",
          "lastTransitionTime": "2026-12-07T00:00:00Z"}]}})
-    wait(lambda: (agent.clusters.list()[0].get("status") or {}).get("conditions"), what="the condition cached")
-    assert desired_routes(agent.nodes.list(), "n1", agent.clusters.list()) == ({}, [])
+    wait(lambda: (clusters.list()[0].get("status") or {}).get("conditions"), what="the condition cached")
+    d = routes_of(agent.caches)
+    assert (d.state, list(d.problems)) == ({}, [])

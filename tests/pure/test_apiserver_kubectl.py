@@ -101,14 +101,15 @@ def test_kubectl_get_apply_get(tmp_path):
         out = kubectl("apply", "-f", str(manifest)).stdout
         assert "service/web created" in out and "cluster.mesh-cni.dev/east created" in out
         out = kubectl("get", "clusters").stdout
-        assert out.split("\n")[0].split() == ["NAME", "SECRET", "READY", "AGE"]
-        assert out.split("\n")[1].split()[:3] == ["east", "east-kubeconfig", "<none>"]
+        assert out.split("\n")[0].split() == ["NAME", "READY", "SERVICES", "ENDPOINTS", "LAST-SYNC", "AGE"]
+        assert out.split("\n")[1].split()[:2] == ["east", "<none>"]
         client.CustomObjectsApi(config.new_client_from_config(config_file=kc)).patch_cluster_custom_object_status(
             "mesh-cni.dev", "v1alpha1", "clusters", "east", {"status": {"conditions": [
                 {"type": "Ready", "status": "True", "reason": "Connected", "message": "",
-                 "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})
+                 "lastTransitionTime": "2026-01-01T00:00:00Z"}], "meshedServices": 2, "remoteEndpoints": 7}})
         out = kubectl("get", "clusters", "-o", "wide").stdout  # printer columns with JSONPath filters
-        assert out.split("\n")[1].split()[:5] == ["east", "east-kubeconfig", "kubeconfig", "True", "Connected"]
+        assert out.split("\n")[1].split()[:8] == ["east", "True", "2", "7", "<none>", "Connected", "east-kubeconfig",
+                                                   "kubeconfig"]
         # kubectl asks for fieldValidation=Strict: a typo is refused, naming the field
         bad = tmp_path / "bad.yaml"
         bad.write_text(MANIFEST.split("---\n")[1].replace("spec:\n", "spec:\n  secrett: {name: x}\n"))

@@ -196,6 +196,20 @@ def test_a_cluster_may_carry_its_own_grace_period():
     assert not schema.validate(rt.schemas["v1alpha1"], cl)
 
 
+def test_remote_mesh_reader_is_read_only_and_only_with_the_mesh():
+    docs, _ = render(PRESETS["multi-cluster"])
+    one(docs, "ServiceAccount", "meshcni-clustermesh-remote")
+    binding = one(docs, "ClusterRoleBinding", "meshcni-clustermesh-remote")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "meshcni-clustermesh-remote", "namespace": NS}]
+    granted = {(g, r): set(rule["verbs"]) for rule in one(docs, "ClusterRole", "meshcni-clustermesh-remote")["rules"]
+               for g in rule["apiGroups"] for r in rule["resources"]}
+    # exactly what meshcni.controller.clustermesh.Remote's four informers list and watch
+    assert granted == {("", "services"): {"list", "watch"}, ("", "namespaces"): {"list", "watch"},
+                       ("", "nodes"): {"list", "watch"}, ("discovery.k8s.io", "endpointslices"): {"list", "watch"}}
+    docs, _ = render({})
+    assert not [d for d in docs if d["metadata"]["name"] == "meshcni-clustermesh-remote"]
+
+
 def test_metrics_services_and_annotations():
     docs, _ = render(PRESETS["metrics"])
     for comp, port in (("agent", 29610), ("controller", 29611)):

@@ -275,6 +275,33 @@ def test_defaults_fill_protocol_and_label_maps(crds):
     assert errs == [] and obj["spec"] == {"id": 16777300, "namespaceLabels": {}, "podLabels": {}}
 
 
+def test_cluster_secret_key_defaults_to_config(crds):
+    obj = yaml.safe_load(EXAMPLES["Cluster"])
+    del obj["spec"]["secret"]["key"]
+    pruned, errs = _admit(crds["Cluster"], obj)
+    assert errs == [] and pruned["spec"]["secret"]["key"] == "config"
+    assert "staleGracePeriodSeconds" not in pruned["spec"]  # no default: the controller's flag decides
+
+
+def test_cluster_and_meshendpoint_status_fields(crds):
+    obj = yaml.safe_load(EXAMPLES["Cluster"])
+    obj["spec"]["staleGracePeriodSeconds"] = 30
+    obj["status"] = {"observedGeneration": 2, "conditions": [_COND], "meshedServices": 3, "remoteEndpoints": 30,
+                     "lastSyncTime": "2026-01-02T03:04:05Z",
+                     "nodes": [{"name": "n1", "addresses": ["172.18.0.3", "fc00::3"],
+                                "podCIDRs": ["10.245.0.0/24", "fd00:245::/64"]}]}
+    pruned, errs = _admit(crds["Cluster"], copy.deepcopy(obj))
+    assert errs == [] and pruned == obj
+    cols = [c["name"] for c in crds["Cluster"]["spec"]["versions"][0]["additionalPrinterColumns"]
+            if not c.get("priority")]
+    assert cols == ["Ready", "Services", "Endpoints", "Last-Sync", "Age"]
+    mep = yaml.safe_load(EXAMPLES["MeshEndpoint"])
+    mep["status"] = {"stale": True, "staleSince": "2026-01-02T03:04:05Z"}
+    pruned, errs = _admit(crds["MeshEndpoint"], copy.deepcopy(mep))
+    assert errs == [] and pruned["status"] == mep["status"]
+    assert "status" in crds["MeshEndpoint"]["spec"]["versions"][0]["subresources"]
+
+
 def test_unknown_fields_are_pruned(crds):
     obj = yaml.safe_load(EXAMPLES["Cluster"])
     obj["spec"]["secret"]["namespace"] = "elsewhere"
@@ -311,7 +338,14 @@ _COND = {"type": "Ready", "status": "True", "reason": "Connected", "message": ""
 BROKEN = [
     # kind, field to change, new value, expected (field, reason)
     ("Cluster", "spec.secret", _DELETE, ("spec.secret", "FieldValueRequired")),
-    ("Cluster", "spec.secret.key", _DELETE, ("spec.secret.key", "FieldValueRequired")),
+    ("Cluster", "spec.staleGracePeriodSeconds", -1, ("spec.staleGracePeriodSeconds", "FieldValueInvalid")),
+    ("Cluster", "spec.staleGracePeriodSeconds", "300", ("spec.staleGracePeriodSeconds", "FieldValueTypeInvalid")),
+    ("Cluster", "status", {"nodes": [{"name": "n", "addresses": ["nope"], "podCIDRs": []}]},
+     ("status.nodes[0].addresses[0]", "FieldValueInvalid")),
+    ("Cluster", "status", {"nodes": [{"name": "n", "addresses": [], "podCIDRs": ["10.0.0.0/33"]}]},
+     ("status.nodes[0].podCIDRs[0]", "FieldValueInvalid")),
+    ("Cluster", "status", {"meshedServices": -1}, ("status.meshedServices", "FieldValueInvalid")),
+    ("Cluster", "status", {"lastSyncTime": "now"}, ("status.lastSyncTime", "FieldValueInvalid")),
     ("Cluster", "spec.secret.name", "Not_A_Name", ("spec.secret.name", "FieldValueInvalid")),
     ("Cluster", "spec.secret.key", "a/b", ("spec.secret.key", "FieldValueInvalid")),
     ("Cluster", "spec.secret.name", 7, ("spec.secret.name", "FieldValueTypeInvalid")),

@@ -377,19 +377,29 @@ def test_controller_rbac_is_what_it_needs_and_no_more():
         ("", "pods"): R, ("", "namespaces"): R,
         ("networking.k8s.io", "networkpolicies"): R,
         # the mesh (issue 17): local Services get MeshEndpoints, Nodes' pod CIDRs the conflict check
-        ("", "services"): R, ("", "nodes"): R,
+        ("", "services"): {"list", "watch"}, ("", "nodes"): {"list", "watch"},
         (GROUP, "identities"): R | W, (GROUP, "cidridentities"): R | W,
-        (GROUP, "meshendpoints"): R | W,
-        # the finalizer mesh-cni.dev/cluster-cleanup is a patch of metadata; status by patch
-        (GROUP, "clusters"): R | {"patch"}, (GROUP, "clusters/status"): {"patch"},
+        # the mesh (controller/clustermesh.py): informers list+watch; the finalizer is a patch of metadata
+        (GROUP, "clusters"): {"list", "watch", "patch"}, (GROUP, "clusters/status"): {"patch"},
+        (GROUP, "meshendpoints"): {"list", "watch", "create", "update", "delete"},
+        (GROUP, "meshendpoints/status"): {"patch"},
         ("", "events"): {"create", "get", "patch"},
     }
     assert set(ns_roles) == {CONTROLLER_NS}
     assert _granted(*ns_roles[CONTROLLER_NS]) == {
-        ("", "secrets"): R,
+        ("", "secrets"): {"list", "watch"},
         # meshcni.k8s.leader: read, create, replace
         ("coordination.k8s.io", "leases"): {"get", "create", "update"},
     }
+
+
+def test_mesh_uses_exactly_what_the_remote_role_grants():
+    # the remote informers of meshcni/controller/clustermesh.Remote, by the client methods they call
+    import inspect
+    from meshcni.controller import clustermesh
+    src = inspect.getsource(clustermesh.Remote.__init__)
+    assert {"list_service_for_all_namespaces", "list_endpoint_slice_for_all_namespaces", "list_namespace",
+            "list_node"} == set(re.findall(r"\.(list_\w+)", src))
 
 
 # ---- kind ------------------------------------------------------------------

@@ -427,6 +427,33 @@ def test_server_restart_on_same_port(tmp_path, informers):
         srv.stop()
 
 
+def test_health_signal_follows_the_server(tmp_path, informers):
+    srv = APIServer(crd_dir=str(CRDS), bookmark_interval=0.2).start()
+    port = int(srv.url.rsplit(":", 1)[1])
+    core = client.CoreV1Api(api_client(srv.write_kubeconfig(str(tmp_path / "kc"))))
+    flips = []
+    inf = Informer(core.list_namespace, backoff=FAST, on_health=lambda i: flips.append(i.connected))
+    assert inf.connected is None and inf.last_error is None
+    informers(inf.start())
+    try:
+        assert inf.wait_for_sync(5)
+        until(lambda: flips == [True], what="connected")
+        t0 = time.time()
+        srv.stop()
+        until(lambda: inf.connected is False, what="disconnected")
+        assert flips == [True, False]
+        assert inf.last_error and t0 - 1 <= inf.failing_since <= time.time()
+        first = inf.failing_since
+        time.sleep(0.4)  # more failed attempts keep the first failure time
+        assert inf.failing_since == first and inf.errors >= 2 and flips == [True, False]
+        srv = APIServer(port=port, crd_dir=str(CRDS), bookmark_interval=0.2).start()
+        until(lambda: inf.connected is True, what="reconnected")
+        assert flips == [True, False, True] and inf.last_error is None and inf.failing_since is None
+    finally:
+        inf.stop()
+        srv.stop()
+
+
 def test_transform_applies_to_list_and_watch(core, ns, informers):
     from meshcni.k8s.trim import trim_pod
     core.create_namespaced_pod(ns, pod("t0"))

@@ -164,3 +164,16 @@ def test_shutdown_wakes_blocked_getters():
     for t in threads:
         t.join(2)
     assert len(ended) == 3 and max(ended) - t0 < 0.5
+
+
+def test_discard_takes_a_waiting_key_out_but_not_a_held_one():
+    q = WorkQueue()
+    for k in ("a", "b", "c"):
+        q.add(k)
+    q.discard("b")
+    q.discard("zzz")  # not there: nothing happens
+    assert [q.get(0), q.get(0)] == ["a", "c"]
+    q.add("a")  # while held: done() queues it again, discard must not lose that
+    q.discard("a")
+    q.done("a")
+    assert q.get(0) == "a"

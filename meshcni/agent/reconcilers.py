@@ -1,0 +1,206 @@
+# SPDX-License-Identifier: MIT OR Apache-2.0
+"""The agent's reconcilers: Services, ipcache + local endpoints, NetworkPolicy, routes.
+
+Each one pairs a pure desired-state function of :mod:`meshcni.controllers`
+with an applier of :mod:`meshcni.datapath`, and keeps what it last applied
+for the agent's local API views and gauges. The :class:`~meshcni.k8s.Runner`
+does the rest (queue, retries, metrics, Events); the names below are the
+``controller`` label of ``meshcni_reconcile_total``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple
+
+from ..controllers.ipcache import ID_HOST, desired_endpoints, desired_ipcache
+from ..controllers.netpol import (DEFAULT_RANK, CompiledPolicy, compile_policies, fail_closed_problems,
+                                  policy_ranks)
+from ..controllers.routes import desired_routes
+from ..controllers.services import ServiceIDs, desired_services, frontend_conflicts, remote_backends
+from ..datapath.endpoints import EndpointDatapath, EndpointRow, IPCacheDatapath
+from ..datapath.policy import PolicyDatapath, PolicyEntry, fit_policy
+from ..datapath.routes import RouteDatapath
+from ..datapath.services import Service, ServiceDatapath
+from ..k8s.reconciler import Desired, Reconciler
+
+POLICY_WATCHES = ("networkpolicies", "pods", "namespaces", "identities", "cidridentities")
+
+
+class Services(Reconciler):
+    """Services + EndpointSlices (+ MeshEndpoints for meshed Services) -> the socket LB's maps.
+
+    A frontend claimed by two Services stays with the first; the other is
+    left out (and logged on every reconcile while the clash lasts). Only
+    MeshEndpoints the controller made count (see
+    :func:`~meshcni.controllers.services.remote_backends`).
+    """
+    name = "services"
+    watches = ("services", "endpointslices", "meshendpoints")
+
+    def __init__(self, datapath: ServiceDatapath, ids: ServiceIDs, metrics, log):
+        self.datapath = datapath
+        self.ids = ids
+        self.metrics = metrics
+        self.log = log
+        self.programmed: List[Service] = []
+
+    def desired(self, caches) -> Desired:
+        # ServiceIDs hands out (and persists) svc_ids for new Services: an id is
+        # part of what is desired, since revnat and affinity entries are keyed by it
+        remote, mesh_problems = remote_backends(caches["meshendpoints"].list())
+        svcs, problems = desired_services(caches["services"].list(), caches["endpointslices"].list(), self.ids,
+                                          remote=remote)
+        problems = mesh_problems + problems
+        conflicts = frontend_conflicts(svcs)
+        dropped = {b for _, b in conflicts}
+        return Desired(([s for s in svcs if s.name not in dropped], conflicts), problems)
+
+    def apply(self, state: Tuple[List[Service], List[Tuple[str, str]]]) -> dict:
+        svcs, conflicts = state
+        for a, b in conflicts:
+            self.log.warning("Service %s: frontend already used by %s; left out", b, a)
+        self.datapath.apply(svcs)
+        self.programmed = svcs
+        backends = sum(len(s.backends) for s in svcs)
+        self.metrics.services.set(len(svcs))
+        self.metrics.backends.set(backends)
+        return {"services": len(svcs), "backends": backends}
+
+    def view(self) -> list:
+        """GET /v1/services: what was programmed last."""
+        return [{"name": s.name, "id": s.svc_id,
+                 "frontends": [f"{f.ip}:{f.port}/{f.proto}" for f in s.frontends],
+                 "backends": [f"{b.ip}:{b.port}" for b in s.backends],
+                 # remote backends only (MeshEndpoints): "ip:port" -> the cluster it lives in
+                 "backendClusters": {f"{b.ip}:{b.port}": c for b, c in (s.clusters or {}).items()},
+                 "affinityTimeout": s.affinity_timeout} for s in self.programmed]
+
+
+@dataclass
+class IPCacheState:
+    prefixes: Dict[str, int]        # cidr -> identity
+    endpoints: List[EndpointRow]    # this node's pods, by host veth
+    collisions: int                 # sets of overlapping CIDRIdentities given an atom id
+
+
+class IPCache(Reconciler):
+    """Pod IPs, node IPs and CIDR identities -> mc_ipcache; this node's endpoints -> mc_endpoints.
+
+    ``local_endpoints()`` returns the CNI plugin's endpoint records (the
+    local API's table); the agent kicks this reconciler when they change.
+    """
+    name = "ipcache"
+    watches = ("nodes", "pods", "namespaces", "identities", "cidridentities")
+
+    def __init__(self, ipcache: IPCacheDatapath, endpoints: EndpointDatapath, node_name: str,
+                 local_endpoints: Callable[[], List[dict]], metrics):
+        self.ipcache = ipcache
+        self.endpoints = endpoints
+        self.node_name = node_name
+        self.local_endpoints = local_endpoints
+        self.metrics = metrics
+        self.size = 0
+
+    def desired(self, caches) -> Desired:
+        pods, nss, ids = caches["pods"].list(), caches["namespaces"].list(), caches["identities"].list()
+        want, problems, collisions = desired_ipcache(pods, nss, ids, caches["cidridentities"].list(),
+                                                     caches["nodes"].list(), self.node_name)
+        eps = desired_endpoints(self.local_endpoints(), pods, nss, ids)
+        return Desired(IPCacheState(want, eps, collisions), problems)
+
+    def apply(self, state: IPCacheState) -> dict:
+        self.metrics.ipcache_collisions.set(state.collisions)
+        self.ipcache.apply(state.prefixes)
+        self.endpoints.apply(state.endpoints)
+        self.size = len(state.prefixes)
+        self.metrics.ipcache.set(self.size)
+        return {"prefixes": self.size, "endpoints": len(state.endpoints)}
+
+
+@dataclass
+class PolicyState:
+    compiled: CompiledPolicy
+    entries: List[PolicyEntry]                 # what fits mc_policy
+    enforced: List[Tuple[int, int]]
+    closed: List[Tuple[int, int]]              # (identity, direction) failing closed: their policy did not fit
+
+
+def _direction(d: int) -> str:
+    return "ingress" if d == 0 else "egress"
+
+
+class Policy(Reconciler):
+    """NetworkPolicies -> mc_policy + mc_enforce.
+
+    A desired policy larger than the map fails *closed* for the endpoints
+    that do not fit (:func:`~meshcni.datapath.policy.fit_policy`): whole
+    (identity, direction) groups are taken by their pods'
+    ``mesh-cni.dev/policy-priority`` (highest first), then age (oldest pod
+    first), then size, and programmed while they fit; the rest keep only
+    the allow from their own node and deny everything else. That is logged
+    as an error naming them, counted (outcome ``map_full``,
+    ``meshcni_policy_fail_closed``), reported with a ``PolicyFailClosed``
+    Event on every affected pod, and re-evaluated on every change.
+    """
+    name = "policy"
+    watches = POLICY_WATCHES
+
+    def __init__(self, datapath: PolicyDatapath, metrics, capacity: Optional[int] = None):
+        self.datapath = datapath
+        # rows this agent may use in mc_policy (default: all of it)
+        self.capacity = min(capacity or datapath.policy.spec.max_entries, datapath.policy.spec.max_entries)
+        self.metrics = metrics
+        self.stats: dict = {}
+        self.detail: dict = {}
+
+    def desired(self, caches) -> Desired:
+        # compile_policies takes them in this order
+        compiled = compile_policies(*(caches[n].list() for n in POLICY_WATCHES))
+        entries, enforced, closed = fit_policy(compiled.entries, compiled.enforced, self.capacity, ID_HOST)
+        problems = compiled.problems
+        full = ""
+        if closed:
+            # the map is full: which groups keep their policy is decided by priority and age
+            # (only then: the ranks cost a pass over every pod)
+            ranks = policy_ranks(caches["pods"].list(), caches["namespaces"].list(), caches["identities"].list())
+            entries, enforced, closed = fit_policy(compiled.entries, compiled.enforced, self.capacity, ID_HOST,
+                                                   rank=ranks.rank, default_rank=DEFAULT_RANK)
+            problems = problems + ranks.problems + fail_closed_problems(closed, ranks, self.capacity)
+            full = (f"{len(compiled.entries)} entries do not fit mc_policy ({self.capacity} rows): failing closed "
+                    f"for {len(closed)} (identity, direction): "
+                    + ", ".join(f"{i}/{_direction(d)}" for i, d in closed[:20]))
+        return Desired(PolicyState(compiled, entries, enforced, closed), problems, map_full=full)
+
+    def apply(self, state: PolicyState) -> dict:
+        c = state.compiled
+        self.metrics.fail_closed.set(len(state.closed))
+        rp, _ = self.datapath.apply(state.entries, state.enforced)
+        self.metrics.policy_entries.set(len(c.entries))
+        self.metrics.enforced.set(len(c.enforced))
+        self.stats = {"entries": len(c.entries), "enforced": len(c.enforced), "failClosed": len(state.closed)}
+        self.detail = {"perPolicy": c.stats["per_policy"],
+                       "perIdentity": {str(k): v for k, v in c.stats["per_identity"].items()},
+                       "failClosed": [{"identity": i, "direction": _direction(d)} for i, d in state.closed],
+                       "rows": rp.added + rp.changed + rp.unchanged, "capacity": self.capacity}
+        return dict(self.stats)
+
+    def view(self) -> dict:
+        """GET /v1/policy: what the compiler produced, per policy and per identity (map size watch)."""
+        return {**self.stats, **self.detail}
+
+
+class Routes(Reconciler):
+    """Nodes and remote Clusters' ``status.nodes`` -> routes to their pod CIDRs in the node's network namespace."""
+    name = "routes"
+    watches = ("nodes", "clusters")
+
+    def __init__(self, datapath: RouteDatapath, node_name: str):
+        self.datapath = datapath
+        self.node_name = node_name
+
+    def desired(self, caches) -> Desired:
+        want, problems = desired_routes(caches["nodes"].list(), self.node_name, caches["clusters"].list())
+        return Desired(want, problems)
+
+    def apply(self, state: Dict[str, str]) -> dict:
+        return self.datapath.apply(state)

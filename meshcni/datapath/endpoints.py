@@ -1,0 +1,48 @@
+# SPDX-License-Identifier: MIT OR Apache-2.0
+"""The node's local endpoint map and ipcache, each reconciled to a desired state.
+
+``mc_endpoints`` (host veth ifindex -> pod address, identity, netns cookie)
+is how the tc programs know which pod a packet belongs to; ``mc_ipcache``
+(LPM: prefix -> identity) is how they know the peer. Both are written only
+here, through the node's one set of map handles (:class:`~meshcni.datapath.node.NodeMaps`),
+so the ipcache's ``cache=True`` reconcile never diffs against a stale view.
+"""
+from __future__ import annotations
+
+from typing import Dict, Iterable, Tuple
+
+import numpy as np
+
+from ..bpf import BpfMap
+from ..bpf.typed import IPCacheMap
+from ..cidr import unified_addr
+
+EndpointRow = Tuple[int, str, int, int]  # (host ifindex, pod IP, identity, netns cookie)
+
+
+class EndpointDatapath:
+    def __init__(self, endpoints: BpfMap):
+        self.map = endpoints
+
+    def apply(self, rows: Iterable[EndpointRow]) -> Dict[str, int]:
+        rows = list(rows)
+        m = self.map
+        k = np.zeros(len(rows), m.key_dtype)
+        v = np.zeros(len(rows), m.value_dtype)
+        for i, (ifindex, ip, ident, cookie) in enumerate(rows):
+            k[i]["ifindex"] = ifindex
+            v[i]["addr"] = np.frombuffer(unified_addr(ip), np.uint8)
+            v[i]["identity"], v[i]["netns_cookie"] = ident, cookie
+        r = m.reconcile(k, v)
+        return {"endpoints": len(rows), "writes": r.writes}
+
+
+class IPCacheDatapath:
+    def __init__(self, ipcache: IPCacheMap):
+        self.map = ipcache
+
+    def apply(self, prefixes: Dict[str, int]) -> Dict[str, int]:
+        """Make the trie hold exactly ``{cidr: identity}``. Diffs against what it last wrote:
+        this object is the map's only writer."""
+        r = self.map.reconcile_prefixes(prefixes, cache=True)
+        return {"prefixes": len(prefixes), "writes": r.writes}

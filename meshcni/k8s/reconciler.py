@@ -1,0 +1,270 @@
+# SPDX-License-Identifier: MIT OR Apache-2.0
+"""One shape for every controller: a :class:`Reconciler`, and the :class:`Runner` that drives them.
+
+A reconciler is what it watches, a pure function from the informers' caches
+to a desired state, and an applier::
+
+    class Routes(Reconciler):
+        name = "routes"                      # metrics label and queue key
+        watches = ("nodes",)                 # informers whose events enqueue it
+        def desired(self, caches):           # PURE: reads caches only
+            want, problems = desired_routes(caches["nodes"].list(), self.node)
+            return Desired(want, problems)
+        def apply(self, state):              # the only side effects
+            return self.datapath.apply(state)
+
+The :class:`Runner` gives all of them the rest, the same way:
+
+- it starts the informers it was given that are not running yet and waits
+  until every one has listed: nothing is decided on a partial cache (a
+  partial Service cache would remove live backends);
+- it runs every reconciler once, in order, before :meth:`Runner.start`
+  returns, so a process that turns ready after ``start`` is ready only after
+  the first reconcile of everything (a failure there is raised);
+- then one :class:`~meshcni.k8s.workqueue.WorkQueue` keyed by reconciler
+  name: an informer event enqueues every reconciler watching that informer,
+  so a burst of events costs one reconcile per reconciler; :meth:`Runner.kick`
+  enqueues one by hand;
+- every run is timed and counted (``meshcni_reconcile_total{controller,
+  outcome}`` with outcome ``ok``, ``error`` or ``map_full``,
+  ``meshcni_reconcile_seconds{controller}``); problems are reported through
+  the :class:`~meshcni.k8s.events.EventRecorder` once per problem while they
+  last and counted (``meshcni_bad_input_total{kind}``);
+- a run that raised is retried with per-reconciler exponential backoff
+  (``base_delay * 2**n``, at most ``max_delay`` seconds); a success resets it.
+  A :class:`~meshcni.errors.MapFullError` is outcome ``map_full``: the
+  applier keeps what the map held, and the run is retried like any failure;
+- ``gate`` (a callable or a ``threading.Event``) closes the runner: while it
+  is false nothing runs and dequeued work is dropped, and whoever opens it
+  calls :meth:`Runner.kick_all` (the controller process runs its reconcilers
+  only while it holds the leader lease).
+
+``apply`` returns a small dict of stats (or None): it is logged, kept in
+:attr:`Runner.last` for status views, and its ``requeueAfter`` key (seconds),
+if present, queues the reconciler again after that long (for time-based
+work such as a garbage-collection grace period).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from ..errors import MapFullError
+from .workqueue import WorkQueue, run_workers
+
+log = logging.getLogger("meshcni.k8s.reconciler")
+
+REQUEUE_AFTER = "requeueAfter"  # key of apply()'s stats: run again after this many seconds
+OUTCOMES = ("ok", "error", "map_full")
+
+
+@dataclass
+class Desired:
+    """What a reconciler wants, computed from the caches alone.
+
+    ``state`` is whatever its ``apply`` takes. ``problems`` are the bad
+    objects left out (:class:`meshcni.controllers.services.Problem`: kind,
+    namespace, name, field, message); the runner reports them. ``map_full``,
+    when set, says the desired state did not fit a map and what was done
+    about it (e.g. policy failing closed for some endpoints): the runner logs
+    it as an error and counts outcome ``map_full``, and still applies
+    ``state`` (which is what did fit).
+    """
+    state: object
+    problems: Sequence = ()
+    map_full: str = ""
+
+
+class Reconciler:
+    """Base class (duck typing works as well): ``name``, ``watches``, ``desired``, ``apply``."""
+
+    name: str = ""
+    watches: tuple = ()
+
+    def desired(self, caches: Mapping[str, object]) -> Desired:
+        """Pure: read ``caches[name].list()`` / ``.get(key)`` and return the desired state."""
+        raise NotImplementedError
+
+    def apply(self, state) -> Optional[dict]:
+        """Make the world (kernel maps, netlink, the API) hold ``state``; small stats or None."""
+        raise NotImplementedError
+
+
+class ReconcileMetrics:
+    """The runner's metrics in a prometheus-client registry (a private one when None).
+
+    Subclass to count more (the controller process also keeps its older
+    ``meshcni_controller_*`` counters through :meth:`observe` and :meth:`bad_input`).
+    """
+
+    def __init__(self, registry=None):
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.reconciles = Counter("meshcni_reconcile_total", "reconciles by controller and outcome",
+                                  ["controller", "outcome"], registry=self.registry)
+        self.duration = Histogram("meshcni_reconcile_seconds", "reconcile duration by controller", ["controller"],
+                                  registry=self.registry)
+        self.problems = Counter("meshcni_bad_input_total", "objects left out for bad input, by kind",
+                                ["kind"], registry=self.registry)
+
+    def observe(self, controller: str, outcome: str, seconds: Optional[float] = None) -> None:
+        self.reconciles.labels(controller, outcome).inc()
+        if seconds is not None:
+            self.duration.labels(controller).observe(seconds)
+
+    def bad_input(self, problem) -> None:
+        self.problems.labels(problem.kind).inc()
+
+
+class SyncTimeout(RuntimeError):
+    """An informer did not deliver its first list in time."""
+
+    def __init__(self, informer: str, timeout: float):
+        super().__init__(f"informer {informer}: no initial list within {timeout} s")
+        self.informer = informer
+
+
+Gate = Union[Callable[[], bool], threading.Event, None]
+
+
+class Runner:
+    """Drives ``reconcilers`` over the informers in ``caches`` (see the module doc).
+
+    ``caches`` maps the names reconcilers use in ``watches`` and ``desired``
+    to informers; the runner starts those not yet running and stops those it
+    started. ``events`` is the process's :class:`~meshcni.k8s.events.EventRecorder`;
+    ``metrics`` a :class:`ReconcileMetrics`, or a registry to create one in.
+    ``workers`` threads share the queue; one reconciler never runs twice at once.
+    """
+
+    def __init__(self, name: str, caches: Mapping[str, object], reconcilers: Iterable, events,
+                 metrics=None, *, gate: Gate = None, workers: int = 1, sync_timeout: float = 60.0,
+                 base_delay: float = 0.005, max_delay: float = 1000.0):
+        self.name = name
+        self.caches = dict(caches)
+        self.reconcilers: List = list(reconcilers)
+        self.events = events
+        self.metrics = metrics if isinstance(metrics, ReconcileMetrics) else ReconcileMetrics(metrics)
+        self._gate = gate.is_set if isinstance(gate, threading.Event) else gate
+        self.workers = workers
+        self.sync_timeout = sync_timeout
+        self.queue = WorkQueue(base_delay=base_delay, max_delay=max_delay, name=name)
+        self.last: Dict[str, dict] = {}  # reconciler -> stats of its last successful run (+ seconds, at)
+        self._by_name: Dict[str, object] = {}
+        watchers: Dict[str, List[str]] = {}
+        for r in self.reconcilers:
+            if not r.name or r.name in self._by_name:
+                raise ValueError(f"runner {name}: reconciler name {r.name!r} is empty or used twice")
+            self._by_name[r.name] = r
+            for w in r.watches:
+                if w not in self.caches:
+                    raise ValueError(f"runner {name}: reconciler {r.name} watches {w!r}, which is not in the "
+                                     f"caches ({', '.join(sorted(self.caches))})")
+                watchers.setdefault(w, []).append(r.name)
+        self._watchers = watchers
+        self._started: List = []   # informers this runner started (and stops)
+        self._threads: List[threading.Thread] = []
+        for cache, names in watchers.items():
+            def enqueue(*_, names=tuple(names)):
+                for n in names:
+                    self.queue.add(n)
+            self.caches[cache].add_handler(enqueue, enqueue, enqueue)
+
+    # -- lifecycle --
+
+    def start(self) -> "Runner":
+        """Start and sync the informers, run every reconciler once (if the gate is open), start the workers.
+
+        Raises :class:`SyncTimeout` when an informer does not list within
+        ``sync_timeout`` seconds, and whatever a first run raised.
+        """
+        for inf in self.caches.values():
+            if not inf.running:
+                inf.start()
+                self._started.append(inf)
+        for cache, inf in self.caches.items():
+            if not inf.wait_for_sync(self.sync_timeout):
+                raise SyncTimeout(getattr(inf, "name", cache), self.sync_timeout)
+        log.info("%s: informers synced: %s", self.name, ", ".join(f"{len(inf)} {c}" for c, inf in self.caches.items()))
+        if self.open():
+            for r in self.reconcilers:
+                # the events of the initial list queued it; this run reads the complete caches
+                self.queue.discard(r.name)
+                self.run_once(r.name)
+        self._threads = run_workers(self.queue, self._work, self.workers, name=self.name)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the workers (waiting up to ``timeout`` s for a run in flight) and the informers it started."""
+        self.queue.shutdown()
+        for t in self._threads:
+            t.join(timeout)
+        for inf in self._started:
+            inf.stop()
+        self._started = []
+
+    def open(self) -> bool:
+        """Whether the gate lets reconcilers run now."""
+        return self._gate is None or bool(self._gate())
+
+    @property
+    def synced(self) -> bool:
+        return all(inf.has_synced() for inf in self.caches.values())
+
+    # -- work --
+
+    def kick(self, name: str, after: float = 0.0) -> None:
+        """Queue reconciler ``name`` (after ``after`` seconds)."""
+        if name not in self._by_name:
+            raise KeyError(f"runner {self.name}: no reconciler {name!r}")
+        self.queue.add_after(name, after)
+
+    def kick_all(self) -> None:
+        for r in self.reconcilers:
+            self.queue.add(r.name)
+
+    def _work(self, name: str) -> None:
+        if not self.open():
+            return  # whoever opens the gate kicks everything
+        self.run_once(name)  # run_workers retries a failure with backoff, forgets it on success
+
+    def run_once(self, name: str) -> dict:
+        """Run reconciler ``name`` now, on this thread: desired, report, apply, count. Raises its failure.
+
+        :meth:`start` uses it for the first run; afterwards the workers call
+        it, and a direct call may overlap one of theirs.
+        """
+        r = self._by_name[name]
+        t0 = time.perf_counter()
+        try:
+            d = r.desired(self.caches)
+            for p in self.events.report(name, d.problems):
+                self.metrics.bad_input(p)
+            if d.map_full:
+                self.metrics.observe(name, "map_full")
+                log.error("%s: %s", name, d.map_full)
+            stats = r.apply(d.state) or {}
+        except MapFullError as e:
+            self.metrics.observe(name, "map_full")
+            log.error("%s: %s (existing entries kept)", name, e)
+            raise
+        except Exception:
+            self.metrics.observe(name, "error")
+            raise
+        dt = time.perf_counter() - t0
+        self.metrics.observe(name, "ok", dt)
+        after = stats.get(REQUEUE_AFTER)
+        if after is not None:
+            self.queue.add_after(name, after)
+        self.last[name] = {**stats, "seconds": round(dt, 4), "at": time.time()}
+        shown = ", ".join(f"{k} {v}" for k, v in stats.items()
+                          if k != REQUEUE_AFTER and not isinstance(v, (dict, list)))
+        log.info("%s reconciled in %.1f ms%s", name, dt * 1000, f": {shown}" if shown else "")
+        return self.last[name]
+
+
+__all__ = ["Desired", "Reconciler", "ReconcileMetrics", "Runner", "SyncTimeout", "REQUEUE_AFTER"]
