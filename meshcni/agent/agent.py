@@ -9,8 +9,9 @@ Bring-up, in order (each step logged):
 3. the local API on the unix socket, endpoints restored from the plugin's records;
 4. the CNI plugin and its conflist (datapath required, agentSocket set);
 5. informers, and one :class:`~meshcni.k8s.Runner` over the reconcilers of
-   :mod:`meshcni.agent.reconcilers` (Services, ipcache + endpoints,
-   NetworkPolicy, routes): nothing is written before every informer has
+   :mod:`meshcni.agent.reconcilers` (Services with the managed MeshEndpoints
+   of meshed ones, ipcache + endpoints, NetworkPolicy, routes to the other
+   nodes and to the remote clusters' nodes): nothing is written before every informer has
    listed (a partial cache must never remove a live backend), and every
    reconciler has run once before
 6. ready: /readyz turns 200 and the startup taint ``mesh-cni.dev/startup``
@@ -49,7 +50,7 @@ from .reconcilers import IPCache, Policy, Routes, Services
 
 log = logging.getLogger("meshcni.agent")
 STARTUP_TAINT = "mesh-cni.dev/startup"
-CRD_INFORMERS = ("identities", "cidridentities")
+CRD_INFORMERS = ("identities", "cidridentities", "meshendpoints", "clusters")
 
 
 def event_reason(problem) -> str:
@@ -113,7 +114,11 @@ def make_informers(api) -> List[Informer]:
             Informer(custom.list_cluster_custom_object, "mesh-cni.dev", "v1alpha1", "identities", name="identities"),
             Informer(custom.list_cluster_custom_object, "mesh-cni.dev", "v1alpha1", "cidridentities",
                      name="cidridentities"),
-            Informer(net.list_network_policy_for_all_namespaces, name="networkpolicies")]
+            Informer(net.list_network_policy_for_all_namespaces, name="networkpolicies"),
+            # the mesh: remote backends and remote nodes, both written by the controller (never a Secret here)
+            Informer(custom.list_cluster_custom_object, "mesh-cni.dev", "v1alpha1", "meshendpoints",
+                     name="meshendpoints"),
+            Informer(custom.list_cluster_custom_object, "mesh-cni.dev", "v1alpha1", "clusters", name="clusters")]
 
 
 def pod_ip_names(pods) -> Dict[str, str]:

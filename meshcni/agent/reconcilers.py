@@ -16,7 +16,7 @@ from ..controllers.ipcache import ID_HOST, desired_endpoints, desired_ipcache
 from ..controllers.netpol import (DEFAULT_RANK, CompiledPolicy, compile_policies, fail_closed_problems,
                                   policy_ranks)
 from ..controllers.routes import desired_routes
-from ..controllers.services import ServiceIDs, desired_services, frontend_conflicts
+from ..controllers.services import ServiceIDs, desired_services, frontend_conflicts, remote_backends
 from ..datapath.endpoints import EndpointDatapath, EndpointRow, IPCacheDatapath
 from ..datapath.policy import PolicyDatapath, PolicyEntry, fit_policy
 from ..datapath.routes import RouteDatapath
@@ -27,13 +27,15 @@ POLICY_WATCHES = ("networkpolicies", "pods", "namespaces", "identities", "cidrid
 
 
 class Services(Reconciler):
-    """Services + EndpointSlices -> the socket LB's maps.
+    """Services + EndpointSlices (+ MeshEndpoints for meshed Services) -> the socket LB's maps.
 
     A frontend claimed by two Services stays with the first; the other is
-    left out (and logged on every reconcile while the clash lasts).
+    left out (and logged on every reconcile while the clash lasts). Only
+    MeshEndpoints the controller made count (see
+    :func:`~meshcni.controllers.services.remote_backends`).
     """
     name = "services"
-    watches = ("services", "endpointslices")
+    watches = ("services", "endpointslices", "meshendpoints")
 
     def __init__(self, datapath: ServiceDatapath, ids: ServiceIDs, metrics, log):
         self.datapath = datapath
@@ -45,7 +47,10 @@ class Services(Reconciler):
     def desired(self, caches) -> Desired:
         # ServiceIDs hands out (and persists) svc_ids for new Services: an id is
         # part of what is desired, since revnat and affinity entries are keyed by it
-        svcs, problems = desired_services(caches["services"].list(), caches["endpointslices"].list(), self.ids)
+        remote, mesh_problems = remote_backends(caches["meshendpoints"].list())
+        svcs, problems = desired_services(caches["services"].list(), caches["endpointslices"].list(), self.ids,
+                                          remote=remote)
+        problems = mesh_problems + problems
         conflicts = frontend_conflicts(svcs)
         dropped = {b for _, b in conflicts}
         return Desired(([s for s in svcs if s.name not in dropped], conflicts), problems)
@@ -66,6 +71,8 @@ class Services(Reconciler):
         return [{"name": s.name, "id": s.svc_id,
                  "frontends": [f"{f.ip}:{f.port}/{f.proto}" for f in s.frontends],
                  "backends": [f"{b.ip}:{b.port}" for b in s.backends],
+                 # remote backends only (MeshEndpoints): "ip:port" -> the cluster it lives in
+                 "backendClusters": {f"{b.ip}:{b.port}": c for b, c in (s.clusters or {}).items()},
                  "affinityTimeout": s.affinity_timeout} for s in self.programmed]
 
 
@@ -183,16 +190,16 @@ class Policy(Reconciler):
 
 
 class Routes(Reconciler):
-    """Nodes -> routes to the other nodes' pod CIDRs in the node's network namespace."""
+    """Nodes and remote Clusters' ``status.nodes`` -> routes to their pod CIDRs in the node's network namespace."""
     name = "routes"
-    watches = ("nodes",)
+    watches = ("nodes", "clusters")
 
     def __init__(self, datapath: RouteDatapath, node_name: str):
         self.datapath = datapath
         self.node_name = node_name
 
     def desired(self, caches) -> Desired:
-        want, problems = desired_routes(caches["nodes"].list(), self.node_name)
+        want, problems = desired_routes(caches["nodes"].list(), self.node_name, caches["clusters"].list())
         return Desired(want, problems)
 
     def apply(self, state: Dict[str, str]) -> dict:
