@@ -9,8 +9,9 @@ Bring-up, in order (each step logged):
 3. the local API on the unix socket, endpoints restored from the plugin's records;
 4. the CNI plugin and its conflist (datapath required, agentSocket set);
 5. informers, and one :class:`~meshcni.k8s.Runner` over the reconcilers of
-   :mod:`meshcni.agent.reconcilers` (Services, ipcache + endpoints,
-   NetworkPolicy, routes): nothing is written before every informer has
+   :mod:`meshcni.agent.reconcilers` (Services with the managed MeshEndpoints
+   of meshed ones, ipcache + endpoints, NetworkPolicy, routes to the other
+   nodes and to the remote clusters' nodes): nothing is written before every informer has
    listed (a partial cache must never remove a live backend), and every
    reconciler has run once before
 6. ready: /readyz turns 200 and the startup taint ``mesh-cni.dev/startup``
@@ -35,19 +36,26 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from ..cni import endpoints as cni_endpoints
 from ..cni.install import install, shim_binary
+from ..controllers.netpol import FAIL_CLOSED_FIELD
 from ..controllers.services import ServiceIDs
 from ..datapath.node import NodeDatapath
 from ..datapath.routes import RouteDatapath
 from .. import health
 from ..health import HealthServer
 from ..k8s import EventRecorder, Informer, ReconcileMetrics, Runner, SyncTimeout, api_client
+from ..k8s.events import DEFAULT_REASON
 from ..k8s.trim import trim_endpointslice, trim_pod, trim_service
 from .localapi import LocalAPI
 from .reconcilers import IPCache, Policy, Routes, Services
 
 log = logging.getLogger("meshcni.agent")
 STARTUP_TAINT = "mesh-cni.dev/startup"
-CRD_INFORMERS = ("identities", "cidridentities")
+CRD_INFORMERS = ("identities", "cidridentities", "meshendpoints", "clusters")
+
+
+def event_reason(problem) -> str:
+    """The Event reason of an agent problem: a pod whose policy failed closed, or bad input."""
+    return "PolicyFailClosed" if problem.field == FAIL_CLOSED_FIELD else DEFAULT_REASON
 
 
 @dataclass
@@ -106,7 +114,11 @@ def make_informers(api) -> List[Informer]:
             Informer(custom.list_cluster_custom_object, "mesh-cni.dev", "v1alpha1", "identities", name="identities"),
             Informer(custom.list_cluster_custom_object, "mesh-cni.dev", "v1alpha1", "cidridentities",
                      name="cidridentities"),
-            Informer(net.list_network_policy_for_all_namespaces, name="networkpolicies")]
+            Informer(net.list_network_policy_for_all_namespaces, name="networkpolicies"),
+            # the mesh: remote backends and remote nodes, both written by the controller (never a Secret here)
+            Informer(custom.list_cluster_custom_object, "mesh-cni.dev", "v1alpha1", "meshendpoints",
+                     name="meshendpoints"),
+            Informer(custom.list_cluster_custom_object, "mesh-cni.dev", "v1alpha1", "clusters", name="clusters")]
 
 
 def pod_ip_names(pods) -> Dict[str, str]:
@@ -169,7 +181,7 @@ class Agent:
         self._install_cni()
 
         self.caches = {i.name: i for i in make_informers(self.api)}
-        events = EventRecorder(self.core, "meshcni-agent", cfg.node_name, host=cfg.node_name)
+        events = EventRecorder(self.core, "meshcni-agent", cfg.node_name, host=cfg.node_name, reason=event_reason)
         self.runner = Runner("agent", self.caches, reconcilers, events, m.reconcile, sync_timeout=cfg.sync_timeout)
         try:
             self.runner.start()  # every reconciler ran once on complete caches

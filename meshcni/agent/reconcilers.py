@@ -10,12 +10,13 @@ does the rest (queue, retries, metrics, Events); the names below are the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from ..controllers.ipcache import ID_HOST, desired_endpoints, desired_ipcache
-from ..controllers.netpol import CompiledPolicy, compile_policies
+from ..controllers.netpol import (DEFAULT_RANK, CompiledPolicy, compile_policies, fail_closed_problems,
+                                  policy_ranks)
 from ..controllers.routes import desired_routes
-from ..controllers.services import ServiceIDs, desired_services, frontend_conflicts
+from ..controllers.services import ServiceIDs, desired_services, frontend_conflicts, remote_backends
 from ..datapath.endpoints import EndpointDatapath, EndpointRow, IPCacheDatapath
 from ..datapath.policy import PolicyDatapath, PolicyEntry, fit_policy
 from ..datapath.routes import RouteDatapath
@@ -26,13 +27,15 @@ POLICY_WATCHES = ("networkpolicies", "pods", "namespaces", "identities", "cidrid
 
 
 class Services(Reconciler):
-    """Services + EndpointSlices -> the socket LB's maps.
+    """Services + EndpointSlices (+ MeshEndpoints for meshed Services) -> the socket LB's maps.
 
     A frontend claimed by two Services stays with the first; the other is
-    left out (and logged on every reconcile while the clash lasts).
+    left out (and logged on every reconcile while the clash lasts). Only
+    MeshEndpoints the controller made count (see
+    :func:`~meshcni.controllers.services.remote_backends`).
     """
     name = "services"
-    watches = ("services", "endpointslices")
+    watches = ("services", "endpointslices", "meshendpoints")
 
     def __init__(self, datapath: ServiceDatapath, ids: ServiceIDs, metrics, log):
         self.datapath = datapath
@@ -44,7 +47,10 @@ class Services(Reconciler):
     def desired(self, caches) -> Desired:
         # ServiceIDs hands out (and persists) svc_ids for new Services: an id is
         # part of what is desired, since revnat and affinity entries are keyed by it
-        svcs, problems = desired_services(caches["services"].list(), caches["endpointslices"].list(), self.ids)
+        remote, mesh_problems = remote_backends(caches["meshendpoints"].list())
+        svcs, problems = desired_services(caches["services"].list(), caches["endpointslices"].list(), self.ids,
+                                          remote=remote)
+        problems = mesh_problems + problems
         conflicts = frontend_conflicts(svcs)
         dropped = {b for _, b in conflicts}
         return Desired(([s for s in svcs if s.name not in dropped], conflicts), problems)
@@ -65,6 +71,8 @@ class Services(Reconciler):
         return [{"name": s.name, "id": s.svc_id,
                  "frontends": [f"{f.ip}:{f.port}/{f.proto}" for f in s.frontends],
                  "backends": [f"{b.ip}:{b.port}" for b in s.backends],
+                 # remote backends only (MeshEndpoints): "ip:port" -> the cluster it lives in
+                 "backendClusters": {f"{b.ip}:{b.port}": c for b, c in (s.clusters or {}).items()},
                  "affinityTimeout": s.affinity_timeout} for s in self.programmed]
 
 
@@ -126,17 +134,21 @@ class Policy(Reconciler):
 
     A desired policy larger than the map fails *closed* for the endpoints
     that do not fit (:func:`~meshcni.datapath.policy.fit_policy`): whole
-    (identity, direction) groups are programmed smallest first; the rest
-    keep only the allow from their own node and deny everything else. That
-    is logged as an error naming them and counted (outcome ``map_full``,
-    ``meshcni_policy_fail_closed``), and re-evaluated on every change.
+    (identity, direction) groups are taken by their pods'
+    ``mesh-cni.dev/policy-priority`` (highest first), then age (oldest pod
+    first), then size, and programmed while they fit; the rest keep only
+    the allow from their own node and deny everything else. That is logged
+    as an error naming them, counted (outcome ``map_full``,
+    ``meshcni_policy_fail_closed``), reported with a ``PolicyFailClosed``
+    Event on every affected pod, and re-evaluated on every change.
     """
     name = "policy"
     watches = POLICY_WATCHES
 
-    def __init__(self, datapath: PolicyDatapath, metrics):
+    def __init__(self, datapath: PolicyDatapath, metrics, capacity: Optional[int] = None):
         self.datapath = datapath
-        self.capacity = datapath.policy.spec.max_entries
+        # rows this agent may use in mc_policy (default: all of it)
+        self.capacity = min(capacity or datapath.policy.spec.max_entries, datapath.policy.spec.max_entries)
         self.metrics = metrics
         self.stats: dict = {}
         self.detail: dict = {}
@@ -145,12 +157,19 @@ class Policy(Reconciler):
         # compile_policies takes them in this order
         compiled = compile_policies(*(caches[n].list() for n in POLICY_WATCHES))
         entries, enforced, closed = fit_policy(compiled.entries, compiled.enforced, self.capacity, ID_HOST)
+        problems = compiled.problems
         full = ""
         if closed:
+            # the map is full: which groups keep their policy is decided by priority and age
+            # (only then: the ranks cost a pass over every pod)
+            ranks = policy_ranks(caches["pods"].list(), caches["namespaces"].list(), caches["identities"].list())
+            entries, enforced, closed = fit_policy(compiled.entries, compiled.enforced, self.capacity, ID_HOST,
+                                                   rank=ranks.rank, default_rank=DEFAULT_RANK)
+            problems = problems + ranks.problems + fail_closed_problems(closed, ranks, self.capacity)
             full = (f"{len(compiled.entries)} entries do not fit mc_policy ({self.capacity} rows): failing closed "
                     f"for {len(closed)} (identity, direction): "
                     + ", ".join(f"{i}/{_direction(d)}" for i, d in closed[:20]))
-        return Desired(PolicyState(compiled, entries, enforced, closed), compiled.problems, map_full=full)
+        return Desired(PolicyState(compiled, entries, enforced, closed), problems, map_full=full)
 
     def apply(self, state: PolicyState) -> dict:
         c = state.compiled
@@ -171,16 +190,16 @@ class Policy(Reconciler):
 
 
 class Routes(Reconciler):
-    """Nodes -> routes to the other nodes' pod CIDRs in the node's network namespace."""
+    """Nodes and remote Clusters' ``status.nodes`` -> routes to their pod CIDRs in the node's network namespace."""
     name = "routes"
-    watches = ("nodes",)
+    watches = ("nodes", "clusters")
 
     def __init__(self, datapath: RouteDatapath, node_name: str):
         self.datapath = datapath
         self.node_name = node_name
 
     def desired(self, caches) -> Desired:
-        want, problems = desired_routes(caches["nodes"].list(), self.node_name)
+        want, problems = desired_routes(caches["nodes"].list(), self.node_name, caches["clusters"].list())
         return Desired(want, problems)
 
     def apply(self, state: Dict[str, str]) -> dict:

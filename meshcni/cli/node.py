@@ -181,9 +181,11 @@ def cmd_service_list(args):
         return 1
     rows = []
     for s in svcs:
+        remote = s.get("backendClusters") or {}  # remote backends -> their cluster; older agents do not send it
+        backends = ", ".join(f"{b} ({remote[b]})" if b in remote else b for b in s["backends"]) or "(none)"
         for i, f in enumerate(s["frontends"]):
-            rows.append({"id": s["id"] if i == 0 else "", "frontend": f, "backends": ", ".join(s["backends"]) or
-                         "(none)", "service": s["name"] if i == 0 else "",
+            rows.append({"id": s["id"] if i == 0 else "", "frontend": f, "backends": backends,
+                         "service": s["name"] if i == 0 else "",
                          "affinity": s.get("affinityTimeout") if i == 0 else ""})
     emit(args, svcs, Table([Column("ID", "id"), Column("FRONTEND", "frontend"), Column("BACKENDS", "backends"),
                             Column("SERVICE", "service"), Column("AFFINITY TIMEOUT", "affinity", wide=True)], rows))

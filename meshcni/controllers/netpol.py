@@ -390,6 +390,72 @@ def _sort_key(k: Key):
     return (ident, d, -1 if peer is None else peer, -1 if proto is None else proto, lo, hi)
 
 
+PRIORITY_ANNOTATION = "mesh-cni.dev/policy-priority"
+FAIL_CLOSED_FIELD = "networkPolicy"   # the Problem field of a pod whose policy failed closed
+DEFAULT_RANK = (0, "~")               # an identity with no pod in the cache: priority 0, youngest
+
+
+@dataclass
+class PolicyRanks:
+    """Which (identity, direction) groups keep their policy when mc_policy is too small.
+
+    ``rank``: identity -> (-priority, oldest creationTimestamp of its pods), so
+    sorting ascending takes the highest ``mesh-cni.dev/policy-priority`` first
+    and, within a priority, the identity whose oldest pod is oldest (a new
+    workload never pushes an established one out); ``pods``: identity -> the
+    (namespace, name) of its pods, for the Events of a group that fails closed.
+    """
+    rank: Dict[int, Tuple[int, str]]
+    pods: Dict[int, List[Tuple[str, str]]]
+    problems: List[Problem]
+
+
+def policy_ranks(pods: Iterable[dict], namespaces: Iterable[dict], identities: Iterable[dict]) -> PolicyRanks:
+    """Pods -> :class:`PolicyRanks` (pure). An annotation that is not an integer counts as 0
+    and is reported naming the pod and the annotation."""
+    ns_labels, ids = identity_index(namespaces, identities)
+    rank: Dict[int, Tuple[int, str]] = {}
+    members: Dict[int, List[Tuple[str, str]]] = {}
+    problems: List[Problem] = []
+    for p in pods:
+        m = p.get("metadata") or {}
+        ident = pod_identity(p, ns_labels, ids)
+        if ident is None:
+            continue
+        ns, name = m.get("namespace", ""), m.get("name", "")
+        prio = 0
+        raw = (m.get("annotations") or {}).get(PRIORITY_ANNOTATION)
+        if raw is not None:
+            try:
+                prio = int(str(raw).strip())
+                if not -(2 ** 31) <= prio < 2 ** 31:
+                    raise ValueError
+            except ValueError:
+                prio = 0
+                problems.append(Problem("Pod", ns, name, f"metadata.annotations[{PRIORITY_ANNOTATION}]",
+                                        f'"{raw}" is not a 32-bit integer; priority 0 used'))
+        created = m.get("creationTimestamp")
+        created = created if isinstance(created, str) and created else DEFAULT_RANK[1]
+        old = rank.get(ident)
+        rank[ident] = (min(old[0], -prio), min(old[1], created)) if old else (-prio, created)
+        members.setdefault(ident, []).append((ns, name))
+    for v in members.values():
+        v.sort()
+    return PolicyRanks(rank, members, problems)
+
+
+def fail_closed_problems(closed: Iterable[Tuple[int, int]], ranks: PolicyRanks, capacity: int) -> List[Problem]:
+    """One Problem per pod and direction whose policy failed closed (sent as Events)."""
+    out = []
+    for ident, d in closed:
+        way = "ingress: only its node may reach it" if d == INGRESS else "egress: it may reach only its node"
+        for ns, name in ranks.pods.get(ident, ()):
+            out.append(Problem("Pod", ns, name, FAIL_CLOSED_FIELD,
+                               f"its NetworkPolicy does not fit mc_policy ({capacity} rows): {way} "
+                               f"(identity {ident}; raise {PRIORITY_ANNOTATION} to keep it)"))
+    return out
+
+
 def compile_policies(policies: Iterable[dict], pods: Iterable[dict], namespaces: Iterable[dict],
                      identities: Iterable[dict], cidr_identities: Iterable[dict]) -> CompiledPolicy:
     """All NetworkPolicies -> :class:`CompiledPolicy` (see the module doc for the semantics).
@@ -431,6 +497,7 @@ def compile_policies(policies: Iterable[dict], pods: Iterable[dict], namespaces:
     return CompiledPolicy(entries, enforced, problems, stats)
 
 
-__all__ = ["CompiledPolicy", "compile_policies", "PROTOCOLS"]
+__all__ = ["CompiledPolicy", "compile_policies", "PROTOCOLS", "PolicyRanks", "policy_ranks",
+           "fail_closed_problems", "PRIORITY_ANNOTATION", "FAIL_CLOSED_FIELD"]
 
 _ = ipaddress  # noqa: F401  (kept for type hints in callers' docs; no runtime use)

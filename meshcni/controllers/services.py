@@ -10,9 +10,15 @@ skipped, not errors. Bad input is reported per object and field and only
 that object (or port, or endpoint) is left out — everything else still
 programs.
 
-Multi-cluster hook: ``remote`` (Service key -> extra backends from
-MeshEndpoints) is merged into the backends of the same port; the
-MeshEndpoint controller fills it (next issue).
+Multi-cluster: a Service annotated ``mesh-cni.dev/multi-cluster: "true"``
+also gets the backends of its MeshEndpoints (:func:`remote_backends` turns
+them into ``remote``, keyed by (namespace, Service, Service port number,
+protocol), as the mappings carry the port number, not its name), filtered
+by the Service's ``mesh-cni.dev/affinity`` (none | local | remote). Only
+MeshEndpoints the controller made (``app.kubernetes.io/managed-by:
+meshcni-controller``) are used: anyone may create a MeshEndpoint, and one
+made by hand must not steer a Service's traffic. Every other Service never
+looks at ``remote``, so it costs them one dict lookup.
 """
 from __future__ import annotations
 
@@ -32,6 +38,17 @@ _inet_pton, _AF_INET = socket.inet_pton, socket.AF_INET
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 PROTOCOLS = {"TCP": "tcp", "UDP": "udp"}
 DEFAULT_AFFINITY_TIMEOUT = 10800  # kube's default for ClientIP affinity
+
+MULTI_CLUSTER_ANNOTATION = "mesh-cni.dev/multi-cluster"
+AFFINITY_ANNOTATION = "mesh-cni.dev/affinity"
+AFFINITIES = ("none", "local", "remote")
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY_CONTROLLER = "meshcni-controller"
+CLUSTER_OWNER_LABEL = "mesh-cni.dev/cluster-owner"
+
+# (namespace, Service name, Service port number, protocol) -> [(backend, cluster name)]
+RemoteKey = Tuple[str, str, int, str]
+Remote = Dict[RemoteKey, List[Tuple[Backend, str]]]
 
 
 @dataclass(frozen=True)
@@ -129,9 +146,103 @@ def _frontends(svc: dict) -> Tuple[List[ipaddress._BaseAddress], List[Problem]]:
     return out, bad
 
 
+def remote_backends(meshendpoints: Iterable[dict]) -> Tuple[Remote, List[Problem]]:
+    """MeshEndpoints -> (``remote`` for :func:`desired_services`, problems).
+
+    Only MeshEndpoints labelled ``app.kubernetes.io/managed-by:
+    meshcni-controller`` count; a hand-made one is reported and left out whole.
+    A mapping with a bad ip, port or protocol is reported (object and field)
+    and left out; the rest of that MeshEndpoint is used. SCTP mappings are
+    skipped without a report, as SCTP Service ports are (the socket LB does not
+    balance SCTP). Which Service a MeshEndpoint feeds, and whether that Service
+    is meshed at all, is decided by :func:`desired_services`.
+    """
+    out: Remote = {}
+    problems: List[Problem] = []
+    for me in meshendpoints:
+        m = me.get("metadata") or {}
+        ns, name = m.get("namespace", ""), m.get("name", "?")
+        labels = m.get("labels") or {}
+        if labels.get(MANAGED_BY_LABEL) != MANAGED_BY_CONTROLLER:
+            problems.append(Problem("MeshEndpoint", ns, name, f"metadata.labels[{MANAGED_BY_LABEL}]",
+                                    f"not {MANAGED_BY_CONTROLLER}: made by hand, never used"))
+            continue
+        svc, cluster = labels.get(SERVICE_NAME_LABEL), labels.get(CLUSTER_OWNER_LABEL)
+        if not svc or not cluster:
+            label = SERVICE_NAME_LABEL if not svc else CLUSTER_OWNER_LABEL
+            problems.append(Problem("MeshEndpoint", ns, name, f"metadata.labels[{label}]", "missing; not used"))
+            continue
+        spec = me.get("spec")
+        mappings = spec.get("backend_port_mappings") if isinstance(spec, dict) else None
+        if mappings is None:
+            continue  # no backends (yet): nothing to add, nothing wrong
+        if not isinstance(mappings, list):
+            problems.append(Problem("MeshEndpoint", ns, name, "spec.backend_port_mappings", "not a list"))
+            continue
+        for i, bm in enumerate(mappings):
+            # the common, valid mapping costs a few C calls; anything else takes the slow path that names the field
+            try:
+                ip, sp, bp, proto = bm["ip"], bm["service_port"], bm["backend_port"], bm.get("protocol", "TCP")
+                ok = type(sp) is int and type(bp) is int and 0 < sp < 65536 and 0 < bp < 65536 and proto in PROTOCOLS
+            except (TypeError, KeyError, AttributeError):
+                ok = False
+            if ok:
+                c = _canon(ip)
+                if c is not None:
+                    k = (ns, svc, sp, proto)
+                    lst = out.get(k)
+                    if lst is None:
+                        lst = out[k] = []
+                    lst.append((Backend(c[0], bp), cluster))
+                    continue
+            _bad_mapping(bm, ns, name, f"spec.backend_port_mappings[{i}]", problems)
+    return out, problems
+
+
+def _bad_mapping(bm, ns: str, name: str, f: str, problems: List[Problem]) -> None:
+    """Report every bad field of one mapping (SCTP is not bad: skipped like SCTP Service ports)."""
+    if not isinstance(bm, dict):
+        problems.append(Problem("MeshEndpoint", ns, name, f, "not an object"))
+        return
+    if _canon(bm.get("ip")) is None:
+        problems.append(Problem("MeshEndpoint", ns, name, f"{f}.ip", f"{bm.get('ip')!r} is not an IP address"))
+    for fld in ("service_port", "backend_port"):
+        if not _port_ok(bm.get(fld)):
+            problems.append(Problem("MeshEndpoint", ns, name, f"{f}.{fld}",
+                                    f"{bm.get(fld)!r} must be between 1 and 65535"))
+    proto = bm.get("protocol", "TCP")  # the CRD's default
+    if proto not in PROTOCOLS and proto != "SCTP":
+        problems.append(Problem("MeshEndpoint", ns, name, f"{f}.protocol", f"{proto!r} is not TCP, UDP or SCTP"))
+
+
+def _mesh_options(ann: dict, ns: str, name: str, problems: List[Problem]) -> Tuple[bool, str]:
+    """(meshed, affinity) from a Service's annotations; bad values reported."""
+    mc = ann.get(MULTI_CLUSTER_ANNOTATION)
+    if mc != "true":
+        if mc not in (None, "false"):
+            problems.append(Problem("Service", ns, name, f"metadata.annotations[{MULTI_CLUSTER_ANNOTATION}]",
+                                    f'"{mc}" is not "true" or "false"; not meshed'))
+        return False, "none"
+    aff = ann.get(AFFINITY_ANNOTATION, "none")
+    if aff not in AFFINITIES:
+        problems.append(Problem("Service", ns, name, f"metadata.annotations[{AFFINITY_ANNOTATION}]",
+                                f'"{aff}" is not local, remote or none; none used'))
+        aff = "none"
+    return True, aff
+
+
 def desired_services(services: Iterable[dict], slices: Iterable[dict], ids: ServiceIDs,
-                     remote: Optional[Dict[str, List[Backend]]] = None) -> Tuple[List[Service], List[Problem]]:
-    """(datapath Services, problems) for the whole cluster."""
+                     remote: Optional[Remote] = None) -> Tuple[List[Service], List[Problem]]:
+    """(datapath Services, problems) for the whole cluster.
+
+    ``remote`` (from :func:`remote_backends`) adds backends to the ports of
+    meshed Services only. Affinity is decided per datapath Service, i.e. per
+    (port, IP family): ``local`` takes the remote backends only while that
+    port has no ready local backend of that family, ``remote`` the local ones
+    only while it has no remote backend. Each Service's ``clusters`` names the
+    cluster of every remote backend it got (a backend that is also local
+    counts as local).
+    """
     problems: List[Problem] = []
     by_svc: Dict[Tuple[str, str], List[dict]] = {}
     for sl in slices:
@@ -156,6 +267,8 @@ def desired_services(services: Iterable[dict], slices: Iterable[dict], ids: Serv
         problems += bad
         if bad:
             continue  # a Service with a broken address is left out whole, never half-programmed
+        meshed, locality = _mesh_options(m["annotations"], ns, name, problems) if m.get("annotations") \
+            else (False, "none")
         affinity = None
         if spec.get("sessionAffinity") == "ClientIP":
             t = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get("timeoutSeconds",
@@ -210,14 +323,24 @@ def desired_services(services: Iterable[dict], slices: Iterable[dict], ids: Serv
                                                         f'"{a}" is not an {sl["addressType"]} address'))
                                 continue
                             backends.append(Backend(c[0], bport))
-                for be in (remote or {}).get(f"{ns}/{name}:{pname}/{proto}", []):
-                    if (_ip(be.ip) or ipaddress.ip_address("::")).version == fam:
-                        backends.append(be)
+                clusters = None
+                if meshed and remote:
+                    # canonical text: an IPv6 address has a colon, an IPv4 one never
+                    rb = [bc for bc in remote.get((ns, name, port, proto), ()) if (":" in bc[0].ip) == (fam == 6)]
+                    if rb and locality == "local" and backends:
+                        rb = []  # failover only: a ready local backend keeps traffic here
+                    elif rb and locality == "remote":
+                        backends = []
+                    if rb:
+                        local = set(backends)
+                        clusters = {b: c for b, c in rb if b not in local} or None
+                        backends += [b for b, _ in rb]
                 backends = sorted(set(backends), key=lambda b: (b.ip, b.port))
                 key = f"{ns}/{name}:{pname or port}/{proto}/v{fam}"
                 wanted.append((key, Service(name=key, frontends=[Frontend(str(a), port, PROTOCOLS[proto])
                                                                  for a in fips],
-                                            backends=backends, svc_id=0, affinity_timeout=affinity)))
+                                            backends=backends, svc_id=0, affinity_timeout=affinity,
+                                            clusters=clusters)))
     idmap = ids.assign(k for k, _ in wanted)
     out = []
     for k, s in wanted:

@@ -132,16 +132,20 @@ def policy_rows(entries: Iterable[PolicyEntry]) -> int:
 
 
 def fit_policy(entries: Iterable[PolicyEntry], enforced: Iterable[Tuple[int, int]], capacity: int,
-               host: int = 1):
+               host: int = 1, rank: Optional[Dict[int, tuple]] = None, default_rank: tuple = ()):
     """Fail closed when the desired policy does not fit a map of ``capacity`` rows.
 
     Returns ``(entries, enforced, closed)``. If everything fits, unchanged and
-    ``closed`` is empty. Otherwise whole (identity, direction) groups are kept,
-    smallest first (the fewest endpoints lose their policy), and every group
-    that does not fit is *closed*: it stays enforced with only the allow for
-    ``host`` (its own node), so it denies everything else instead of
-    admitting what its policy would not. ``closed`` lists those groups.
-    Enforced groups without entries cost nothing and are never closed.
+    ``closed`` is empty. Otherwise whole (identity, direction) groups are
+    taken in order — ``rank[identity]`` ascending (identities missing from it
+    get ``default_rank``), then size (smallest first), then identity and
+    direction — and each is kept if it fits in the rows left (every later
+    group keeps room for its one host row); a group that does not fit is
+    *closed*: it stays enforced with only the allow for ``host`` (its own
+    node), so it denies everything else instead of admitting what its policy
+    would not. The order is total, so which groups close is predictable.
+    ``closed`` lists those groups. Enforced groups without entries cost
+    nothing and are never closed.
     """
     entries = list(entries)
     enforced = set(enforced)
@@ -152,12 +156,13 @@ def fit_policy(entries: Iterable[PolicyEntry], enforced: Iterable[Tuple[int, int
     groups: Dict[Tuple[int, int], List[PolicyEntry]] = {}
     for e in entries:
         groups.setdefault((e.identity, e.direction), []).append(e)
-    sized = sorted((policy_rows(g), k) for k, g in groups.items())
+    sized = sorted(((rank.get(k[0], default_rank) if rank is not None else (), policy_rows(g), k)
+                    for k, g in groups.items()))
     keep: List[PolicyEntry] = []
     used, closed = 0, []
-    for i, (n, k) in enumerate(sized):
+    for i, (_, n, k) in enumerate(sized):
         rest = len(sized) - i - 1  # each later group needs at least its one host row
-        if not closed and used + n + rest <= capacity:
+        if used + len(closed) + n + rest <= capacity:
             keep += groups[k]
             used += n
         else:

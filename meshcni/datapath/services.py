@@ -96,6 +96,9 @@ class Service:
     svc_id: int
     affinity_timeout: Optional[int] = None  # seconds; None = no ClientIP affinity
     maglev: bool = False
+    # backend -> the remote cluster it lives in (MeshEndpoints); None or absent = local.
+    # For status views only: the maps do not carry it.
+    clusters: Optional[Dict[Backend, str]] = None
 
     def __post_init__(self):
         if isinstance(self.frontends, Frontend):

@@ -41,7 +41,10 @@ def trim_pod(pod: dict) -> dict:
     """The fields of a Pod the agent's controllers use: identity labels, node, ports, IPs, phase."""
     if not isinstance(pod, dict):
         return pod
-    out: dict = {"metadata": _meta(pod.get("metadata"))}
+    meta = pod.get("metadata")
+    out: dict = {"metadata": _meta(meta, "mesh-cni.dev/")}
+    if isinstance(meta, dict) and "creationTimestamp" in meta:  # policy ranks: older workloads first
+        out["metadata"]["creationTimestamp"] = meta["creationTimestamp"]
     spec = pod.get("spec")
     if isinstance(spec, dict):
         sp = {}

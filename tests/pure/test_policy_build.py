@@ -100,3 +100,65 @@ def test_fit_policy_fails_closed_for_the_groups_that_do_not_fit():
     assert sorted((x.identity, x.peer) for x in e) == [(10, 1), (11, 1), (12, 1)]
     with pytest.raises(ValueError):
         fit_policy(everything, enforced, 2)
+
+
+def test_fit_policy_order_is_rank_then_size_and_keeps_what_still_fits():
+    """With ranks, groups are taken by rank (priority, age) before size; one that does not fit
+    closes alone, and smaller ones after it are still programmed if they fit."""
+    from meshcni.datapath.policy import INGRESS, PolicyEntry, fit_policy, policy_rows
+    def group(ident, n):
+        return [PolicyEntry(ident, INGRESS, peer=1)] + [PolicyEntry(ident, INGRESS, peer=p, proto=6, port=80)
+                                                         for p in range(100, 100 + n - 1)]
+    a, b, c = group(10, 5), group(11, 5), group(12, 2)
+    everything = a + b + c
+    enforced = {(10, INGRESS), (11, INGRESS), (12, INGRESS)}
+    cap = policy_rows(a) + policy_rows(c) + 1  # room for one of a, b beside c (+ the closed one's host row)
+    # without ranks: by size then id -> 12 (2), 10 (5) kept, 11 closed
+    _, _, closed = fit_policy(everything, enforced, cap)
+    assert closed == [(11, INGRESS)]
+    # 11 has the higher priority: it keeps its policy, 10 (same size, lower rank) closes
+    rank = {11: (-5, "2026-01-01T00:00:00Z"), 10: (0, "2025-01-01T00:00:00Z"), 12: (0, "2026-06-01T00:00:00Z")}
+    e, _, closed = fit_policy(everything, enforced, cap, rank=rank)
+    assert closed == [(10, INGRESS)]
+    assert set(b + c) <= set(e)
+    # same priority: the older identity (10) wins over the younger (11)
+    rank = {10: (0, "2025-01-01T00:00:00Z"), 11: (0, "2026-01-01T00:00:00Z"), 12: (0, "2026-06-01T00:00:00Z")}
+    _, _, closed = fit_policy(everything, enforced, cap, rank=rank)
+    assert closed == [(11, INGRESS)]
+    # the first in rank order does not fit at all: it closes, the later smaller ones still fit
+    big = group(13, 20)
+    rank = {13: (-9, "2020-01-01T00:00:00Z"), **rank}
+    e, _, closed = fit_policy(everything + big, enforced | {(13, INGRESS)}, policy_rows(everything) + 1, rank=rank)
+    assert closed == [(13, INGRESS)]
+    assert set(everything) <= set(e)
+
+
+def test_policy_ranks_priority_then_age_and_bad_annotations():
+    from meshcni.controllers.identity import identity_labels, identity_name
+    from meshcni.controllers.netpol import (FAIL_CLOSED_FIELD, PRIORITY_ANNOTATION, fail_closed_problems,
+                                            policy_ranks)
+    from meshcni.datapath.policy import EGRESS, INGRESS
+    nss = [{"metadata": {"name": "x", "labels": {"kubernetes.io/metadata.name": "x"}}}]
+
+    def pod(name, app, created, prio=None):
+        ann = {PRIORITY_ANNOTATION: prio} if prio is not None else {}
+        return {"metadata": {"namespace": "x", "name": name, "labels": {"app": app}, "annotations": ann,
+                             "creationTimestamp": created}}
+    pods = [pod("a1", "a", "2026-03-01T00:00:00Z"), pod("a2", "a", "2026-01-01T00:00:00Z", "10"),
+            pod("b1", "b", "2025-01-01T00:00:00Z", "high"), pod("c1", "c", "2026-02-01T00:00:00Z")]
+    idents = []
+    for i, app in enumerate("ab", start=1):
+        lab = identity_labels(pods[0] if app == "a" else pods[2], nss[0]["metadata"]["labels"])
+        idents.append({"metadata": {"namespace": "x", "name": identity_name(lab),
+                                    "labels": {"app.kubernetes.io/managed-by": "meshcni-controller"}},
+                       "spec": {"id": 100 + i}})
+    r = policy_ranks(pods, nss, idents)
+    # a: the highest priority of its pods and its oldest pod; b: bad annotation -> 0, reported
+    assert r.rank == {101: (-10, "2026-01-01T00:00:00Z"), 102: (0, "2025-01-01T00:00:00Z")}
+    assert r.pods == {101: [("x", "a1"), ("x", "a2")], 102: [("x", "b1")]}  # c1 has no identity yet
+    assert len(r.problems) == 1 and r.problems[0].name == "b1" and PRIORITY_ANNOTATION in r.problems[0].field
+    probs = fail_closed_problems([(101, INGRESS), (102, EGRESS)], r, 1000)
+    assert [(p.kind, p.name, p.field) for p in probs] == [("Pod", "a1", FAIL_CLOSED_FIELD),
+                                                          ("Pod", "a2", FAIL_CLOSED_FIELD),
+                                                          ("Pod", "b1", FAIL_CLOSED_FIELD)]
+    assert "ingress" in probs[0].message and "egress" in probs[2].message and "1000 rows" in probs[0].message
