@@ -24,16 +24,7 @@ from kubernetes import client, config
 from test_agent import COUNT, sim, wait
 
 
-def _mesh_build() -> bool:
-    from meshcni.sim.cluster import controller_flags
-    return "--cluster-name" in controller_flags()
-
-
-# Written against CONTRACT.md before the controller (branch mesh-ctl) and agent (mesh-agent) work
-# landed: on a build whose controller has no --cluster-name the module says so instead of failing
-# seven times on timeouts. Once the controller has the mesh, a missing agent side fails here.
-pytestmark = [pytest.mark.e2e,
-              pytest.mark.skipif(not _mesh_build(), reason="needs the mesh controller (--cluster-name): issue 17")]
+pytestmark = pytest.mark.e2e
 G, V = "mesh-cni.dev", "v1alpha1"
 MESHED = {"mesh-cni.dev/multi-cluster": "true"}
 GRACE = 6  # staleGracePeriodSeconds of the Clusters in the outage test
