@@ -58,7 +58,7 @@ from .identities import Overlay
 log = logging.getLogger("meshcni.controller.mesh")
 
 _ADDR = re.compile(r"<[\w.]+ object at 0x[0-9a-f]+>:? ?")
-GLOBAL_KEY = "\x00global"   # hand-made reports and MeshEndpoints of Clusters never seen (not a valid name)
+GLOBAL_KEY = "(global)"   # hand-made reports and MeshEndpoints of Clusters never seen (no valid name or label)
 
 
 @dataclass
