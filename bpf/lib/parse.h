@@ -18,7 +18,8 @@
  *   - an IPv4 TCP fragment at offset 8 bytes could rewrite the first
  *     fragment's ports on reassembly (RFC 1858): dropped as malformed;
  *   - an unknown L4 protocol has ports 0: only an "any protocol" rule or a
- *     rule for that protocol with "any port" admits it.
+ *     rule for that protocol with "any port" admits it. ICMPv6 in IPv4 and
+ *     ICMP in IPv6 are unknown L4 (no echo, error or ND meaning).
  */
 #ifndef MESHCNI_PARSE_H
 #define MESHCNI_PARSE_H
@@ -104,6 +105,12 @@ static __always_inline int mc_parse_ip4(struct __sk_buff *skb, __u32 off,
 	return MC_PARSE_OK;
 }
 
+/* hop-by-hop, routing, fragment, destination options, AH */
+static __always_inline int mc_ipv6_is_ext(__u8 nh)
+{
+	return nh == 0 || nh == 43 || nh == 60 || nh == 44 || nh == 51;
+}
+
 /* IPv6 header (and, if walk, its extension headers) at off */
 static __always_inline int mc_parse_ip6(struct __sk_buff *skb, __u32 off,
 					struct mc_tuple *t, __u32 *l4, int walk)
@@ -124,7 +131,7 @@ static __always_inline int mc_parse_ip6(struct __sk_buff *skb, __u32 off,
 	if (walk) {
 #pragma unroll
 		for (i = 0; i < MC_IPV6_EXT_MAX; i++) {
-			if (nh != 0 && nh != 43 && nh != 60 && nh != 44 && nh != 51)
+			if (!mc_ipv6_is_ext(nh))
 				break;
 			if (bpf_skb_load_bytes(skb, off, e, 8))
 				return MC_PARSE_BAD;
@@ -196,6 +203,11 @@ static __always_inline int mc_parse_l4(struct __sk_buff *skb, __u32 off,
 		break;
 	case MC_PROTO_ICMP:
 	case MC_PROTO_ICMPV6:
+		/* ICMP of the other family is no ICMP to the receiving stack
+		 * (only raw sockets see it): unknown L4, or an "ND" type in
+		 * IPv4 would pass every policy */
+		if ((t->proto == MC_PROTO_ICMPV6) != t->is_v6)
+			break;
 		if (bpf_skb_load_bytes(skb, off, h, 8))
 			return MC_PARSE_BAD;
 		if (t->proto == MC_PROTO_ICMP ? mc_icmp4_is_err(h[0]) : mc_icmp6_is_err(h[0])) {

@@ -476,3 +476,24 @@ def test_cidr_identity_with_except_carved_out_and_drops_one_for_one(dp):
     assert dp.drop_counts()["policy"][0] == len(dropped)
     assert sorted(e.daddr for e in got) == sorted(dropped)
     assert {e.dst_identity for e in got} == {2}  # carved out -> world
+
+
+def test_icmp_of_the_other_family_is_unknown_l4(dp):
+    """Found by fuzzing: ICMPv6 types were honoured inside IPv4 (protocol 58), so an IPv4
+    packet whose first byte was 135 (neighbour solicitation) passed every policy and reached
+    raw sockets; ICMPv4 error types inside IPv6 (next header 1) were treated as errors."""
+    dp.apply([PolicyEntry(POD, EGRESS, proto=UDP)], [(POD, INGRESS), (POD, EGRESS)])
+    ns = icmp(135, rest=b"\0" * 4 + bytes(16))
+    assert to_pod(dp, in4(ns, ICMP6)) == SHOT
+    assert from_pod(dp, out4(ns, ICMP6)) == SHOT
+    # an "ICMPv4 unreachable" in IPv6 quoting a tracked flow is not related to it
+    sent6 = ip6(POD6, PEER6, UDP, udp(6000, 7000))
+    assert from_pod(dp, eth(sent6, v6=True)) == OK
+    unreach = icmp(3, 3, rest=b"\0" * 4 + sent6[:48])
+    assert to_pod(dp, eth(ip6(PEER6, POD6, ICMP, unreach), v6=True)) == SHOT
+    # the real ones still work
+    assert to_pod(dp, eth(ip6("fe80::1", POD6, ICMP6, ns), v6=True)) == OK
+    ptb = icmp(2, 0, rest=struct.pack("!I", 1280) + sent6[:48])
+    assert to_pod(dp, eth(ip6(PEER6, POD6, ICMP6, ptb), v6=True)) == OK
+    assert dp.drop_counts()["policy"][0] == 3
+
