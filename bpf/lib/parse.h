@@ -9,7 +9,9 @@
  *     MC_DROP_REASON_MALFORMED;
  *   - IPv4 options: skipped by IHL, the packet is handled normally;
  *   - IPv6 extension headers (hop-by-hop, routing, dest-opts, fragment, AH):
- *     walked, up to MC_IPV6_EXT_MAX; more than that = unknown L4;
+ *     walked, up to MC_IPV6_EXT_MAX; a longer chain is dropped as malformed
+ *     (as Cilium does): its L4 header is out of reach, and taking the next
+ *     header's type for the protocol would evade port rules;
  *   - a first fragment is handled normally (it carries the L4 header) and
  *     its ports are remembered (frag.h); a later fragment of the same
  *     datagram takes them and is handled as its first fragment was; one whose
@@ -151,6 +153,11 @@ static __always_inline int mc_parse_ip6(struct __sk_buff *skb, __u32 off,
 			if (t->nonfirst_frag)
 				break;
 		}
+		/* still an extension header after the walk: the stack would walk
+		 * on to the real L4, so taking this type for the protocol would
+		 * slip past port rules (and open a conntrack pseudo-flow) */
+		if (!t->nonfirst_frag && mc_ipv6_is_ext(nh))
+			return MC_PARSE_BAD;
 	}
 	t->proto = nh;
 	*l4 = off;

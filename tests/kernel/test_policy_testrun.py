@@ -497,3 +497,27 @@ def test_icmp_of_the_other_family_is_unknown_l4(dp):
     assert to_pod(dp, eth(ip6(PEER6, POD6, ICMP6, ptb), v6=True)) == OK
     assert dp.drop_counts()["policy"][0] == 3
 
+
+def test_ipv6_extension_chain_past_the_walk_limit_is_malformed(dp):
+    """Found by fuzzing: past 4 extension headers the program took the 5th header's type
+    for the L4 protocol, so "allow anything to PEER except TCP/22" let TCP/22 through behind
+    five destination-options headers (the stack walks them all), and the pseudo-protocol
+    opened a conntrack entry that admitted any reply hidden the same way."""
+    dp.apply([PolicyEntry(POD, EGRESS, peer=PEER),
+              PolicyEntry(POD, EGRESS, peer=PEER, proto=TCP, port=22, action=DENY)],
+             [(POD, INGRESS), (POD, EGRESS)])
+
+    def chain(n, l4_proto):
+        hbh = bytes([60 if n > 1 else l4_proto, 0]) + b"\x01\x04\0\0\0\0"
+        dsts = [bytes([60 if i < n - 2 else l4_proto, 0]) + b"\x01\x04\0\0\0\0" for i in range(n - 1)]
+        return hbh + b"".join(dsts)
+
+    four = eth(ip6(POD6, PEER6, 0, tcp(1, 22, SYN), ext=chain(4, TCP)), v6=True)
+    assert from_pod(dp, four) == SHOT                                   # walked: the deny holds
+    assert from_pod(dp, eth(ip6(POD6, PEER6, 0, tcp(1, 80, SYN), ext=chain(4, TCP)), v6=True)) == OK
+    five = eth(ip6(POD6, PEER6, 0, tcp(2, 22, SYN), ext=chain(5, TCP)), v6=True)
+    assert from_pod(dp, five) == SHOT
+    # no pseudo-flow: a reply hidden behind the same chain is not admitted either
+    assert to_pod(dp, eth(ip6(PEER6, POD6, 0, udp(9, 9999), ext=chain(5, UDP)), v6=True)) == SHOT
+    c = dp.drop_counts()
+    assert c["policy_deny"][0] == 1 and c["malformed"][0] == 2
