@@ -521,3 +521,39 @@ def test_ipv6_extension_chain_past_the_walk_limit_is_malformed(dp):
     assert to_pod(dp, eth(ip6(PEER6, POD6, 0, udp(9, 9999), ext=chain(5, UDP)), v6=True)) == SHOT
     c = dp.drop_counts()
     assert c["policy_deny"][0] == 1 and c["malformed"][0] == 2
+
+
+def test_bytes_past_the_ip_length_are_not_read(dp):
+    """Found by fuzzing: the program read headers past the IP total length (IPv6 payload
+    length), from bytes the receiving stack trims away. An ICMP error whose quoted packet lay
+    in that padding passed as related to a tracked flow, though the stack sees no quote."""
+    dp.apply([PolicyEntry(POD, EGRESS, proto=UDP), PolicyEntry(POD, INGRESS, peer=PEER, proto=UDP, port=53)],
+             [(POD, INGRESS), (POD, EGRESS)])
+    sent = ip4(POD4, PEER4, UDP, udp(6000, 7000))
+    assert from_pod(dp, eth(sent)) == OK
+    err = in4(icmp(3, 3, rest=b"\0" * 4 + sent[:28]), ICMP, src="10.9.9.9")
+    assert to_pod(dp, err) == OK                                  # related, quote inside the datagram
+
+    def total_length(frame, n):
+        b = bytearray(frame)
+        b[16:18] = struct.pack("!H", n)
+        return bytes(b)
+
+    assert to_pod(dp, total_length(err, 20 + 8)) == SHOT          # quote only in the padding
+    # an L4 header past the end: malformed, even where the policy would admit it
+    dns = in4(udp(5353, 53), UDP)
+    assert to_pod(dp, dns) == OK
+    assert to_pod(dp, total_length(dns, 20 + 4)) == SHOT
+    # a total length longer than the frame, or shorter than the header: malformed
+    assert to_pod(dp, total_length(dns, 200)) == SHOT
+    assert to_pod(dp, total_length(dns, 19)) == SHOT
+    # 0 = the skb's length (BIG TCP / GSO: the stack does the same), handled as usual
+    assert to_pod(dp, total_length(dns, 0)) == OK
+    # IPv6: the payload length bounds the extension headers and the L4 header
+    dns6 = eth(ip6(PEER6, POD6, UDP, udp(5353, 53)), v6=True)
+    assert to_pod(dp, dns6) == OK
+    short6 = bytearray(dns6)
+    short6[18:20] = struct.pack("!H", 4)
+    assert to_pod(dp, bytes(short6)) == SHOT
+    c = dp.drop_counts()
+    assert c["policy"][0] == 1 and c["malformed"][0] == 4
