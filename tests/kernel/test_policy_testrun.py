@@ -557,3 +557,20 @@ def test_bytes_past_the_ip_length_are_not_read(dp):
     assert to_pod(dp, bytes(short6)) == SHOT
     c = dp.drop_counts()
     assert c["policy"][0] == 1 and c["malformed"][0] == 4
+
+
+def test_fragment_ports_are_per_hook(dp):
+    """Found by fuzzing: mc_frag was keyed without the hook, so a later fragment sent by the
+    pod took the ports of a first fragment that had come *in* on the other hook (dropped
+    there), and met the egress policy with them. A datagram is reassembled by whoever its
+    fragments travel to: one direction."""
+    dp.apply([PolicyEntry(POD, EGRESS, proto=UDP, port=53)], [(POD, INGRESS), (POD, EGRESS)])
+    first = in4(udp(5000, 53, b"q" * 64), UDP, mf=True, ident=77)
+    assert to_pod(dp, first) == SHOT                                  # ingress: nothing admitted
+    later = eth(ip4(PEER4, POD4, UDP, b"\0" * 16, frag=9, ident=77))
+    assert from_pod(dp, later) == SHOT                                # no first fragment on this hook
+    # the same datagram on one hook still gets its ports
+    assert from_pod(dp, eth(ip4(PEER4, POD4, UDP, udp(5000, 53, b"q" * 64), mf=True, ident=78))) == OK
+    assert from_pod(dp, eth(ip4(PEER4, POD4, UDP, b"\0" * 16, frag=9, ident=78))) == OK
+    c = dp.drop_counts()
+    assert c["policy"][0] == 1 and c["fragment"][0] == 1
