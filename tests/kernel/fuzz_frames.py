@@ -333,9 +333,9 @@ def _l4(sem: Sem, fam: int, p: bytes, strict: bool, quoted: bool = False) -> Non
                 raise Bad("UDP length")
     elif icmp_here:
         t = p[0]
-        if t in (8, 128):
+        if t == (8 if fam == 4 else 128):     # echo request / reply of this family only
             sem.sport = struct.unpack("!H", p[4:6])[0]
-        elif t in (0, 129):
+        elif t == (0 if fam == 4 else 129):
             sem.dport = struct.unpack("!H", p[4:6])[0]
         elif not quoted and (t in V4_ERRORS if fam == 4 else t in V6_ERRORS):
             sem.is_error = True

@@ -124,7 +124,7 @@ def test_random_frames_never_pass_what_the_policy_does_not_admit(fuzz_dp):
         d.frag.clear()
         events.poll(0)  # what an earlier (failed) sequence left behind
         oracle = Oracle()
-        history = []
+        history, seq = [], []
         drops0 = sum(p for p, _ in d.drop_counts().values())
         shot = 0
         n = data.draw(st.integers(*STEPS), label="frames")
@@ -139,11 +139,12 @@ def test_random_frames_never_pass_what_the_policy_does_not_admit(fuzz_dp):
                 stats.refused += 1
                 continue
             sem = parse_frame(frame)
+            seq.append((hook, frame.hex(), verdict))
             stats.verdicts[verdict] += 1
             if verdict == OK:
                 why = oracle.explain(hook, frame, sem)
                 if not why and COLLECT is not None:
-                    COLLECT.append((hook, frame.hex(), repr(sem)))
+                    COLLECT.append((hook, frame.hex(), repr(sem), list(seq)))
                     why = "VIOLATION"
                 assert why, f"{hook} passed a frame the policy does not admit: {frame.hex()} ({sem})"
                 stats.why[why] += 1
