@@ -469,6 +469,15 @@ class Oracle:
     """What may pass, given what passed before (per direction)."""
     opened: Dict[str, Set[Tuple]] = field(default_factory=lambda: {"egress": set(), "ingress": set()})
     firsts: Dict[str, Dict[Tuple, Tuple]] = field(default_factory=lambda: {"egress": {}, "ingress": {}})
+    # every first fragment seen (passed or not): a later fragment whose first was dropped may
+    # still pass if its datagram is admitted *now* (the flow opened since). That is harmless:
+    # the stack cannot reassemble it without a first fragment, and a first fragment sent
+    # again meets the same (current) verdict; only the first fragment carries the L4 header.
+    seen_firsts: Dict[str, Dict[Tuple, Tuple]] = field(default_factory=lambda: {"egress": {}, "ingress": {}})
+
+    def seen(self, hook: str, sem: Sem) -> None:
+        if sem.kind == "ip" and sem.first_frag and not sem.is_error and not sem.nd:
+            self.seen_firsts[DIR[hook]][sem.first_frag] = sem.flow()
 
     def explain(self, hook: str, frame: bytes, sem: Sem) -> Optional[str]:
         """Why a pass of this frame is admissible; None if it is not."""
@@ -481,8 +490,14 @@ class Oracle:
             return "nd"
         flow = None
         if sem.later_frag:
-            flow = self.firsts[d].get(sem.later_frag)
-            return "fragment of an admitted datagram" if flow else None
+            if self.firsts[d].get(sem.later_frag):
+                return "fragment of an admitted datagram"
+            flow = self.seen_firsts[d].get(sem.later_frag)
+            if flow is None:
+                return None
+            if flow in self.opened[d] or _reverse(flow) in self.opened[OPPOSITE[d]] or policy_admits(d, flow):
+                return "fragment of a datagram admitted now"
+            return None
         flow = sem.flow()
         if sem.is_error:
             inner = sem.error_inner
