@@ -51,7 +51,7 @@ static __always_inline int mc_handle(struct __sk_buff *skb, __u8 dir)
 		return mc_drop(skb, &t, MC_DROP_REASON_MALFORMED, dir, src_id, dst_id);
 	if (t.always_pass)
 		return MC_TC_OK;
-	if (t.is_frag && mc_frag_ports(&t)) {
+	if (t.is_frag && mc_frag_ports(&t, dir)) {
 		/* a later fragment whose first one was not seen: no ports to decide on */
 		if (mc_enforced(local, dir))
 			return mc_drop(skb, &t, MC_DROP_REASON_FRAGMENT, dir, src_id, dst_id);

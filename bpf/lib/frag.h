@@ -17,7 +17,7 @@
 
 /* 0: t has its ports (not a fragment, a first fragment, or a later one whose
  * first was seen); -1: a later fragment whose first fragment was not seen */
-static __always_inline int mc_frag_ports(struct mc_tuple *t)
+static __always_inline int mc_frag_ports(struct mc_tuple *t, __u8 dir)
 {
 	struct mc_frag_key k = {};
 	struct mc_frag *f;
@@ -28,6 +28,7 @@ static __always_inline int mc_frag_ports(struct mc_tuple *t)
 	__builtin_memcpy(k.daddr, t->daddr, 16);
 	k.id = t->frag_id;
 	k.proto = t->frag_proto;
+	k.dir = dir; /* a first fragment seen on the other hook is another datagram's */
 	if (!t->nonfirst_frag) {
 		struct mc_frag v = { .sport = t->sport, .dport = t->dport };
 

@@ -4,12 +4,16 @@
  * packet pointers, so no bounds the verifier could lose). The rule for odd
  * packets (see docs/architecture.md, "Malformed packets"):
  *   - not IPv4/IPv6 (ARP, ...): passed untouched (MC_PARSE_NOT_IP);
- *   - a truncated or invalid L3 header (version, IHL < 5), or a truncated
- *     TCP/UDP/ICMP header on a packet that should carry one: dropped,
- *     MC_DROP_REASON_MALFORMED;
+ *   - a truncated or invalid L3 header (version, IHL < 5, a total / payload
+ *     length past the frame or below the header), or a truncated TCP/UDP/ICMP
+ *     header on a packet that should carry one: dropped,
+ *     MC_DROP_REASON_MALFORMED; nothing is read past the datagram's length
+ *     (the stack trims it away), ICMP error quotes included;
  *   - IPv4 options: skipped by IHL, the packet is handled normally;
  *   - IPv6 extension headers (hop-by-hop, routing, dest-opts, fragment, AH):
- *     walked, up to MC_IPV6_EXT_MAX; more than that = unknown L4;
+ *     walked, up to MC_IPV6_EXT_MAX; a longer chain is dropped as malformed
+ *     (as Cilium does): its L4 header is out of reach, and taking the next
+ *     header's type for the protocol would evade port rules;
  *   - a first fragment is handled normally (it carries the L4 header) and
  *     its ports are remembered (frag.h); a later fragment of the same
  *     datagram takes them and is handled as its first fragment was; one whose
@@ -18,7 +22,8 @@
  *   - an IPv4 TCP fragment at offset 8 bytes could rewrite the first
  *     fragment's ports on reassembly (RFC 1858): dropped as malformed;
  *   - an unknown L4 protocol has ports 0: only an "any protocol" rule or a
- *     rule for that protocol with "any port" admits it.
+ *     rule for that protocol with "any port" admits it. ICMPv6 in IPv4 and
+ *     ICMP in IPv6 are unknown L4 (no echo, error or ND meaning).
  */
 #ifndef MESHCNI_PARSE_H
 #define MESHCNI_PARSE_H
@@ -64,6 +69,7 @@ struct mc_tuple {
 	__u8 is_frag;       /* a fragment, first or later */
 	__u8 frag_proto;    /* IPv4 protocol / the IPv6 fragment header's next header */
 	__u32 inner_off;    /* offset of the ICMP error's inner IP header */
+	__u32 end;          /* end of the IP datagram (total / payload length) */
 	__be32 frag_id;     /* IP identification (IPv4: 16 bits), network order */
 };
 
@@ -75,12 +81,33 @@ static __always_inline void mc_v4_mapped(__u32 *w, __u32 ip4)
 	w[3] = ip4;
 }
 
-/* IPv4 header at off: addresses, proto, fragment state; *l4 = L4 offset */
+/*
+ * The end of the datagram whose header is at off, from its length field. The
+ * stack trims what lies past it (Ethernet padding, or anything appended), so
+ * no header is read from there. 0 is the skb's length, as the stack reads a
+ * GSO packet's (BIG TCP) and drops any other.
+ */
+static __always_inline int mc_datagram_end(struct __sk_buff *skb, __u32 off, __u32 len,
+					   __u32 *end)
+{
+	if (len == 0) {
+		*end = skb->len;
+		return MC_PARSE_OK;
+	}
+	if (off + len > skb->len)
+		return MC_PARSE_BAD;
+	*end = off + len;
+	return MC_PARSE_OK;
+}
+
+/* IPv4 header at off: addresses, proto, fragment state; *l4 = L4 offset.
+ * quoted: the packet inside an ICMP error (its length field describes the
+ * original, not the quote; t->end is the error's, set by the caller) */
 static __always_inline int mc_parse_ip4(struct __sk_buff *skb, __u32 off,
-					struct mc_tuple *t, __u32 *l4)
+					struct mc_tuple *t, __u32 *l4, int quoted)
 {
 	__u8 h[20];
-	__u32 ihl;
+	__u32 ihl, tot;
 	__u16 frag;
 
 	if (bpf_skb_load_bytes(skb, off, h, 20))
@@ -89,6 +116,15 @@ static __always_inline int mc_parse_ip4(struct __sk_buff *skb, __u32 off,
 		return MC_PARSE_BAD;
 	ihl = (h[0] & 0xf) * 4;
 	if (ihl < 20)
+		return MC_PARSE_BAD;
+	if (!quoted) {
+		tot = (__u32)h[2] << 8 | h[3];
+		if (tot && tot < ihl)
+			return MC_PARSE_BAD;
+		if (mc_datagram_end(skb, off, tot, &t->end))
+			return MC_PARSE_BAD;
+	}
+	if (off + 20 > t->end)
 		return MC_PARSE_BAD;
 	frag = ((__u16)h[6] << 8 | h[7]) & 0x1fff;
 	t->nonfirst_frag = frag != 0;
@@ -104,6 +140,12 @@ static __always_inline int mc_parse_ip4(struct __sk_buff *skb, __u32 off,
 	return MC_PARSE_OK;
 }
 
+/* hop-by-hop, routing, fragment, destination options, AH */
+static __always_inline int mc_ipv6_is_ext(__u8 nh)
+{
+	return nh == 0 || nh == 43 || nh == 60 || nh == 44 || nh == 51;
+}
+
 /* IPv6 header (and, if walk, its extension headers) at off */
 static __always_inline int mc_parse_ip6(struct __sk_buff *skb, __u32 off,
 					struct mc_tuple *t, __u32 *l4, int walk)
@@ -117,6 +159,14 @@ static __always_inline int mc_parse_ip6(struct __sk_buff *skb, __u32 off,
 		return MC_PARSE_BAD;
 	if ((h[0] >> 4) != 6)
 		return MC_PARSE_BAD;
+	if (walk) { /* not for a quoted packet (see mc_parse_ip4) */
+		__u32 plen = (__u32)h[4] << 8 | h[5];
+
+		if (mc_datagram_end(skb, off, plen ? plen + 40 : 0, &t->end))
+			return MC_PARSE_BAD;
+	}
+	if (off + 40 > t->end)
+		return MC_PARSE_BAD;
 	__builtin_memcpy(t->saddr, &h[8], 16);
 	__builtin_memcpy(t->daddr, &h[24], 16);
 	nh = h[6];
@@ -124,9 +174,9 @@ static __always_inline int mc_parse_ip6(struct __sk_buff *skb, __u32 off,
 	if (walk) {
 #pragma unroll
 		for (i = 0; i < MC_IPV6_EXT_MAX; i++) {
-			if (nh != 0 && nh != 43 && nh != 60 && nh != 44 && nh != 51)
+			if (!mc_ipv6_is_ext(nh))
 				break;
-			if (bpf_skb_load_bytes(skb, off, e, 8))
+			if (off + 8 > t->end || bpf_skb_load_bytes(skb, off, e, 8))
 				return MC_PARSE_BAD;
 			if (nh == 44) {
 				if ((((__u16)e[2] << 8 | e[3]) & 0xfff8) != 0)
@@ -144,6 +194,11 @@ static __always_inline int mc_parse_ip6(struct __sk_buff *skb, __u32 off,
 			if (t->nonfirst_frag)
 				break;
 		}
+		/* still an extension header after the walk: the stack would walk
+		 * on to the real L4, so taking this type for the protocol would
+		 * slip past port rules (and open a conntrack pseudo-flow) */
+		if (!t->nonfirst_frag && mc_ipv6_is_ext(nh))
+			return MC_PARSE_BAD;
 	}
 	t->proto = nh;
 	*l4 = off;
@@ -173,7 +228,7 @@ static __always_inline int mc_parse_l4(struct __sk_buff *skb, __u32 off,
 		return MC_PARSE_OK;
 	switch (t->proto) {
 	case MC_PROTO_TCP:
-		if (bpf_skb_load_bytes(skb, off, h, 20))
+		if (off + 20 > t->end || bpf_skb_load_bytes(skb, off, h, 20))
 			return MC_PARSE_BAD;
 		if ((h[12] >> 4) < 5)
 			return MC_PARSE_BAD;
@@ -182,21 +237,26 @@ static __always_inline int mc_parse_l4(struct __sk_buff *skb, __u32 off,
 		t->tcp_flags = h[13];
 		break;
 	case MC_PROTO_UDP:
-		if (bpf_skb_load_bytes(skb, off, h, 8))
+		if (off + 8 > t->end || bpf_skb_load_bytes(skb, off, h, 8))
 			return MC_PARSE_BAD;
 		__builtin_memcpy(&t->sport, &h[0], 2);
 		__builtin_memcpy(&t->dport, &h[2], 2);
 		break;
 	case MC_PROTO_SCTP:
 		/* common header: ports, verification tag, checksum; tracked as a datagram flow */
-		if (bpf_skb_load_bytes(skb, off, h, 12))
+		if (off + 12 > t->end || bpf_skb_load_bytes(skb, off, h, 12))
 			return MC_PARSE_BAD;
 		__builtin_memcpy(&t->sport, &h[0], 2);
 		__builtin_memcpy(&t->dport, &h[2], 2);
 		break;
 	case MC_PROTO_ICMP:
 	case MC_PROTO_ICMPV6:
-		if (bpf_skb_load_bytes(skb, off, h, 8))
+		/* ICMP of the other family is no ICMP to the receiving stack
+		 * (only raw sockets see it): unknown L4, or an "ND" type in
+		 * IPv4 would pass every policy */
+		if ((t->proto == MC_PROTO_ICMPV6) != t->is_v6)
+			break;
+		if (off + 8 > t->end || bpf_skb_load_bytes(skb, off, h, 8))
 			return MC_PARSE_BAD;
 		if (t->proto == MC_PROTO_ICMP ? mc_icmp4_is_err(h[0]) : mc_icmp6_is_err(h[0])) {
 			t->icmp_err = 1;
@@ -225,7 +285,7 @@ static __always_inline int mc_parse(struct __sk_buff *skb, struct mc_tuple *t)
 	if (bpf_skb_load_bytes(skb, 12, &proto, 2))
 		return MC_PARSE_NOT_IP;
 	if (proto == bpf_htons(MC_ETH_P_IP)) {
-		rc = mc_parse_ip4(skb, MC_ETH_HLEN, t, &l4);
+		rc = mc_parse_ip4(skb, MC_ETH_HLEN, t, &l4, 0);
 	} else if (proto == bpf_htons(MC_ETH_P_IPV6)) {
 		t->is_v6 = 1;
 		rc = mc_parse_ip6(skb, MC_ETH_HLEN, t, &l4, 1);
@@ -249,13 +309,14 @@ static __always_inline int mc_parse_inner(struct __sk_buff *skb,
 	__u8 h[8];
 	int rc;
 
+	in->end = outer->end; /* the quote ends where the error does */
 	if (outer->is_v6)
 		rc = mc_parse_ip6(skb, outer->inner_off, in, &l4, 0);
 	else
-		rc = mc_parse_ip4(skb, outer->inner_off, in, &l4);
+		rc = mc_parse_ip4(skb, outer->inner_off, in, &l4, 1);
 	if (rc || in->nonfirst_frag)
 		return MC_PARSE_BAD;
-	if (bpf_skb_load_bytes(skb, l4, h, 8))
+	if (l4 + 8 > in->end || bpf_skb_load_bytes(skb, l4, h, 8))
 		return MC_PARSE_BAD;
 	if (in->proto == MC_PROTO_TCP || in->proto == MC_PROTO_UDP || in->proto == MC_PROTO_SCTP) {
 		__builtin_memcpy(&in->sport, &h[0], 2);

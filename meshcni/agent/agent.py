@@ -32,7 +32,7 @@ from typing import Dict, List, Optional
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ..cni import endpoints as cni_endpoints
 from ..cni.install import install, shim_binary
@@ -46,7 +46,7 @@ from ..k8s import EventRecorder, Informer, ReconcileMetrics, Runner, SyncTimeout
 from ..k8s.events import DEFAULT_REASON
 from ..k8s.trim import trim_endpointslice, trim_pod, trim_service
 from .localapi import LocalAPI
-from .reconcilers import IPCache, Policy, Routes, Services
+from .reconcilers import IPCache, Pins, Policy, Routes, Services
 
 log = logging.getLogger("meshcni.agent")
 STARTUP_TAINT = "mesh-cni.dev/startup"
@@ -75,6 +75,7 @@ class AgentConfig:
     cni_shim: Optional[bool] = None  # None: the compiled shim when it was built
     cni_fallback: bool = True  # the Python plugin beside the shim (only where this interpreter is the node's)
     sync_timeout: float = 60.0
+    pin_check_interval: float = 10.0  # seconds between checks of the datapath's pins
 
 
 class Metrics:
@@ -98,6 +99,9 @@ class Metrics:
                                  registry=r)
         self.ipcache_collisions = Gauge("meshcni_ipcache_cidr_atoms",
                                         "sets of overlapping CIDRIdentities given an agent-local atom id", registry=r)
+        self.pin_repairs = Counter("meshcni_pin_repairs_total",
+                                   "pins found deleted (outcome repaired / failed) or replaced by another object, "
+                                   "by pin path under the bpf root", ["pin", "outcome"], registry=r)
 
 
 def make_informers(api) -> List[Informer]:
@@ -167,7 +171,9 @@ class Agent:
         self.services = Services(dp.services, ServiceIDs(os.path.join(cfg.state_dir, "service-ids.json")), m, log)
         self.ipcache = IPCache(dp.ipcache, dp.endpoints, cfg.node_name, self._local_endpoints, m)
         self.policy = Policy(dp.policy, m)
-        reconcilers = [self.services, self.ipcache, self.policy]
+        events = EventRecorder(self.core, "meshcni-agent", cfg.node_name, host=cfg.node_name, reason=event_reason)
+        reconcilers = [self.services, self.ipcache, self.policy,
+                       Pins(dp.check_pins, cfg.node_name, events, m, cfg.pin_check_interval)]
         if cfg.routes:
             reconcilers.append(Routes(RouteDatapath(), cfg.node_name))
 
@@ -181,7 +187,6 @@ class Agent:
         self._install_cni()
 
         self.caches = {i.name: i for i in make_informers(self.api)}
-        events = EventRecorder(self.core, "meshcni-agent", cfg.node_name, host=cfg.node_name, reason=event_reason)
         self.runner = Runner("agent", self.caches, reconcilers, events, m.reconcile, sync_timeout=cfg.sync_timeout)
         try:
             self.runner.start()  # every reconciler ran once on complete caches

@@ -55,6 +55,9 @@ def add_parser(sub) -> None:
     p.add_argument("--uninstall", action="store_true",
                    help="instead of running: remove everything meshcni put on this node (socket-LB links, tc "
                    "programs, pins under --bpf-root, routes, the CNI plugin and config, state) and exit; idempotent")
+    p.add_argument("--pin-check-interval", type=float, default=10.0,
+                   help="seconds between checks that every pin under --bpf-root still holds the agent's object "
+                        "(deleted ones are pinned again; default %(default)s)")
     p.add_argument("--metrics-address", default="127.0.0.1:9962", help="HOST:PORT of /healthz /readyz /metrics")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.set_defaults(fn=cmd_agent)
@@ -81,7 +84,8 @@ def cmd_agent(args) -> int:
                               cgroup_root=args.cgroup_root, cni_bin_dir=args.cni_bin_dir,
                               cni_conf_dir=args.cni_conf_dir, chained=args.chained, socket=args.socket,
                               state_dir=args.state_dir, ipam_dir=args.ipam_dir, routes=args.routes, cni_shim=args.cni_shim,
-                              cni_fallback=args.cni_fallback, metrics_address=args.metrics_address))
+                              cni_fallback=args.cni_fallback, metrics_address=args.metrics_address,
+                              pin_check_interval=args.pin_check_interval))
     try:
         agent.start()
     except Exception as e:

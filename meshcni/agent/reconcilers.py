@@ -17,11 +17,12 @@ from ..controllers.netpol import (DEFAULT_RANK, CompiledPolicy, compile_policies
                                   policy_ranks)
 from ..controllers.routes import desired_routes
 from ..controllers.services import ServiceIDs, desired_services, frontend_conflicts, remote_backends
+from ..datapath.pinwatch import REPAIRED, REPLACED
 from ..datapath.endpoints import EndpointDatapath, EndpointRow, IPCacheDatapath
 from ..datapath.policy import PolicyDatapath, PolicyEntry, fit_policy
 from ..datapath.routes import RouteDatapath
 from ..datapath.services import Service, ServiceDatapath
-from ..k8s.reconciler import Desired, Reconciler
+from ..k8s.reconciler import REQUEUE_AFTER, Desired, Reconciler
 
 POLICY_WATCHES = ("networkpolicies", "pods", "namespaces", "identities", "cidridentities")
 
@@ -204,3 +205,40 @@ class Routes(Reconciler):
 
     def apply(self, state: Dict[str, str]) -> dict:
         return self.datapath.apply(state)
+
+
+PIN_REASONS = {REPAIRED: "PinRepaired", REPLACED: "PinReplaced", "failed": "PinRepairFailed"}
+
+
+class Pins(Reconciler):
+    """The node's pins (maps, tc programs, socket-LB links) checked against the objects the agent holds,
+    every ``interval`` seconds (it watches nothing: it requeues itself).
+
+    A deleted pin is pinned again from the held fd; a pin replaced by another
+    object is reported and left alone. Each finding is logged (by the
+    datapath), counted in ``meshcni_pin_repairs_total{pin, outcome}`` and put
+    on the agent's Node as a Warning Event (``PinRepaired``, ``PinReplaced``,
+    ``PinRepairFailed``).
+    """
+    name = "pins"
+    watches = ()
+
+    def __init__(self, check: Callable[[], list], node_name: str, events, metrics, interval: float = 10.0):
+        self.check = check
+        self.node_name = node_name
+        self.events = events
+        self.metrics = metrics
+        self.interval = interval
+
+    def desired(self, caches) -> Desired:
+        return Desired(None)
+
+    def apply(self, state) -> dict:
+        found = self.check()
+        for f in found:
+            self.metrics.pin_repairs.labels(f.pin, f.outcome).inc()
+            self.events.emit("Node", "", self.node_name, PIN_REASONS[f.outcome], f.message)
+        out = {REQUEUE_AFTER: self.interval}
+        for f in found:
+            out[f.outcome] = out.get(f.outcome, 0) + 1
+        return out

@@ -61,14 +61,17 @@ def prepare_create(store, rt: res.ResourceType, obj: dict, strict: bool = False)
     if rt.status and key not in (("", "nodes"),):
         # status is written through /status only; a create starts with none (kube resets it)
         obj.pop("status", None)
+    # defaulting runs before validation: a field of the wrong JSON type is left as it is,
+    # for validation to report (422), never crashed on
     if key == res.NAMESPACE_KEY:
         meta = obj["metadata"]
-        meta["labels"] = dict(meta.get("labels") or {}, **{"kubernetes.io/metadata.name": meta["name"]})
-        spec = dict(obj.get("spec") or {})
-        spec.setdefault("finalizers", ["kubernetes"])
-        obj["spec"] = spec
+        _name_label(meta)
+        if isinstance(obj.get("spec") or {}, dict):
+            spec = dict(obj.get("spec") or {})
+            spec.setdefault("finalizers", ["kubernetes"])
+            obj["spec"] = spec
         obj["status"] = {"phase": "Active"}
-    elif key == ("", "pods"):
+    elif key == ("", "pods") and isinstance(obj.get("spec") or {}, dict):
         spec = dict(obj.get("spec") or {})
         spec.setdefault("restartPolicy", "Always")
         spec.setdefault("dnsPolicy", "ClusterFirst")
@@ -103,13 +106,18 @@ def prepare_update(store, rt: res.ResourceType, new: dict, cur: dict, strict: bo
                     p["nodePort"] = prev["nodePort"]
         _default_service(new)
     elif rt.key == res.NAMESPACE_KEY:
-        meta = new["metadata"]
-        meta["labels"] = dict(meta.get("labels") or {}, **{"kubernetes.io/metadata.name": meta["name"]})
+        _name_label(new["metadata"])
         new.setdefault("spec", copy.deepcopy(cur.get("spec") or {}))
     elif rt.key == res.CRD_KEY:
         _default_crd(new)
     if rt.crd:
         _apply_schema_defaults(rt, new, strict)
+
+
+def _name_label(meta):
+    labels = meta.get("labels")
+    if labels is None or isinstance(labels, dict):
+        meta["labels"] = dict(labels or {}, **{"kubernetes.io/metadata.name": meta["name"]})
 
 
 def _default_service(obj):
@@ -132,16 +140,18 @@ def _default_service(obj):
 
 
 def _default_crd(obj):
-    spec = obj.get("spec") or {}
-    names = dict(spec.get("names") or {})
-    if names.get("kind"):
+    # defaulting runs before validation: a spec of the wrong shape is left to it (422)
+    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    names = dict(spec["names"]) if isinstance(spec.get("names"), dict) else {}
+    versions = spec.get("versions") if isinstance(spec.get("versions"), list) else ()
+    if isinstance(names.get("kind"), str) and names["kind"]:
         names.setdefault("singular", names["kind"].lower())
         names.setdefault("listKind", names["kind"] + "List")
     if isinstance(obj.get("spec"), dict):
         obj["spec"]["names"] = names
         obj["spec"].setdefault("scope", "Namespaced")
         obj["spec"].setdefault("conversion", {"strategy": "None"})
-    stored = [v.get("name") for v in spec.get("versions") or () if isinstance(v, dict) and v.get("storage")]
+    stored = [v.get("name") for v in versions if isinstance(v, dict) and v.get("storage")]
     obj["status"] = {
         "acceptedNames": names,
         "storedVersions": stored,
@@ -231,10 +241,45 @@ def _without_metadata(sch: dict) -> dict:
     return sch
 
 
+def _crd_shape(spec) -> list:
+    """The JSON types of the CRD fields this server reads (kube's decoder refuses the rest)."""
+    if not isinstance(spec, dict):
+        return [FieldError("spec", spec, "FieldValueInvalid", "must be an object")]
+    errs = []
+    names = spec.get("names")
+    if not isinstance(names, (dict, type(None))):
+        errs.append(FieldError("spec.names", names, "FieldValueInvalid", "must be an object"))
+    else:
+        for k, v in (names or {}).items():
+            want_list = k in ("shortNames", "categories")
+            if not (isinstance(v, list) and all(isinstance(x, str) for x in v) if want_list
+                    else isinstance(v, str)):
+                errs.append(FieldError(f"spec.names.{k}", v, "FieldValueInvalid",
+                                       "must be a list of strings" if want_list else "must be a string"))
+    for f in ("group", "scope"):
+        if not isinstance(spec.get(f), (str, type(None))):
+            errs.append(FieldError(f"spec.{f}", spec.get(f), "FieldValueInvalid", "must be a string"))
+    versions = spec.get("versions")
+    if not isinstance(versions, (list, type(None))):
+        errs.append(FieldError("spec.versions", versions, "FieldValueInvalid", "must be a list"))
+    else:
+        for i, v in enumerate(versions or ()):
+            sch = v.get("schema") if isinstance(v, dict) else None
+            if not isinstance(v, dict) or not isinstance(v.get("name"), str) or not (
+                    sch is None or (isinstance(sch, dict) and isinstance(sch.get("openAPIV3Schema"),
+                                                                          (dict, type(None))))):
+                errs.append(FieldError(f"spec.versions[{i}]", v, "FieldValueInvalid",
+                                       "must be an object with a name and an optional schema.openAPIV3Schema "
+                                       "object"))
+    return errs
+
+
 def _validate_crd(obj) -> list:
     spec = obj.get("spec") or {}
+    errs = _crd_shape(spec)
+    if errs:
+        return errs
     names = spec.get("names") or {}
-    errs = []
     for f in ("plural", "kind"):
         if not names.get(f):
             errs.append(FieldError(f"spec.names.{f}", None, "FieldValueRequired", ""))
@@ -310,6 +355,11 @@ class IPAllocator:
             return
         name = svc["metadata"]["name"]
         stype = spec.get("type", "ClusterIP")
+        ips = spec.get("clusterIPs")
+        for field_, v in (("spec.clusterIP", spec.get("clusterIP")),
+                          ("spec.clusterIPs", ips if not isinstance(ips, list) else (ips or [None])[0])):
+            if v is not None and not isinstance(v, str):
+                raise _svc_invalid(invalid, name, field_, v, "must be an IP address (a string)")
         if stype != "ExternalName":
             ip = spec.get("clusterIP") or ((spec.get("clusterIPs") or [None])[0])
             if ip and ip != "None":
@@ -328,10 +378,14 @@ class IPAllocator:
                 spec.setdefault("ipFamilyPolicy", "SingleStack")
                 spec.setdefault("ipFamilies", ["IPv4"])
         if stype in ("NodePort", "LoadBalancer"):
-            for i, p in enumerate(spec.get("ports") or ()):
+            ports = spec.get("ports")
+            for i, p in enumerate(ports if isinstance(ports, list) else ()):
                 if not isinstance(p, dict):
                     continue
                 if p.get("nodePort"):
+                    if isinstance(p["nodePort"], bool) or not isinstance(p["nodePort"], int):
+                        raise _svc_invalid(invalid, name, f"spec.ports[{i}].nodePort", p["nodePort"],
+                                           "must be an integer")
                     if p["nodePort"] in self.ports:
                         raise _svc_invalid(invalid, name, f"spec.ports[{i}].nodePort", p["nodePort"],
                                            "provided port is already allocated")

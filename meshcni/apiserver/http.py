@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import re
 import time
@@ -37,6 +38,11 @@ KUBE_VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-meshcni", "g
 DEFAULT_WATCH_TIMEOUT = 1800.0  # kube's --min-request-timeout
 BATCH = 512                      # watch lines per chunk when catching up
 MAX_BODY = 3 * 1024 * 1024       # kube-apiserver's MaxRequestBodyBytes
+# No Kubernetes object nests this deep; the checks after decoding (copies, schema
+# walks, merges) recurse per level, so a deeper body is refused at the door.
+MAX_DEPTH = 100
+MAX_INT64 = 2 ** 63 - 1
+BODY_TYPES = ("application/json", "application/yaml", "")  # "": clients that send none mean JSON
 
 
 class _TooLarge(Exception):
@@ -85,6 +91,33 @@ class Handler(BaseHTTPRequestHandler):
             super().finish()
         except OSError:
             pass
+
+    def send_error(self, code, message=None, explain=None):
+        """http.server's own refusals (request line too long, bad request line, unknown
+        method, too many headers) as kube-style Status objects, not HTML. An unknown
+        method is a 405, as kube-apiserver answers it."""
+        if code == 501:
+            code, reason, message = 405, "MethodNotAllowed", f"the server does not allow this method ({self.command})"
+        else:
+            reason = {400: "BadRequest", 414: "RequestURITooLong", 431: "RequestHeaderFieldsTooLarge"}.get(
+                code, "BadRequest")
+        if getattr(self, "request_version", "") in ("", "HTTP/0.9"):
+            self.request_version = self.protocol_version  # (0.9 would get a body without a status line)
+        self.close_connection = True
+        try:
+            self._send_json(code, status_object(code, reason, message or reason))
+        except OSError:
+            pass
+
+    def do_HEAD(self):
+        self.close_connection = True
+        self.send_response(405)
+        self.send_header("Content-Length", "0")
+        self._connection_header()
+        self.end_headers()
+
+    def do_OPTIONS(self):
+        self._dispatch("OPTIONS")
 
     def log_message(self, fmt, *args):  # BaseHTTPRequestHandler's stderr logging -> logging
         log.debug("%s " + fmt, self.address_string(), *args)
@@ -348,7 +381,7 @@ class Handler(BaseHTTPRequestHandler):
         if method == "DELETE":
             if sub:
                 raise method_not_allowed()
-            opts = _parse(body, "application/json") if body.strip() else {}
+            opts = _delete_options(_parse(body, "application/json")) if body.strip() else {}
             obj = store.delete(rt, ns, name, opts, dry)
             pending = obj["metadata"].get("deletionTimestamp") and obj["metadata"].get("finalizers")
             return self._send_json(202 if pending and not dry else 200, _at_version(obj, rt, version))
@@ -365,6 +398,8 @@ class Handler(BaseHTTPRequestHandler):
                 limit = int(q.get("limit") or 0)
             except ValueError:
                 raise bad_request(f'invalid limit "{q.get("limit")}"') from None
+            if not 0 <= limit <= MAX_INT64:
+                raise bad_request(f'invalid limit "{q.get("limit")}": must be between 0 and {MAX_INT64}')
             items, rv, cont, remaining = store.list(rt, ns, labels, fields, limit, q.get("continue"))
             if _wants_table(self.headers.get("Accept", "")):
                 return self._send_json(200, _table(rt, items, q, rv, cont))
@@ -399,6 +434,10 @@ class Handler(BaseHTTPRequestHandler):
             timeout = float(q.get("timeoutSeconds") or DEFAULT_WATCH_TIMEOUT)
         except ValueError:
             raise bad_request(f'invalid timeoutSeconds "{q.get("timeoutSeconds")}"') from None
+        if not math.isfinite(timeout) or timeout < 0:
+            # nan would never end the stream (every comparison with it is false), inf neither
+            raise bad_request(f'invalid timeoutSeconds "{q.get("timeoutSeconds")}": must be a number of '
+                              "seconds, 0 or more")
         bookmarks = q.get("allowWatchBookmarks") in ("true", "1", "True")
         initial = q.get("sendInitialEvents") in ("true", "1", "True")
         rv = q.get("resourceVersion")
@@ -558,18 +597,65 @@ def _parse(body: bytes, ctype: str):
         # typed kubectl generators (kubectl create configmap/namespace/secret) send protobuf
         raise unsupported_media(ctype.split(";")[0], "application/json, application/yaml (this server "
                                 "does not speak protobuf)")
+    base = ctype.split(";")[0].strip().lower()
+    if base not in BODY_TYPES and base not in PATCH_TYPES:
+        raise unsupported_media(base, "application/json, application/yaml")
     if not body.strip():
         raise bad_request("the request body is empty")
-    if "yaml" in ctype:
-        import yaml
-        try:
-            return yaml.safe_load(body)
-        except yaml.YAMLError as e:
-            raise bad_request(f"error decoding YAML: {e}") from None
     try:
-        return json.loads(body)
-    except ValueError as e:
-        raise bad_request(f"error decoding JSON: {e}") from None
+        if "yaml" in base:
+            import yaml
+            try:
+                out = yaml.safe_load(body)
+            except yaml.YAMLError as e:
+                raise bad_request(f"error decoding YAML: {e}") from None
+        else:
+            try:
+                out = json.loads(body)
+            except ValueError as e:
+                raise bad_request(f"error decoding JSON: {e}") from None
+    except RecursionError:
+        raise bad_request(f"the request body nests deeper than {MAX_DEPTH} levels") from None
+    if _depth_over(out, MAX_DEPTH):
+        raise bad_request(f"the request body nests deeper than {MAX_DEPTH} levels")
+    return out
+
+
+def _depth_over(obj, limit: int) -> bool:
+    """Does obj nest lists/objects deeper than limit? (iterative: no recursion to exhaust)"""
+    stack = [(obj, 1)]
+    while stack:
+        o, d = stack.pop()
+        if isinstance(o, dict):
+            children = o.values()
+        elif isinstance(o, list):
+            children = o
+        else:
+            continue
+        if d > limit:
+            return True
+        stack.extend((c, d + 1) for c in children if isinstance(c, (dict, list)))
+    return False
+
+
+PROPAGATION = ("Orphan", "Background", "Foreground")
+
+
+def _delete_options(opts):
+    """DeleteOptions as a body: the fields the store reads, with their types checked."""
+    if not isinstance(opts, dict):
+        raise bad_request("DeleteOptions must be an object")
+    pre = opts.get("preconditions")
+    if pre is not None and not (isinstance(pre, dict) and all(
+            isinstance(pre.get(k), (str, type(None))) for k in ("uid", "resourceVersion"))):
+        raise bad_request("DeleteOptions.preconditions must be an object of uid and resourceVersion strings")
+    pp = opts.get("propagationPolicy")
+    if pp is not None and pp not in PROPAGATION:
+        raise bad_request(f'DeleteOptions.propagationPolicy "{pp}" must be one of {", ".join(PROPAGATION)}')
+    g = opts.get("gracePeriodSeconds")
+    if g is not None and (isinstance(g, bool) or not isinstance(g, int)):
+        raise bad_request(f"DeleteOptions.gracePeriodSeconds must be an integer (got {g!r})")
+    return opts
 
 
 def _at_version(obj, rt, version):

@@ -332,6 +332,8 @@ class Store:
                 try:
                     tok = json.loads(base64.urlsafe_b64decode(cont.encode() + b"=="))
                     start = tuple(tok["start"])
+                    if len(start) != 2 or not all(isinstance(x, str) for x in start):
+                        raise ValueError("not a key")  # keys are (namespace, name): compared below
                 except (ValueError, KeyError, TypeError):
                     raise bad_request(f'invalid continue token "{cont}"') from None
             items = []
@@ -363,6 +365,8 @@ class Store:
     def create(self, rt, ns, body, dry_run=False, strict=False) -> dict:
         if not isinstance(body, dict):
             raise bad_request("the body of the request must be a JSON object")
+        if not isinstance(body.get("metadata") or {}, dict):
+            raise bad_request("metadata must be an object")
         with self.lock:
             obj = dict(body)
             meta = dict(obj.get("metadata") or {})
@@ -421,6 +425,9 @@ class Store:
     def _update(self, rt, cur, body, subresource, dry_run, strict=False):
         name = cur["metadata"]["name"]
         bmeta = body.get("metadata") or {}
+        if not isinstance(bmeta, dict):
+            # (a patch can produce this too: {"metadata": 5})
+            raise bad_request("metadata must be an object")
         if bmeta.get("name") and bmeta["name"] != name:
             raise bad_request(f"the name of the object ({bmeta['name']}) does not match the name "
                               f"on the URL ({name})")

@@ -294,6 +294,13 @@ class BpfMap:
         raise PartialFailureError(self.name, op, n, int(res.done), failures,
                                   int(res.nfailed_total), stopped)
 
+    def full_error(self, wanted: int, entries: Optional[int] = None) -> MapFullError:
+        """The error for ``wanted`` entries that cannot fit this map; nothing was written."""
+        e = MapFullError(self.name, self.spec.max_entries, wanted, 0, [], wanted, 0, entries=entries)
+        e.args = (f"map {self.name} is full (max_entries {self.spec.max_entries}): {wanted} entries wanted, "
+                  f"nothing written" + (f", its {entries} entries kept" if entries is not None else ""),)
+        return e
+
     def update(self, keys: Any, values: Any, flags: int = ANY, mode: str = "auto") -> BulkResult:
         """Write ``values[i]`` at ``keys[i]`` for all i.
 
@@ -422,6 +429,11 @@ class BpfMap:
             raise ValueError(f"map {self.name}: {len(k)} keys but {len(v)} values")
         shadow, self._shadow = self._shadow if cache else None, None
         cur_k, cur_v = shadow if shadow is not None else self.dump(mode)
+        if len(k) > self.spec.max_entries:
+            # refuse before writing: a desired state that cannot fit must leave the current one whole,
+            # not half replaced by it (deletes of what it drops would have gone first)
+            self._shadow = shadow
+            raise self.full_error(len(k), len(cur_k))
         try:
             add, change, delete, same, aligned = _fastmap.diff(rows(cur_k), rows(cur_v), rows(k), rows(v),
                                                                return_aligned=True)

@@ -68,13 +68,23 @@ class MeshMaps(Closing):
 
     Layout changes since the pins were made are migrated; pass a
     ``MigrationSet`` to keep them pending until a program load succeeded.
+    ``capacities`` ({"mc_svc": 4096, ...}) overrides the max_entries of the
+    header's table for those maps (a small node, a test of full maps); a
+    program object loaded later against the pins wants the header's sizes.
     """
 
-    def __init__(self, root: str = DEFAULT_ROOT, migrations: Optional[MigrationSet] = None):
+    def __init__(self, root: str = DEFAULT_ROOT, migrations: Optional[MigrationSet] = None,
+                 capacities: Optional[Dict[str, int]] = None):
         self.root = root
         self.maps: Dict[str, BpfMap] = {}
+        specs = map_specs()
+        unknown = sorted(set(capacities or ()) - set(specs))
+        if unknown:
+            raise ValueError(f"capacities: no meshcni map {', '.join(unknown)} (have: {', '.join(sorted(specs))})")
         try:
-            for name, spec in map_specs().items():
+            for name, spec in specs.items():
+                if capacities and name in capacities:
+                    spec = spec.with_(max_entries=int(capacities[name]))
                 self.maps[name] = open_or_create(spec, root, migrations=migrations,
                                                  map_class=MAP_CLASSES.get(name, BpfMap))
         except BaseException:

@@ -33,6 +33,7 @@ flock on a per-call descriptor; the crash hook is ignored in-process.
 from __future__ import annotations
 
 import json
+import re
 import os
 import sys
 import time
@@ -74,6 +75,9 @@ class NetConf:
         return self.ipam is not None and self.ipam.get("type", "") in BUILTIN_IPAM
 
 
+_NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*\Z")
+
+
 def parse_conf(raw: Any, command: str) -> NetConf:
     """Validate the network config the runtime sent (errors name the field)."""
     if not isinstance(raw, dict):
@@ -82,6 +86,10 @@ def parse_conf(raw: Any, command: str) -> NetConf:
     name = raw.get("name")
     if command != "VERSION" and (not isinstance(name, str) or not name):
         raise CNIError(INVALID_CONFIG, "network config: name is required")
+    if command != "VERSION" and not _NETWORK_NAME.match(name):
+        # libcni's rule; the name also names the IPAM store's directory
+        raise CNIError(INVALID_CONFIG, f"network config: name {name[:100]!r} must be alphanumeric with _ . - "
+                       "(and start alphanumeric)")
     c = NetConf(raw=raw, version=version, name=name or "")
     mtu = raw.get("mtu", 1500)
     if not isinstance(mtu, int) or isinstance(mtu, bool) or not 68 <= mtu <= 65535:
@@ -104,8 +112,12 @@ def parse_conf(raw: Any, command: str) -> NetConf:
     if "ipam" in raw:
         if not isinstance(raw["ipam"], dict):
             raise CNIError(INVALID_CONFIG, "network config: ipam must be an object")
-        if raw["ipam"].get("type") is not None and not isinstance(raw["ipam"]["type"], str):
+        typ = raw["ipam"].get("type")
+        if typ is not None and not isinstance(typ, str):
             raise CNIError(INVALID_CONFIG, "network config: ipam.type must be a string")
+        if typ is not None and ("/" in typ or typ in ("", ".", "..")):
+            # a plugin is a file name looked up in CNI_PATH; a path would run whatever it reaches
+            raise CNIError(INVALID_CONFIG, f"network config: ipam.type {typ!r} must be a plugin name, not a path")
         c.ipam = raw["ipam"]
     if raw.get("prevResult") is not None:
         c.prev_result = spec.parse_result(raw["prevResult"])
@@ -541,7 +553,7 @@ def run(environ, stdin: bytes, agent=None) -> Tuple[int, Optional[Dict[str, Any]
         if cmd == "VERSION":
             try:
                 raw = json.loads(stdin or b"{}")
-            except ValueError:
+            except (ValueError, RecursionError):
                 raw = {}
             asked = raw.get("cniVersion") if isinstance(raw, dict) else None
             return 0, {"cniVersion": asked if asked in spec.SUPPORTED_VERSIONS else spec.CURRENT,
@@ -551,6 +563,8 @@ def run(environ, stdin: bytes, agent=None) -> Tuple[int, Optional[Dict[str, Any]
             raw = json.loads(stdin)
         except (ValueError, UnicodeDecodeError) as e:
             bad_json = e
+        except RecursionError:  # ([[[[... deeper than the decoder goes) still a decode failure, not an I/O one
+            bad_json = ValueError("nested too deeply")
         if isinstance(raw, dict) and raw.get("cniVersion") in spec.SUPPORTED_VERSIONS:
             version = raw["cniVersion"]  # errors are answered in the version asked for
         env = spec.read_env(environ)

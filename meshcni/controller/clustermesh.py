@@ -1,13 +1,17 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
 """The multi-cluster mesh controller: Clusters + kubeconfig Secrets -> remote informers -> MeshEndpoints.
 
-Shape (CONTRACT.md "The Reconciler shape"): for each Cluster, :func:`decide`
-is a pure function of a :class:`Snapshot` (the local caches, the remote
-caches and their health, the clock) returning a :class:`ClusterPlan`;
-:meth:`ClusterMesh.apply` is the only code with side effects: it manages the
-remote connections and makes the API writes the plan lists. The decisions
-themselves (MeshEndpoints, status, conflicts) live in
-:mod:`meshcni.controllers.mesh`.
+Shape: :class:`ClusterMesh` is a keyed :class:`~meshcni.k8s.reconciler.Reconciler`
+(one key per Cluster) run by the controller's one
+:class:`~meshcni.k8s.reconciler.Runner`, which gives it the work queue,
+retries, metrics, the leadership gate and the once-per-problem Events. For
+each Cluster, :func:`decide` is a pure function of a :class:`Snapshot` (the
+local caches, the remote caches and their health, the clock) returning a
+:class:`ClusterPlan`; :meth:`ClusterMesh.apply` is the only code with side
+effects: it manages the remote connections and makes the API writes the plan
+lists. Remote informer events and connection changes queue their Cluster
+(:meth:`ClusterMesh.kick`). The decisions themselves (MeshEndpoints, status,
+conflicts) live in :mod:`meshcni.controllers.mesh`.
 
 Why the connections and writes behave as they do:
 
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import collections
 import datetime
+import functools
 import hashlib
 import json
 import logging
@@ -46,12 +51,14 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from ..controllers import mesh
 from ..controllers.identity import GROUP, VERSION
+from ..k8s.events import EventReport, problem_key
+from ..k8s.reconciler import REQUEUE_AFTER, Desired, Reconciler
 from .identities import Overlay
 
 log = logging.getLogger("meshcni.controller.mesh")
 
 _ADDR = re.compile(r"<[\w.]+ object at 0x[0-9a-f]+>:? ?")
-GLOBAL_KEY = "\x00global"   # hand-made reports and MeshEndpoints of Clusters never seen (not a valid name)
+GLOBAL_KEY = "(global)"   # hand-made reports and MeshEndpoints of Clusters never seen (no valid name or label)
 
 
 @dataclass
@@ -392,35 +399,66 @@ def decide_global(clusters: Dict[str, dict], meshendpoints: List[dict]) -> Tuple
     return orphans, mesh.handmade_problems(meshendpoints)
 
 
-# ---------------------------------------------------------------- the runtime
+# ---------------------------------------------------------------- the reconciler
 
-class ClusterMesh:
-    """Runs the mesh for the controller process; acts only while ``leading()`` is true.
+@dataclass
+class GlobalPlan:
+    """What no single Cluster owns: managed MeshEndpoints of Clusters that do not exist, by owner."""
+    orphans: Dict[str, List[dict]] = field(default_factory=dict)
 
-    ``api`` is the local ApiClient. Start with :meth:`start` (local informers;
-    returns once they are synced), then :meth:`started_leading` /
-    :meth:`stopped_leading` from the leader elector; :meth:`stop` at exit.
+
+class _Queue:
+    """The runner's queue as the mesh's callers see it: ``add(cluster)`` queues that Cluster's reconcile;
+    length and in-flight count are the whole queue's (idle means the controller is idle)."""
+
+    def __init__(self, mesh: "ClusterMesh"):
+        self._mesh = mesh
+
+    def add(self, cluster: str) -> None:
+        self._mesh.kick(cluster)
+
+    def add_after(self, cluster: str, delay: float) -> None:
+        self._mesh.kick(cluster, delay)
+
+    def __len__(self) -> int:
+        return len(self._mesh.runner.queue)
+
+    def in_flight(self) -> int:
+        return self._mesh.runner.queue.in_flight()
+
+
+class ClusterMesh(Reconciler):
+    """The mesh as a keyed :class:`~meshcni.k8s.reconciler.Reconciler`: one key per Cluster, plus
+    :data:`GLOBAL_KEY` for what no Cluster owns (hand-made reports, MeshEndpoints of unknown Clusters).
+
+    ``api`` is the local ApiClient. :meth:`informers` gives the local
+    informers for the runner's caches; set :attr:`runner` to the
+    :class:`~meshcni.k8s.Runner` that runs it (remote events and connection
+    changes kick it). The runner's gate (leadership) decides when it acts;
+    :meth:`stopped_leading` closes the remote connections, :meth:`stop` at exit.
+    ``desired`` reads the local caches and the remote connections' caches;
+    ``apply`` manages the connections and makes the API writes.
     """
 
     name = "meshendpoints"
+    watches = ("clusters", "secrets", "services", "nodes", "meshendpoints")
 
-    def __init__(self, api, cfg: MeshConfig, leading: Callable[[], bool] = lambda: True, registry=None):
+    def __init__(self, api, cfg: MeshConfig, registry=None):
+        from kubernetes import client
         self.api = api
         self.cfg = cfg
-        self.leading = leading
-        self.informers: list = []
-        self.queue = None
-        self._workers: list = []
+        self.core, self.custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+        self.runner = None
         self._remotes: Dict[str, Dict[str, Optional[Remote]]] = {}
         self._client_errors: Dict[str, Tuple[str, str]] = {}
         self._no_source_since: Dict[str, float] = {}
         self._memo: Dict[Tuple[str, str], dict] = {}   # (cluster, kubeconfig fingerprint) -> memo
-        self._reported: Dict[str, set] = {}
         self._lock = threading.RLock()
         self._mep_ov = Overlay()
         self._cluster_ov = Overlay()
         self.writes = collections.Counter()   # API writes by kind ("create", "replace", ...): tests and benchmarks
         self.syncs = 0                        # reconciles run (while leading)
+        self._event_written = functools.partial(self._count, "event")
         self._metrics(registry)
 
     def _metrics(self, registry):
@@ -433,44 +471,27 @@ class ClusterMesh:
         self._m_remote = Gauge("meshcni_mesh_remote_clusters", "remote cluster connections by state", ["state"],
                                registry=registry)
 
-    # -- bring-up --
-
-    def start(self, sync_timeout: float = 60.0) -> "ClusterMesh":
-        from kubernetes import client
-        from ..k8s import Informer, WorkQueue, label_index, run_workers
+    def informers(self) -> dict:
+        """The local informers the mesh reads, by the cache names in :attr:`watches`."""
+        from ..k8s import Informer, label_index
         from ..k8s.trim import trim_service
-        core = client.CoreV1Api(self.api)
-        self.core, self.custom = core, client.CustomObjectsApi(self.api)
-        self.clusters = Informer(self.custom.list_cluster_custom_object, GROUP, VERSION, "clusters", name="clusters")
-        self.secrets = Informer(core.list_namespaced_secret, namespace=self.cfg.namespace, name="secrets")
-        self.services = Informer(core.list_service_for_all_namespaces, name="services", transform=trim_service,
-                                 page_size=500)
-        self.nodes = Informer(core.list_node, name="nodes", transform=_trim_node)
-        self.meshendpoints = Informer(self.custom.list_cluster_custom_object, GROUP, VERSION, "meshendpoints",
-                                      name="meshendpoints", page_size=500,
-                                      indexers={"owner": label_index(mesh.CLUSTER_OWNER)})
-        self.queue = WorkQueue(name="clustermesh")
-        add = self.queue.add
-        self.clusters.add_handler(lambda o: add(_name(o)), self._cluster_updated, lambda o: add(_name(o)))
-        self.secrets.add_handler(self._secret_changed, lambda a, b: self._secret_changed(b), self._secret_changed)
-        self.services.add_handler(self._service_changed, self._service_updated, self._service_changed)
-        self.nodes.add_handler(lambda o: self._all(), self._node_updated, lambda o: self._all())
-        self.meshendpoints.add_handler(self._mep_changed, lambda a, b: self._mep_changed(b),
-                                       self._mep_changed)
-        self.informers = [self.clusters, self.secrets, self.services, self.nodes, self.meshendpoints]
-        for inf in self.informers:
-            inf.start()
-        for inf in self.informers:
-            if not inf.wait_for_sync(sync_timeout):
-                raise RuntimeError(f"informer {inf.name}: no initial list within {sync_timeout} s")
-        self._workers = run_workers(self.queue, self.process, self.cfg.workers, name="clustermesh")
-        return self
+        return {"clusters": Informer(self.custom.list_cluster_custom_object, GROUP, VERSION, "clusters",
+                                     name="clusters"),
+                "secrets": Informer(self.core.list_namespaced_secret, namespace=self.cfg.namespace, name="secrets"),
+                "services": Informer(self.core.list_service_for_all_namespaces, name="services",
+                                     transform=trim_service, page_size=500),
+                "nodes": Informer(self.core.list_node, name="nodes", transform=_trim_node),
+                "meshendpoints": Informer(self.custom.list_cluster_custom_object, GROUP, VERSION, "meshendpoints",
+                                          name="meshendpoints", page_size=500,
+                                          indexers={"owner": label_index(mesh.CLUSTER_OWNER)})}
 
-    def started_leading(self) -> None:
-        with self._lock:
-            self._reported = {}
-        self._all()
-        self.queue.add(GLOBAL_KEY)
+    @property
+    def queue(self) -> _Queue:
+        return _Queue(self)
+
+    def kick(self, cluster: str, after: float = 0.0) -> None:
+        if self.runner is not None:
+            self.runner.kick(self.name, after, key=cluster)
 
     def stopped_leading(self) -> None:
         # a follower holds no remote credentials in use: connections are rebuilt by the next leader
@@ -479,106 +500,107 @@ class ClusterMesh:
                 self._drop(name)
 
     def stop(self) -> None:
-        if self.queue is not None:
-            self.queue.shutdown()
-        for t in self._workers:
-            t.join(5)
+        """Close every remote connection (after the runner stopped: no reconcile opens a new one)."""
         with self._lock:
             for name in list(self._remotes):
                 self._drop(name, wait=True)
-        for inf in self.informers:
-            inf.stop()
 
-    # -- event routing (informer threads: enqueue only) --
+    # -- which Clusters an event concerns (informer threads: cheap) --
 
-    def _all(self):
-        for k in self.clusters.keys():
-            self.queue.add(k)
+    def keys(self, caches) -> List[str]:
+        return [GLOBAL_KEY, *caches["clusters"].keys()]
 
-    def _secret_changed(self, sec):
-        name = _name(sec)
-        for c in self.clusters.list():
-            ref = (c.get("spec") or {}).get("secret") or {}
-            if ref.get("name") == name:
-                self.queue.add(_name(c))
+    def keys_for(self, caches, cache: str, old, new):
+        clusters = caches["clusters"]
+        if cache == "clusters":
+            # our own status write coming back decides nothing new
+            return [] if old is not None and new is not None and self._cluster_ov.is_echo(new) else \
+                [_name(new if new is not None else old)]
+        if cache == "secrets":
+            name = _name(new if new is not None else old)
+            return [_name(c) for c in clusters.list()
+                    if ((c.get("spec") or {}).get("secret") or {}).get("name") == name]
+        if cache == "services":
+            return clusters.keys() if any(o is not None and mesh.is_meshed(o) for o in (old, new)) else []
+        if cache == "nodes":
+            changed = old is None or new is None or (old.get("spec") or {}) != (new.get("spec") or {})
+            return clusters.keys() if changed else []
+        if cache == "meshendpoints":
+            o = new if new is not None else old
+            if self._mep_ov.is_echo(o):
+                return []  # our own write coming back: a reconcile would find nothing to do (and cost 20-50 ms)
+            owner = ((o.get("metadata") or {}).get("labels") or {}).get(mesh.CLUSTER_OWNER)
+            # a hand-made one there may block (or, gone, unblock) the managed one
+            return ([owner] if owner else []) + ([GLOBAL_KEY] if not owner or not mesh.is_managed(o) else [])
+        return None
 
-    def _service_changed(self, svc):
-        if mesh.is_meshed(svc):
-            self._all()
+    # -- desired: the caches -> a plan (pure decisions in decide / decide_global) --
 
-    def _service_updated(self, old, new):
-        if mesh.is_meshed(old) or mesh.is_meshed(new):
-            self._all()
-
-    def _node_updated(self, old, new):
-        if (old.get("spec") or {}) != (new.get("spec") or {}):
-            self._all()
-
-    def _cluster_updated(self, old, new):
-        if not self._cluster_ov.is_echo(new):  # our own status write coming back decides nothing new
-            self.queue.add(_name(new))
-
-    def _mep_changed(self, o):
-        if self._mep_ov.is_echo(o):
-            return  # our own write coming back: a reconcile would find nothing to do (and cost 20-50 ms)
-        owner = ((o.get("metadata") or {}).get("labels") or {}).get(mesh.CLUSTER_OWNER)
-        if owner:
-            self.queue.add(owner)  # a hand-made one there may block (or, gone, unblock) the managed one
-        if not owner or not mesh.is_managed(o):
-            self.queue.add(GLOBAL_KEY)
-
-    # -- reconcile --
-
-    def process(self, key: str) -> None:
-        if not self.leading():
-            return  # started_leading enqueues everything again
-        self.syncs += 1
+    def desired(self, caches, key: str) -> Desired:
         if key == GLOBAL_KEY:
-            self.sync_global()
-        else:
-            self.sync(key)
+            clusters = {_name(c): c for c in caches["clusters"].list()}
+            orphans, problems = decide_global(clusters, self._mep_ov.view(caches["meshendpoints"].list()))
+            return Desired(GlobalPlan(orphans), self._reports(caches, problems))
+        plan = decide(self.snapshot(caches, key), self.cfg)
+        return Desired(plan, self._reports(caches, plan.problems))
 
-    def snapshot(self, name: str) -> Snapshot:
-        cached = self.clusters.get(name)
+    def snapshot(self, caches, name: str) -> Snapshot:
+        cached = caches["clusters"].get(name)
         cluster = next((o for o in self._cluster_ov.view([cached] if cached else []) if _name(o) == name), None)
         secret = None
         if cluster is not None:
             ref = (cluster.get("spec") or {}).get("secret") or {}
             if isinstance(ref.get("name"), str):
-                secret = self.secrets.get(f"{self.cfg.namespace}/{ref['name']}")
+                secret = caches["secrets"].get(f"{self.cfg.namespace}/{ref['name']}")
         with self._lock:
             slot = self._remotes.get(name) or {}
             active, pending = slot.get("active"), slot.get("pending")
             client_error = self._client_errors.get(name)
             since = self._no_source_since.get(name)
-        existing = [o for o in self._mep_ov.view(self.meshendpoints.by_index("owner", name))
+        existing = [o for o in self._mep_ov.view(caches["meshendpoints"].by_index("owner", name))
                     if ((o.get("metadata") or {}).get("labels") or {}).get(mesh.CLUSTER_OWNER) == name]
         memo = None
         if active is not None:
             # resourceVersions are only comparable within one server: a memo per connection
             memo = self._memo.setdefault((name, active.fingerprint), {})
         return Snapshot(name, cluster, secret, active.view() if active else None, pending.view() if pending else None,
-                        client_error, existing, self.services.list(), self.nodes.list(), since, _now(), memo)
+                        client_error, existing, caches["services"].list(), caches["nodes"].list(), since, _now(),
+                        memo)
 
-    def desired(self, name: str) -> ClusterPlan:
-        return decide(self.snapshot(name), self.cfg)
-
-    def sync(self, name: str) -> dict:
-        plan = self.desired(name)
-        return self.apply(plan)
-
-    def sync_global(self) -> None:
-        clusters = {_name(c): c for c in self.clusters.list()}
-        orphans, problems = decide_global(clusters, self._mep_ov.view(self.meshendpoints.list()))
-        for owner, objs in orphans.items():
-            for o in objs:
-                log.info("MeshEndpoint %s: its Cluster %r does not exist; deleting", _key(o), owner)
-                self._delete_mep(o)
-        self._report(GLOBAL_KEY, problems)
+    def _reports(self, caches, problems) -> List[EventReport]:
+        """Each problem as its Warning Event: a local Service's or MeshEndpoint's on that object, the rest
+        (remote objects, the Cluster's conditions) on the Cluster."""
+        out = []
+        for p in problems:
+            local = not getattr(p, "cluster", "") and p.kind in ("Service", "MeshEndpoint")
+            if local:
+                ns, kind, name = p.namespace, p.kind, p.name
+                obj = caches["services" if p.kind == "Service" else "meshendpoints"].get(f"{ns}/{name}")
+            else:
+                ns, kind = "", "Cluster"
+                name = p.name if p.kind == "Cluster" else getattr(p, "cluster", "") or p.name
+                obj = caches["clusters"].get(name)
+            reason = {"MeshEndpoint": "HandMadeMeshEndpoint" if "hand-made" in p.message else "InvalidMeshEndpoint",
+                      "Cluster": "ClusterProblem"}.get(p.kind, "InvalidRemoteObject" if getattr(p, "cluster", "")
+                                                       else "InvalidField")
+            # a condition is one problem per (type, reason): its message may carry details that change
+            out.append(EventReport(kind, ns, name, reason, str(p), uid=((obj or {}).get("metadata") or {}).get("uid"),
+                                   key=problem_key(p), written=self._event_written))
+        return out
 
     # -- the applier --
 
-    def apply(self, plan: ClusterPlan) -> dict:
+    def apply(self, plan) -> dict:
+        self.syncs += 1
+        if isinstance(plan, GlobalPlan):
+            for owner, objs in plan.orphans.items():
+                for o in objs:
+                    log.info("MeshEndpoint %s: its Cluster %r does not exist; deleting", _key(o), owner)
+                    self._delete_mep(o)
+            return {"delete": sum(len(v) for v in plan.orphans.values())} if plan.orphans else {}
+        return self.apply_cluster(plan)
+
+    def apply_cluster(self, plan: ClusterPlan) -> dict:
         """Connections first (so a new client syncs while we write), then the API writes of ``plan``."""
         from kubernetes.client.exceptions import ApiException
         name = plan.name
@@ -593,6 +615,7 @@ class ClusterMesh:
                 self._connect(name, *plan.connect)
             promoted = self._promote(name)
         stats = collections.Counter()
+        again = [plan.requeue_after] if plan.requeue_after is not None else []
         try:
             if plan.add_finalizer and plan.cluster is not None:
                 self._patch_finalizers(plan.cluster, add=True)
@@ -616,21 +639,18 @@ class ClusterMesh:
                 self._patch_finalizers(plan.cluster, add=False)
                 stats["finalizer"] += 1
         except ApiException as e:
-            if e.status in (404, 409):
-                # raced with someone (or our cache lags our own write): decide again on fresh caches
-                log.info("Cluster %s: %s %s during apply; retrying", name, e.status, e.reason)
-                self.queue.add_after(name, 0.05)
-            else:
+            if e.status not in (404, 409):
                 raise
-        finally:
-            self._report(name, plan.problems)
-        if plan.requeue_after is not None:
-            self.queue.add_after(name, plan.requeue_after)
+            # raced with someone (or our cache lags our own write): decide again on fresh caches
+            log.info("Cluster %s: %s %s during apply; retrying", name, e.status, e.reason)
+            again.append(0.05)
         if promoted:
-            self.queue.add(name)
-        if sum(stats.values()):
-            log.info("Cluster %s: %s", name, ", ".join(f"{k} {v}" for k, v in sorted(stats.items())))
-        return dict(stats)
+            again.append(0.0)  # decide again on the new connection's data
+        out = dict(stats)
+        if again:
+            # the next run decides every later deadline again (a grace period's end among them)
+            out[REQUEUE_AFTER] = min(again)
+        return out
 
     # connections (called under self._lock)
 
@@ -641,11 +661,11 @@ class ClusterMesh:
             _stop_later(old)  # superseded by an even newer kubeconfig before it synced
             slot["pending"] = None
         try:
-            r = Remote(name, fp, kubeconfig, self.cfg, lambda: self.queue.add(name))
+            r = Remote(name, fp, kubeconfig, self.cfg, lambda: self.kick(name))
         except Exception as e:
             self._client_errors[name] = (fp, f"the kubeconfig cannot be used: {type(e).__name__}: {e}")
             log.warning("Cluster %s: %s", name, self._client_errors[name][1])
-            self.queue.add(name)
+            self.kick(name)
             return
         self._client_errors.pop(name, None)
         slot["pending"] = r.start()
@@ -768,50 +788,6 @@ class ClusterMesh:
         if not add:
             log.info("Cluster %s: every MeshEndpoint it owned is deleted; finalizer removed", m["name"])
 
-    # reports
-
-    def _report(self, source: str, problems) -> None:
-        """Log + Warning Event once per distinct problem while it lasts (again if it comes back)."""
-        keys = {_report_key(p) for p in problems}
-        with self._lock:
-            before = self._reported.get(source, set())
-            self._reported[source] = keys
-        for p in problems:
-            k = _report_key(p)
-            if k in before:
-                continue
-            before = before | {k}
-            log.warning("%s", p)
-            self._event(p)
-
-    def _event(self, p: mesh.MeshProblem) -> None:
-        from kubernetes.client.exceptions import ApiException
-        local = not getattr(p, "cluster", "") and p.kind in ("Service", "MeshEndpoint")
-        if local:
-            ns, kind, name = p.namespace, p.kind, p.name
-            api_version = "v1" if p.kind == "Service" else f"{GROUP}/{VERSION}"
-            obj = (self.services if p.kind == "Service" else self.meshendpoints).get(f"{ns}/{name}")
-        else:
-            cluster_name = p.name if p.kind == "Cluster" else getattr(p, "cluster", "") or p.name
-            ns, kind, name, api_version = "default", "Cluster", cluster_name, f"{GROUP}/{VERSION}"
-            obj = self.clusters.get(cluster_name)
-        uid = ((obj or {}).get("metadata") or {}).get("uid")
-        reason = {"MeshEndpoint": "HandMadeMeshEndpoint" if "hand-made" in p.message else "InvalidMeshEndpoint",
-                  "Cluster": "ClusterProblem"}.get(p.kind, "InvalidRemoteObject" if getattr(p, "cluster", "")
-                                                   else "InvalidField")
-        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        ev = {"apiVersion": "v1", "kind": "Event", "metadata": {"generateName": f"{name[:200]}.", "namespace": ns},
-              "involvedObject": {"apiVersion": api_version, "kind": kind, "name": name,
-                                 "namespace": ns if local else None, "uid": uid},
-              "reason": reason, "message": str(p)[:1024], "type": "Warning", "count": 1,
-              "firstTimestamp": now, "lastTimestamp": now, "source": {"component": "meshcni-controller"},
-              "reportingComponent": "meshcni-controller", "reportingInstance": "meshcni-controller"}
-        try:
-            self.core.create_namespaced_event(ns, ev, _preload_content=False)
-            self._count("event")
-        except (ApiException, OSError) as e:  # an Event is a courtesy: never fail the reconcile on it
-            log.debug("event for %s: %s", p, e)
-
     # views
 
     def status(self) -> dict:
@@ -827,11 +803,6 @@ class ClusterMesh:
 def _stop_later(r: Remote) -> None:
     # a remote stuck in a list request may take its read timeout to notice: never hold up a reconcile for it
     threading.Thread(target=r.stop, name=f"stop-{r.cluster}", daemon=True).start()
-
-
-def _report_key(p) -> str:
-    # a condition is one problem per (type, reason): its message may carry details that change
-    return getattr(p, "key", "") or str(p)
 
 
 def _name(o: dict) -> str:

@@ -5,14 +5,17 @@
 Bring-up, in order:
 1. /healthz /readyz /metrics on ``metrics_address``;
 2. informers on Pods, Namespaces, NetworkPolicies, Identities (all
-   namespaces) and CIDRIdentities, and one :class:`~meshcni.k8s.Runner`
-   over the reconcilers of :mod:`meshcni.controller.identities`; nothing is
-   decided before all have synced, so existing Identities (and their ids)
-   are known before any is allocated;
+   namespaces) and CIDRIdentities, the mesh's (Clusters, their Secrets,
+   Services, Nodes, MeshEndpoints), and one :class:`~meshcni.k8s.Runner`
+   over the reconcilers of :mod:`meshcni.controller.identities` and the
+   mesh (:class:`~meshcni.controller.clustermesh.ClusterMesh`, keyed by
+   Cluster); nothing is decided before all have synced, so existing
+   Identities (and their ids) are known before any is allocated;
 3. ready (followers too: they are a warm standby);
 4. leader election on a Lease. The runner's gate is the leadership: only
    the leader reconciles; on winning the lease it forgets what it reported
-   and runs everything again.
+   and runs everything again; on losing it the mesh closes its remote
+   connections.
 """
 from __future__ import annotations
 
@@ -53,7 +56,7 @@ class ControllerConfig:
     lease_duration: float = 15.0     # seconds; client-go's defaults
     renew_deadline: float = 10.0
     retry_period: float = 2.0
-    workers: int = 2                 # one per reconciler is enough: one never runs twice at once
+    workers: int = 4                 # identities, CIDR identities, and the mesh's Clusters side by side
     # the multi-cluster mesh (clustermesh.py)
     cluster_name: str = "default"
     namespace: str = "meshcni-system"  # the controller's own: kubeconfig Secrets of remote clusters
@@ -148,15 +151,16 @@ class Controller:
         self.metrics_port = self._http.port
         api = api_client(cfg.kubeconfig)
         custom = client.CustomObjectsApi(api)
-        self.caches = {i.name: i for i in make_informers(api)}
-        self.events = EventRecorder(client.CoreV1Api(api), "meshcni-controller", cfg.identity, reason=event_reason)
-        reconcilers = [Identities(custom, cfg.gc_grace, self.metrics), CIDRIdentities(custom, self.metrics)]
-        self.runner = Runner("controller", self.caches, reconcilers, self.events, self.metrics.reconcile,
-                             gate=self.leading, workers=cfg.workers, sync_timeout=cfg.sync_timeout).start()
         self.mesh = ClusterMesh(api, MeshConfig(cluster_name=cfg.cluster_name, namespace=cfg.namespace,
                                                 stale_grace=cfg.mesh_stale_grace,
-                                                service_cidrs=tuple(cfg.service_cidrs)),
-                                leading=self.leading.is_set, registry=self.metrics.registry).start(cfg.sync_timeout)
+                                                service_cidrs=tuple(cfg.service_cidrs)), self.metrics.registry)
+        self.caches = {**{i.name: i for i in make_informers(api)}, **self.mesh.informers()}
+        self.events = EventRecorder(client.CoreV1Api(api), "meshcni-controller", cfg.identity, reason=event_reason)
+        reconcilers = [Identities(custom, cfg.gc_grace, self.metrics), CIDRIdentities(custom, self.metrics), self.mesh]
+        self.runner = self.mesh.runner = Runner("controller", self.caches, reconcilers, self.events,
+                                                self.metrics.reconcile, gate=self.leading, workers=cfg.workers,
+                                                sync_timeout=cfg.sync_timeout)
+        self.runner.start()
         self.ready.set()
         if cfg.leader_elect:
             self.elector = LeaderElector(api, cfg.lease_name, cfg.lease_namespace, cfg.identity,
@@ -175,8 +179,6 @@ class Controller:
         # a new leader trusts nothing it heard as a follower: forget what it reported, re-read all
         self.events.forget()
         self.runner.kick_all()
-        if self.mesh is not None:
-            self.mesh.started_leading()
 
     def _stopped_leading(self):
         self.leading.clear()

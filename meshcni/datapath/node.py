@@ -16,15 +16,20 @@ pinned, and traffic keeps flowing while the agent restarts.
 from __future__ import annotations
 
 import logging
+import os
 import time
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 from .._closing import Closing
+from .._libbpf import lib
 from ..bpf import MeshMaps
+from ..errors import BpfError
 from .endpoints import EndpointDatapath, IPCacheDatapath
 from .policy import CTGC, PolicyProgram
+from .pinwatch import PinFinding, PinWatch
 from .services import ServiceDatapath
 from .socklb import SockLB
+from . import tcpins
 
 log = logging.getLogger("meshcni.datapath.node")
 
@@ -41,10 +46,22 @@ class NodeDatapath(Closing):
         self.socklb = None
         self.tc = None
         self.ctgc = None
+        self._link_fds: List[int] = []
+        self.pinwatch = None
         try:
             self.services = ServiceDatapath(self.maps)
             self.socklb = SockLB(bpf_root)
             self.attached = self.socklb.attach(cgroup_root)
+            # hold every link: a deleted link pin then no longer detaches the socket LB, and can be re-pinned
+            links = {}
+            link_dir = self.socklb._link_dir(cgroup_root)
+            for name in sorted(os.listdir(link_dir)):
+                path = os.path.join(link_dir, name)
+                fd = lib.mc_obj_get(os.fsencode(path))
+                if fd < 0:
+                    raise BpfError(-fd, f"sock_lb: open link pin {path}")
+                self._link_fds.append(fd)
+                links[path] = fd
             self.tc = PolicyProgram(bpf_root)
             self.programs = self.tc.pin_programs(bpf_root)
             self.policy = self.tc.datapath(self.maps)
@@ -52,6 +69,10 @@ class NodeDatapath(Closing):
             self.endpoints = EndpointDatapath(self.maps.endpoints)
             # expired conntrack entries are deleted by us, in batches (mc_ct is a hash, not LRU)
             self.ctgc = CTGC(self.maps.ct, interval=ct_gc_interval).start()
+            owned = {m.path: m.fd for m in self.maps.maps.values()}
+            owned.update({tcpins.prog_pin(bpf_root, p): self.tc.obj.prog_fd(p) for p in self.programs})
+            owned.update(links)
+            self.pinwatch = PinWatch(bpf_root, owned)
         except BaseException:
             self.close()
             raise
@@ -76,9 +97,18 @@ class NodeDatapath(Closing):
             self._usage = out
         return self._usage
 
+    def check_pins(self) -> List[PinFinding]:
+        """Every pin this datapath owns (maps, tc programs, socket-LB links) still holding the object it
+        holds: a deleted pin is pinned again from the held fd, a replaced one reported and left
+        (see :mod:`meshcni.datapath.pinwatch`). Returns what was found (empty: all in place)."""
+        return self.pinwatch.check()
+
     def close(self) -> None:
         if self.ctgc is not None:
             self.ctgc.stop()
+        for fd in self._link_fds:
+            lib.mc_close(fd)  # the pins keep the links
+        self._link_fds = []
         for x in (self.tc, self.socklb, self.maps):
             if x is not None:
                 x.close()  # fds only; pinned maps, programs and links stay

@@ -210,6 +210,10 @@ class PolicyDatapath:
         Returns the two ReconcileResults (policy, enforce-final).
         """
         pk, pv, ek, ev = build_policy(entries, enforced)
+        # refused before the first write: the maps keep the previous policy whole
+        for m, k in ((self.policy, pk), (self.enforce, ek)):
+            if len(k) > m.spec.max_entries:
+                raise m.full_error(len(k))
         cur_k, cur_v = self.enforce.dump()
         have = {r.tobytes() for r in rows(cur_k)}
         keep = np.array([r.tobytes() in have for r in rows(ek)], bool)

@@ -569,12 +569,26 @@ class ServiceDatapath(Closing):
         t = _tables(p, prev)
         mm = self.maps
         res = {}
-        # 1. everything a frontend may point at, without deleting anything
+        # a desired state that does not fit is refused before anything is written: the maps keep
+        # the previous state whole (a half-written one could point frontends at missing backends)
+        for name, k in (("svc", t.svc_keys), ("backends", t.backend_keys), ("revnat", t.revnat_keys),
+                        ("maglev", t.maglev_keys)):
+            m = getattr(mm, name)
+            if len(k) > m.spec.max_entries:
+                raise m.full_error(len(k))
+        # 1. everything a frontend may point at, without deleting anything: old and new side by side
+        unions = []
         for name, k, v in (("backends", t.backend_keys, t.backend_values),
                            ("revnat", t.revnat_keys, t.revnat_values),
                            ("maglev", t.maglev_keys, t.maglev_values)):
             m = getattr(mm, name)
             uk, uv = self._union(m, k, v)
+            if len(uk) > m.spec.max_entries:
+                e = m.full_error(len(uk))
+                e.args = (f"{e.args[0]}: the change needs the old and the {len(k)} new entries at once",)
+                raise e
+            unions.append((m, uk, uv))
+        for m, uk, uv in unions:
             m.reconcile(uk, uv)
         # 2. the frontends themselves
         res["svc"] = mm.svc.reconcile(t.svc_keys, t.svc_values)

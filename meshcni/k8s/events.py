@@ -15,7 +15,12 @@ new ones. An Event is a courtesy: a failure to write one is logged, never
 raised.
 
 Problems are anything with ``kind``, ``namespace``, ``name``, ``field`` and
-``message`` (:class:`meshcni.controllers.services.Problem`).
+``message`` (:class:`meshcni.controllers.services.Problem`). A problem with a
+non-empty ``key`` is the same problem as long as its key is (a condition
+whose message carries changing details); otherwise its text decides. An
+:class:`EventReport` is a problem whose reporter already decided its Event:
+the object it goes on, the reason and the message (the mesh puts a remote
+cluster's bad objects on the local Cluster).
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ import datetime
 import hashlib
 import logging
 import threading
+from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional
 
 from kubernetes.client.exceptions import ApiException
@@ -38,6 +44,33 @@ API_VERSIONS = {
     "EndpointSlice": "discovery.k8s.io/v1", "NetworkPolicy": "networking.k8s.io/v1",
     "Lease": "coordination.k8s.io/v1",
 }
+
+
+@dataclass(frozen=True)
+class EventReport:
+    """A problem reported as it stands: an Event on ``kind namespace/name`` (``uid``) with ``reason`` and
+    ``message``, which is also its log line.
+
+    ``key`` identifies it for once-per-problem reporting (default: the
+    message); ``written`` is called after its Event was written (a
+    reporter's own count of its API writes).
+    """
+    kind: str
+    namespace: str
+    name: str
+    reason: str
+    message: str
+    uid: Optional[str] = None
+    key: str = ""
+    written: Optional[Callable[[], None]] = field(default=None, compare=False, repr=False)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def problem_key(p) -> str:
+    """What makes two reports the same problem: its ``key`` when it has one, else its text."""
+    return getattr(p, "key", "") or str(p)
 
 
 def api_version(kind: str) -> str:
@@ -77,7 +110,7 @@ class EventRecorder:
         same problem twice in one list is one report.
         """
         problems = list(problems)
-        keys = [str(p) for p in problems]
+        keys = [problem_key(p) for p in problems]
         with self._lock:
             before = self._reported.get(source, set())
             self._reported[source] = set(keys)
@@ -89,7 +122,11 @@ class EventRecorder:
             new.append(p)
         for p in new:
             log.warning("%s", p)
-            self.emit(p.kind, p.namespace, p.name, self.reason(p), f"{p.field}: {p.message}")
+            if isinstance(p, EventReport):
+                if self.emit(p.kind, p.namespace, p.name, p.reason, p.message, uid=p.uid) and p.written:
+                    p.written()
+            else:
+                self.emit(p.kind, p.namespace, p.name, self.reason(p), f"{p.field}: {p.message}")
         return new
 
     def forget(self, source: Optional[str] = None) -> None:

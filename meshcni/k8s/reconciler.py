@@ -22,7 +22,7 @@ The :class:`Runner` gives all of them the rest, the same way:
   returns, so a process that turns ready after ``start`` is ready only after
   the first reconcile of everything (a failure there is raised);
 - then one :class:`~meshcni.k8s.workqueue.WorkQueue` keyed by reconciler
-  name: an informer event enqueues every reconciler watching that informer,
+  name (and key, for a keyed reconciler): an informer event enqueues every reconciler watching that informer,
   so a burst of events costs one reconcile per reconciler; :meth:`Runner.kick`
   enqueues one by hand;
 - every run is timed and counted (``meshcni_reconcile_total{controller,
@@ -30,7 +30,7 @@ The :class:`Runner` gives all of them the rest, the same way:
   ``meshcni_reconcile_seconds{controller}``); problems are reported through
   the :class:`~meshcni.k8s.events.EventRecorder` once per problem while they
   last and counted (``meshcni_bad_input_total{kind}``);
-- a run that raised is retried with per-reconciler exponential backoff
+- a run that raised is retried with per-reconciler (per-key) exponential backoff
   (``base_delay * 2**n``, at most ``max_delay`` seconds); a success resets it.
   A :class:`~meshcni.errors.MapFullError` is outcome ``map_full``: the
   applier keeps what the map held, and the run is retried like any failure;
@@ -43,6 +43,20 @@ The :class:`Runner` gives all of them the rest, the same way:
 :attr:`Runner.last` for status views, and its ``requeueAfter`` key (seconds),
 if present, queues the reconciler again after that long (for time-based
 work such as a garbage-collection grace period).
+
+A *keyed* reconciler manages many independent objects (the mesh: one remote
+Cluster each) and is queued, run, retried and reported per key, so a change
+in one costs one object's reconcile and one object's failure retries alone.
+It defines, besides the above::
+
+        def keys(self, caches):                    # every key there is now (first run, kick_all)
+        def keys_for(self, caches, cache, old, new):  # optional: the keys one event concerns
+        def desired(self, caches, key): ...        # PURE, for one key; its state carries the key to apply
+
+``keys_for`` runs on the informer's thread (keep it cheap); ``old`` is None
+for an add, ``new`` None for a delete; None means every key, ``()`` none.
+Queue keys are ``(name, key)``; metrics keep the label ``controller=name``;
+problems are reported per key (source ``name/key``).
 """
 from __future__ import annotations
 
@@ -50,7 +64,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Callable, Dict, Hashable, Iterable, List, Mapping, Optional, Sequence, Union
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -81,7 +95,11 @@ class Desired:
 
 
 class Reconciler:
-    """Base class (duck typing works as well): ``name``, ``watches``, ``desired``, ``apply``."""
+    """Base class (duck typing works as well): ``name``, ``watches``, ``desired``, ``apply``.
+
+    A keyed reconciler (see the module doc) also defines ``keys`` and takes
+    the key in ``desired(caches, key)``.
+    """
 
     name: str = ""
     watches: tuple = ()
@@ -155,11 +173,14 @@ class Runner:
         self.queue = WorkQueue(base_delay=base_delay, max_delay=max_delay, name=name)
         self.last: Dict[str, dict] = {}  # reconciler -> stats of its last successful run (+ seconds, at)
         self._by_name: Dict[str, object] = {}
+        self._keyed = set()        # names of keyed reconcilers
         watchers: Dict[str, List[str]] = {}
         for r in self.reconcilers:
             if not r.name or r.name in self._by_name:
                 raise ValueError(f"runner {name}: reconciler name {r.name!r} is empty or used twice")
             self._by_name[r.name] = r
+            if callable(getattr(r, "keys", None)):
+                self._keyed.add(r.name)
             for w in r.watches:
                 if w not in self.caches:
                     raise ValueError(f"runner {name}: reconciler {r.name} watches {w!r}, which is not in the "
@@ -169,10 +190,18 @@ class Runner:
         self._started: List = []   # informers this runner started (and stops)
         self._threads: List[threading.Thread] = []
         for cache, names in watchers.items():
-            def enqueue(*_, names=tuple(names)):
-                for n in names:
+            plain = tuple(n for n in names if n not in self._keyed)
+            keyed = tuple(self._by_name[n] for n in names if n in self._keyed)
+
+            def enqueue(old, new, cache=cache, plain=plain, keyed=keyed):
+                for n in plain:
                     self.queue.add(n)
-            self.caches[cache].add_handler(enqueue, enqueue, enqueue)
+                for r in keyed:
+                    route = getattr(r, "keys_for", None)
+                    keys = route(self.caches, cache, old, new) if route is not None else None
+                    for k in (r.keys(self.caches) if keys is None else keys):
+                        self.queue.add((r.name, k))
+            self.caches[cache].add_handler(lambda o, f=enqueue: f(None, o), enqueue, lambda o, f=enqueue: f(o, None))
 
     # -- lifecycle --
 
@@ -191,10 +220,10 @@ class Runner:
                 raise SyncTimeout(getattr(inf, "name", cache), self.sync_timeout)
         log.info("%s: informers synced: %s", self.name, ", ".join(f"{len(inf)} {c}" for c, inf in self.caches.items()))
         if self.open():
-            for r in self.reconcilers:
+            for item in self._every():
                 # the events of the initial list queued it; this run reads the complete caches
-                self.queue.discard(r.name)
-                self.run_once(r.name)
+                self.queue.discard(item)
+                self.run_once(*self._split(item))
         self._threads = run_workers(self.queue, self._work, self.workers, name=self.name)
         return self
 
@@ -217,40 +246,60 @@ class Runner:
 
     # -- work --
 
-    def kick(self, name: str, after: float = 0.0) -> None:
-        """Queue reconciler ``name`` (after ``after`` seconds)."""
+    def kick(self, name: str, after: float = 0.0, *, key: Hashable = None) -> None:
+        """Queue reconciler ``name`` (after ``after`` seconds); of a keyed one, ``key`` (None: every key)."""
         if name not in self._by_name:
             raise KeyError(f"runner {self.name}: no reconciler {name!r}")
-        self.queue.add_after(name, after)
+        if name not in self._keyed:
+            if key is not None:
+                raise ValueError(f"runner {self.name}: reconciler {name} is not keyed (key {key!r})")
+            self.queue.add_after(name, after)
+            return
+        for k in self._by_name[name].keys(self.caches) if key is None else (key,):
+            self.queue.add_after((name, k), after)
 
     def kick_all(self) -> None:
-        for r in self.reconcilers:
-            self.queue.add(r.name)
+        for item in self._every():
+            self.queue.add(item)
 
-    def _work(self, name: str) -> None:
+    def _every(self) -> List:
+        """The queue items of every reconciler, and of every key of the keyed ones, in order."""
+        out = []
+        for r in self.reconcilers:
+            out += [(r.name, k) for k in r.keys(self.caches)] if r.name in self._keyed else [r.name]
+        return out
+
+    @staticmethod
+    def _split(item) -> tuple:
+        return item if isinstance(item, tuple) else (item, None)
+
+    def _work(self, item) -> None:
         if not self.open():
             return  # whoever opens the gate kicks everything
-        self.run_once(name)  # run_workers retries a failure with backoff, forgets it on success
+        self.run_once(*self._split(item))  # run_workers retries a failure with backoff, forgets it on success
 
-    def run_once(self, name: str) -> dict:
-        """Run reconciler ``name`` now, on this thread: desired, report, apply, count. Raises its failure.
+    def run_once(self, name: str, key: Hashable = None) -> dict:
+        """Run reconciler ``name`` (of a keyed one: for ``key``) now, on this thread: desired, report, apply,
+        count. Raises its failure.
 
         :meth:`start` uses it for the first run; afterwards the workers call
         it, and a direct call may overlap one of theirs.
         """
         r = self._by_name[name]
+        keyed = name in self._keyed
+        label = f"{name}/{key}" if keyed else name
         t0 = time.perf_counter()
         try:
-            d = r.desired(self.caches)
-            for p in self.events.report(name, d.problems):
+            d = r.desired(self.caches, key) if keyed else r.desired(self.caches)
+            for p in self.events.report(label, d.problems):
                 self.metrics.bad_input(p)
             if d.map_full:
                 self.metrics.observe(name, "map_full")
-                log.error("%s: %s", name, d.map_full)
+                log.error("%s: %s", label, d.map_full)
             stats = r.apply(d.state) or {}
         except MapFullError as e:
             self.metrics.observe(name, "map_full")
-            log.error("%s: %s (existing entries kept)", name, e)
+            log.error("%s: %s (existing entries kept)", label, e)
             raise
         except Exception:
             self.metrics.observe(name, "error")
@@ -259,11 +308,11 @@ class Runner:
         self.metrics.observe(name, "ok", dt)
         after = stats.get(REQUEUE_AFTER)
         if after is not None:
-            self.queue.add_after(name, after)
-        self.last[name] = {**stats, "seconds": round(dt, 4), "at": time.time()}
+            self.queue.add_after((name, key) if keyed else name, after)
+        self.last[name] = {**stats, "seconds": round(dt, 4), "at": time.time(), **({"key": key} if keyed else {})}
         shown = ", ".join(f"{k} {v}" for k, v in stats.items()
                           if k != REQUEUE_AFTER and not isinstance(v, (dict, list)))
-        log.info("%s reconciled in %.1f ms%s", name, dt * 1000, f": {shown}" if shown else "")
+        log.info("%s reconciled in %.1f ms%s", label, dt * 1000, f": {shown}" if shown else "")
         return self.last[name]
 
 

@@ -476,3 +476,101 @@ def test_cidr_identity_with_except_carved_out_and_drops_one_for_one(dp):
     assert dp.drop_counts()["policy"][0] == len(dropped)
     assert sorted(e.daddr for e in got) == sorted(dropped)
     assert {e.dst_identity for e in got} == {2}  # carved out -> world
+
+
+def test_icmp_of_the_other_family_is_unknown_l4(dp):
+    """Found by fuzzing: ICMPv6 types were honoured inside IPv4 (protocol 58), so an IPv4
+    packet whose first byte was 135 (neighbour solicitation) passed every policy and reached
+    raw sockets; ICMPv4 error types inside IPv6 (next header 1) were treated as errors."""
+    dp.apply([PolicyEntry(POD, EGRESS, proto=UDP)], [(POD, INGRESS), (POD, EGRESS)])
+    ns = icmp(135, rest=b"\0" * 4 + bytes(16))
+    assert to_pod(dp, in4(ns, ICMP6)) == SHOT
+    assert from_pod(dp, out4(ns, ICMP6)) == SHOT
+    # an "ICMPv4 unreachable" in IPv6 quoting a tracked flow is not related to it
+    sent6 = ip6(POD6, PEER6, UDP, udp(6000, 7000))
+    assert from_pod(dp, eth(sent6, v6=True)) == OK
+    unreach = icmp(3, 3, rest=b"\0" * 4 + sent6[:48])
+    assert to_pod(dp, eth(ip6(PEER6, POD6, ICMP, unreach), v6=True)) == SHOT
+    # the real ones still work
+    assert to_pod(dp, eth(ip6("fe80::1", POD6, ICMP6, ns), v6=True)) == OK
+    ptb = icmp(2, 0, rest=struct.pack("!I", 1280) + sent6[:48])
+    assert to_pod(dp, eth(ip6(PEER6, POD6, ICMP6, ptb), v6=True)) == OK
+    assert dp.drop_counts()["policy"][0] == 3
+
+
+def test_ipv6_extension_chain_past_the_walk_limit_is_malformed(dp):
+    """Found by fuzzing: past 4 extension headers the program took the 5th header's type
+    for the L4 protocol, so "allow anything to PEER except TCP/22" let TCP/22 through behind
+    five destination-options headers (the stack walks them all), and the pseudo-protocol
+    opened a conntrack entry that admitted any reply hidden the same way."""
+    dp.apply([PolicyEntry(POD, EGRESS, peer=PEER),
+              PolicyEntry(POD, EGRESS, peer=PEER, proto=TCP, port=22, action=DENY)],
+             [(POD, INGRESS), (POD, EGRESS)])
+
+    def chain(n, l4_proto):
+        hbh = bytes([60 if n > 1 else l4_proto, 0]) + b"\x01\x04\0\0\0\0"
+        dsts = [bytes([60 if i < n - 2 else l4_proto, 0]) + b"\x01\x04\0\0\0\0" for i in range(n - 1)]
+        return hbh + b"".join(dsts)
+
+    four = eth(ip6(POD6, PEER6, 0, tcp(1, 22, SYN), ext=chain(4, TCP)), v6=True)
+    assert from_pod(dp, four) == SHOT                                   # walked: the deny holds
+    assert from_pod(dp, eth(ip6(POD6, PEER6, 0, tcp(1, 80, SYN), ext=chain(4, TCP)), v6=True)) == OK
+    five = eth(ip6(POD6, PEER6, 0, tcp(2, 22, SYN), ext=chain(5, TCP)), v6=True)
+    assert from_pod(dp, five) == SHOT
+    # no pseudo-flow: a reply hidden behind the same chain is not admitted either
+    assert to_pod(dp, eth(ip6(PEER6, POD6, 0, udp(9, 9999), ext=chain(5, UDP)), v6=True)) == SHOT
+    c = dp.drop_counts()
+    assert c["policy_deny"][0] == 1 and c["malformed"][0] == 2
+
+
+def test_bytes_past_the_ip_length_are_not_read(dp):
+    """Found by fuzzing: the program read headers past the IP total length (IPv6 payload
+    length), from bytes the receiving stack trims away. An ICMP error whose quoted packet lay
+    in that padding passed as related to a tracked flow, though the stack sees no quote."""
+    dp.apply([PolicyEntry(POD, EGRESS, proto=UDP), PolicyEntry(POD, INGRESS, peer=PEER, proto=UDP, port=53)],
+             [(POD, INGRESS), (POD, EGRESS)])
+    sent = ip4(POD4, PEER4, UDP, udp(6000, 7000))
+    assert from_pod(dp, eth(sent)) == OK
+    err = in4(icmp(3, 3, rest=b"\0" * 4 + sent[:28]), ICMP, src="10.9.9.9")
+    assert to_pod(dp, err) == OK                                  # related, quote inside the datagram
+
+    def total_length(frame, n):
+        b = bytearray(frame)
+        b[16:18] = struct.pack("!H", n)
+        return bytes(b)
+
+    assert to_pod(dp, total_length(err, 20 + 8)) == SHOT          # quote only in the padding
+    # an L4 header past the end: malformed, even where the policy would admit it
+    dns = in4(udp(5353, 53), UDP)
+    assert to_pod(dp, dns) == OK
+    assert to_pod(dp, total_length(dns, 20 + 4)) == SHOT
+    # a total length longer than the frame, or shorter than the header: malformed
+    assert to_pod(dp, total_length(dns, 200)) == SHOT
+    assert to_pod(dp, total_length(dns, 19)) == SHOT
+    # 0 = the skb's length (BIG TCP / GSO: the stack does the same), handled as usual
+    assert to_pod(dp, total_length(dns, 0)) == OK
+    # IPv6: the payload length bounds the extension headers and the L4 header
+    dns6 = eth(ip6(PEER6, POD6, UDP, udp(5353, 53)), v6=True)
+    assert to_pod(dp, dns6) == OK
+    short6 = bytearray(dns6)
+    short6[18:20] = struct.pack("!H", 4)
+    assert to_pod(dp, bytes(short6)) == SHOT
+    c = dp.drop_counts()
+    assert c["policy"][0] == 1 and c["malformed"][0] == 4
+
+
+def test_fragment_ports_are_per_hook(dp):
+    """Found by fuzzing: mc_frag was keyed without the hook, so a later fragment sent by the
+    pod took the ports of a first fragment that had come *in* on the other hook (dropped
+    there), and met the egress policy with them. A datagram is reassembled by whoever its
+    fragments travel to: one direction."""
+    dp.apply([PolicyEntry(POD, EGRESS, proto=UDP, port=53)], [(POD, INGRESS), (POD, EGRESS)])
+    first = in4(udp(5000, 53, b"q" * 64), UDP, mf=True, ident=77)
+    assert to_pod(dp, first) == SHOT                                  # ingress: nothing admitted
+    later = eth(ip4(PEER4, POD4, UDP, b"\0" * 16, frag=9, ident=77))
+    assert from_pod(dp, later) == SHOT                                # no first fragment on this hook
+    # the same datagram on one hook still gets its ports
+    assert from_pod(dp, eth(ip4(PEER4, POD4, UDP, udp(5000, 53, b"q" * 64), mf=True, ident=78))) == OK
+    assert from_pod(dp, eth(ip4(PEER4, POD4, UDP, b"\0" * 16, frag=9, ident=78))) == OK
+    c = dp.drop_counts()
+    assert c["policy"][0] == 1 and c["fragment"][0] == 1

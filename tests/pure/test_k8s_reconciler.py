@@ -13,6 +13,7 @@ from meshcni.apiserver import APIServer
 from meshcni.controllers.services import Problem
 from meshcni.errors import MapFullError
 from meshcni.k8s import Desired, EventRecorder, Informer, ReconcileMetrics, Reconciler, Runner, SyncTimeout, api_client
+from meshcni.k8s.events import EventReport
 from meshcni.k8s.reconciler import REQUEUE_AFTER
 
 pytestmark = pytest.mark.pure
@@ -303,3 +304,126 @@ def test_wiring_mistakes_name_the_reconciler(core, ns):
         Runner("t", caches, [Names("cms", "configmaps"), Names("cms", "secrets")], EventRecorder(None, "t", "t"))
     with pytest.raises(KeyError, match="no reconciler 'x'"):
         Runner("t", caches, [], EventRecorder(None, "t", "t"), CollectorRegistry()).kick("x")
+
+
+class Groups(Reconciler):
+    """Keyed by the ``group`` label of configmaps: desired(key) = the sorted names in that group.
+
+    A configmap labelled bad=true is a problem of its group; apply fails while ``fail[key]`` > 0.
+    """
+
+    name, watches = "groups", ("configmaps",)
+
+    def __init__(self):
+        self.applied = []   # (key, state) of every apply
+        self.routed = []    # (cache, old name, new name) of every event routed
+        self.fail = {}
+
+    def keys(self, caches):
+        return sorted({(o["metadata"].get("labels") or {}).get("group", "") for o in caches["configmaps"].list()})
+
+    def keys_for(self, caches, cache, old, new):
+        self.routed.append((cache, old and old["metadata"]["name"], new and new["metadata"]["name"]))
+        return {(o["metadata"].get("labels") or {}).get("group", "") for o in (old, new) if o is not None}
+
+    def desired(self, caches, key):
+        objs = [o for o in caches["configmaps"].list() if (o["metadata"].get("labels") or {}).get("group", "") == key]
+        bad = [o for o in objs if (o["metadata"].get("labels") or {}).get("bad") == "true"]
+        return Desired((key, sorted(o["metadata"]["name"] for o in objs)),
+                       [Problem("ConfigMap", o["metadata"]["namespace"], o["metadata"]["name"], "metadata.labels.bad",
+                                "is true") for o in bad])
+
+    def apply(self, state):
+        key, names = state
+        self.applied.append(state)
+        if self.fail.get(key):
+            self.fail[key] -= 1
+            raise RuntimeError(f"group {key}: failing on purpose")
+        return {"objects": len(names)}
+
+    def runs(self, key):
+        return [names for k, names in self.applied if k == key]
+
+
+def test_keyed_reconciler_runs_retries_and_reports_each_key_alone(core, ns, runners):
+    cm(core, ns, "a1", {"group": "a"})
+    cm(core, ns, "b1", {"group": "b", "bad": "true"})
+    caches = informers(core, ns)
+    rec = Groups()
+    metrics = ReconcileMetrics()
+    events = EventRecorder(core, "meshcni-test", "t", reason=lambda p: "BadConfigMap")
+    r = Runner("t", caches, [rec], events, metrics, base_delay=0.1)
+    runners(r)
+    r.start()
+    # the first run: every key once, on complete caches
+    assert sorted(rec.applied) == [("a", ["a1"]), ("b", ["b1"])] and r.last["groups"]["key"] in ("a", "b")
+    assert len(core.list_namespaced_event(ns, field_selector="involvedObject.name=b1").items) == 1
+
+    # an event runs the keys it concerns, and only those; old and new are passed for an update
+    cm(core, ns, "a2", {"group": "a"})
+    until(lambda: rec.runs("a")[-1] == ["a1", "a2"], what="group a to follow")
+    core.patch_namespaced_config_map("a2", ns, {"metadata": {"labels": {"group": "c"}}})
+    until(lambda: rec.runs("c") == [["a2"]] and rec.runs("a")[-1] == ["a1"], what="a2 to move from a to c")
+    assert ("configmaps", "a2", "a2") in rec.routed and ("configmaps", None, "a1") in rec.routed
+    time.sleep(0.3)
+    assert len(rec.runs("b")) == 1, "b was not concerned by any of it"
+
+    # by hand: one key, or every key
+    n = {k: len(rec.runs(k)) for k in "abc"}
+    r.kick("groups", key="b")
+    until(lambda: len(rec.runs("b")) == n["b"] + 1, what="the kicked key")
+    r.kick("groups")
+    until(lambda: all(len(rec.runs(k)) >= n[k] + 1 for k in "ac"), what="every key")
+    with pytest.raises(ValueError, match="not keyed"):
+        Runner("u", informers(core, ns), [Names("cms", "configmaps")], events).kick("cms", key="x")
+
+    # b's problem is still reported (once) while a runs without problems: reports are per key
+    assert len(core.list_namespaced_event(ns, field_selector="involvedObject.name=b1").items) == 1
+    assert value(metrics, "meshcni_bad_input_total", kind="ConfigMap") == 1
+
+    # a failing key is retried with its own backoff; the others run meanwhile
+    rec.fail["a"] = 2
+    r.kick("groups", key="a")
+    cm(core, ns, "c2", {"group": "c"})
+    until(lambda: rec.runs("c")[-1] == ["a2", "c2"], what="c while a fails")
+    until(lambda: value(metrics, "meshcni_reconcile_total", controller="groups", outcome="error") == 2
+          and r.queue.num_requeues(("groups", "a")) == 0, what="a to succeed after two retries")
+    assert r.queue.num_requeues(("groups", "c")) == 0
+    assert value(metrics, "meshcni_reconcile_total", controller="groups", outcome="ok") == len(rec.applied) - 2
+
+
+def test_requeue_after_of_a_keyed_reconciler_runs_that_key_again(core, ns, runners):
+    cm(core, ns, "a1", {"group": "a"})
+    cm(core, ns, "b1", {"group": "b"})
+    caches = informers(core, ns)
+
+    class Timer(Groups):
+        def apply(self, state):
+            stats = super().apply(state)
+            return {**stats, REQUEUE_AFTER: 0.1} if state[0] == "a" and len(self.runs("a")) < 3 else stats
+    rec = Timer()
+    r = Runner("t", caches, [rec], EventRecorder(None, "test", "t"), ReconcileMetrics())
+    runners(r)
+    r.start()
+    until(lambda: len(rec.runs("a")) == 3, what="two requeued runs of a")
+    time.sleep(0.3)
+    assert len(rec.runs("a")) == 3 and len(rec.runs("b")) == 1
+
+
+def test_event_report_keeps_its_object_reason_message_and_key(core, ns):
+    events = EventRecorder(core, "meshcni-test", "x", reason=lambda p: "NotThisOne")
+    written = []
+
+    def report(message, key="cond/Ready/Unreachable"):
+        return EventReport("ConfigMap", ns, "target", "ClusterProblem", message, uid="u-1", key=key,
+                           written=lambda: written.append(message))
+    first = report("cluster east: Service app/web: spec.ports: no port")
+    assert events.report("mesh/east", [first]) == [first]
+    (ev,) = core.list_namespaced_event(ns, field_selector="involvedObject.name=target").items
+    assert (ev.reason, ev.message, ev.involved_object.uid) == ("ClusterProblem", str(first), "u-1")
+    assert written == [str(first)]
+    # the same key with another message is the same problem while it lasts
+    assert events.report("mesh/east", [report("changed details")]) == []
+    assert events.report("mesh/east", []) == []
+    assert events.report("mesh/east", [report("back")]) != []
+    assert len(written) == 2

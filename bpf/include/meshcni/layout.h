@@ -263,7 +263,8 @@ struct mc_ct {
  * fragments that follow it (they carry no L4 header). Keyed the way the IP
  * layer reassembles: addresses, protocol (IPv6: the fragment header's next
  * header) and the identification (16 bits in IPv4, 32 in IPv6), network
- * order. LRU: a later fragment whose datagram was evicted, or whose first
+ * order, plus the policy direction of the hook (a datagram's fragments all
+ * travel one way; a first fragment seen on the other hook gives no ports). LRU: a later fragment whose datagram was evicted, or whose first
  * fragment never passed this node, has no ports and is dropped where its
  * direction is enforced (MC_DROP_REASON_FRAGMENT), as before tracking.
  */
@@ -272,7 +273,7 @@ struct mc_frag_key {
 	__u8 daddr[16];
 	__be32 id;
 	__u8 proto;
-	__u8 pad;
+	__u8 dir;   /* the hook that saw the first fragment: fragments travel one way */
 	__u16 pad2;
 };
 
