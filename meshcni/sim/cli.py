@@ -2,6 +2,7 @@
 """``meshcni sim``: whole clusters on this machine, in network namespaces.
 
     meshcni sim up [--name N] [--nodes K] [--pod-cidr C] [--service-cidr C] [--no-agent]
+                                         CIDRs default to ranges no other cluster of the state root uses
     meshcni sim down [--name N]          remove every namespace, cgroup, mount and process it made
     meshcni sim status                   clusters, nodes, pods
     meshcni sim apply -f FILE|DIR        create or update objects (all validated first)
@@ -9,6 +10,9 @@
     meshcni sim get KIND [-n NS | -A] [-o json]
     meshcni sim exec NS/POD -- CMD ...   run inside the pod (its netns and cgroup)
     meshcni sim logs [COMPONENT]         daemon, cni-<node>, or a pod's NS/POD
+    meshcni sim mesh A B [C ...]         in each cluster a Cluster + kubeconfig Secret for every other
+    meshcni sim unmesh A B [C ...]       remove them again
+    meshcni sim apiserver stop|start     the API server as nodes and other clusters reach it (faults)
     meshcni sim demo [--keep]            2 nodes + the demo app, checked live
 
 The cluster runs in a background process (``sim up`` returns once it is
@@ -24,98 +28,33 @@ import signal
 import subprocess
 import sys
 import time
-from typing import List, Optional, Tuple
+from typing import List
 
+from .cluster import daemon_pid
+from .ops import READY, Client, load_documents, plan_documents, state_root
 from .topology import DEFAULT_STATE_ROOT, SimError
-
-READY = "READY "
 
 
 def _root(args) -> str:
-    return args.state_root or os.environ.get("MESHCNI_SIM_ROOT") or DEFAULT_STATE_ROOT
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is not alive
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return False
-
-
-def daemon_pid(root: str, name: str) -> Optional[int]:
-    from .cluster import cluster_dir
-    try:
-        with open(os.path.join(cluster_dir(root, name), "daemon.pid")) as f:
-            pid = int(f.read().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    return pid if _pid_alive(pid) else None
+    return state_root(args.state_root)
 
 
 # ---- up / down / the daemon -----------------------------------------------------
 
 def cmd_up(args) -> int:
-    from .cluster import ClusterConfig, cluster_dir, destroy
-    root = _root(args)
-    cfg = ClusterConfig(name=args.name, nodes=args.nodes, pod_cidr=args.pod_cidr, service_cidr=args.service_cidr,
-                        agent=not args.no_agent, state_root=root)
-    cfg.validate()
-    d = cluster_dir(root, args.name)
-    if daemon_pid(root, args.name):
-        print(f"cluster {args.name} is already up")
-        print(os.path.join(d, "kubeconfig"))
-        return 0
-    if os.path.isdir(d):
-        print(f"cluster {args.name}: removing what a previous run left")
-        destroy(root, args.name)
-    os.makedirs(os.path.join(d, "logs"), exist_ok=True)
-    argv = [sys.executable, "-m", "meshcni.cli", "sim", "--state-root", root, "_daemon", "--name", args.name,
-            "--nodes", str(args.nodes), "--pod-cidr", args.pod_cidr, "--service-cidr", args.service_cidr]
-    if args.no_agent:
-        argv.append("--no-agent")
-    logf = open(os.path.join(d, "logs", "daemon.log"), "ab")
-    env = dict(os.environ)
-    pr = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=logf, stdin=subprocess.DEVNULL,
-                          start_new_session=True, env=env)
-    logf.close()
-    ready = None
-    for raw in pr.stdout:
-        line = raw.decode(errors="replace").rstrip("\n")
-        if line.startswith(READY):
-            ready = line[len(READY):]
-            break
-        print(f"  {line}", flush=True)
-    pr.stdout.close()
-    if ready is None:
-        rc = pr.wait()
-        print(f"meshcni sim up: cluster {args.name} failed (daemon exit {rc}); see "
-              f"{os.path.join(d, 'logs', 'daemon.log')}", file=sys.stderr)
-        tail = _tail(os.path.join(d, "logs", "daemon.log"), 5)
-        if tail:
-            print(tail, file=sys.stderr)
-        try:
-            destroy(root, args.name)
-        except SimError as e:
-            print(f"meshcni sim up: cleanup: {e}", file=sys.stderr)
-        return 1
-    print(f"cluster {args.name} is up; kubeconfig:")
-    print(ready)
-    return 0
-
-
-def _tail(path: str, n: int) -> str:
+    from . import ops
+    say = lambda s: print(s, flush=True)  # noqa: E731
+    was_up = daemon_pid(_root(args), args.name)
     try:
-        with open(path, errors="replace") as f:
-            return "".join(f.readlines()[-n:]).rstrip()
-    except OSError:
-        return ""
+        kubeconfig = ops.up(_root(args), args.name, args.nodes, args.pod_cidr, args.service_cidr,
+                            agent=not args.no_agent, say=say)
+    except SimError as e:
+        print(f"meshcni sim up: {e}", file=sys.stderr)
+        return 1
+    if not was_up:
+        say(f"cluster {args.name} is up; kubeconfig:")
+    print(kubeconfig)
+    return 0
 
 
 def cmd_daemon(args) -> int:
@@ -126,11 +65,15 @@ def cmd_daemon(args) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     root = _root(args)
     cfg = ClusterConfig(name=args.name, nodes=args.nodes, pod_cidr=args.pod_cidr, service_cidr=args.service_cidr,
-                        agent=not args.no_agent, state_root=root)
+                        agent=not args.no_agent, state_root=root, index=args.index)
     cl = Cluster(cfg)
     stop = []
     signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
     signal.signal(signal.SIGINT, lambda *a: stop.append(1))
+    # `sim apiserver stop|start`: handled in the loop below, not in the handler
+    node_api = []
+    signal.signal(signal.SIGUSR1, lambda *a: node_api.append(False))
+    signal.signal(signal.SIGUSR2, lambda *a: node_api.append(True))
     with open(os.path.join(cl.dir, "daemon.pid"), "w") as f:
         f.write(str(os.getpid()))
     try:
@@ -150,215 +93,124 @@ def cmd_daemon(args) -> int:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     while not stop:
-        time.sleep(0.2)
+        while node_api:
+            want = node_api.pop(0)
+            try:
+                cl.set_node_api(want)
+                logging.getLogger("meshcni.sim").info("node-facing API server %s", "started" if want else "stopped")
+            except Exception as e:
+                logging.getLogger("meshcni.sim").error("node-facing API server: %s", e)
+        time.sleep(0.1)
     logging.getLogger("meshcni.sim").info("stopping")
     try:
         cl.down()
-    except SimError as e:
-        logging.getLogger("meshcni.sim").error("%s", e)
+    except Exception as e:  # `sim down` retries from the ledger; the reason stays in daemon.log
+        logging.getLogger("meshcni.sim").error("teardown: %s", e)
         return 1
     return 0
 
 
 def cmd_down(args) -> int:
-    from .cluster import cluster_dir, destroy, list_clusters
+    from . import ops
+    from .cluster import list_clusters
     root = _root(args)
-    names = list_clusters(root) if args.all else [args.name]
-    for name in names:
-        d = cluster_dir(root, name)
-        if not os.path.isdir(d):
-            print(f"cluster {name} is not up")
-            continue
-        pid = daemon_pid(root, name)
-        if pid:
-            os.kill(pid, signal.SIGTERM)
-            for _ in range(600):
-                if not _pid_alive(pid):
-                    break
-                time.sleep(0.1)
-            else:
-                os.kill(pid, signal.SIGKILL)
-        done = destroy(root, name)  # whatever the daemon could not remove (or a crash left)
-        extra = f" (cleaned up after the daemon: {done})" if any(done.values()) else ""
-        print(f"cluster {name} is down{extra}")
+    return 1 if ops.down(root, list_clusters(root) if args.all else [args.name]) else 0
+
+
+def cmd_apply(args) -> int:
+    from . import ops
+    ops.apply(Client(_root(args), args.name), load_documents(args.filename), args.namespace)
+    return 0
+
+
+def cmd_mesh(args) -> int:
+    from .mesh import mesh
+    n = mesh(_root(args), args.clusters, stale_grace=args.stale_grace)
+    print(f"meshed {', '.join(args.clusters)}: {n['written']} objects written, {n['unchanged']} unchanged")
+    return 0
+
+
+def cmd_unmesh(args) -> int:
+    from .mesh import unmesh
+    n = unmesh(_root(args), args.clusters)
+    print(f"unmeshed {', '.join(args.clusters)}: {n} objects deleted")
+    return 0
+
+
+def cmd_apiserver(args) -> int:
+    """Stop or start the API server as nodes, controllers and other clusters see it (loopback stays)."""
+    from .cluster import read_config
+    from .supervise import probe_tcp
+    from .topology import underlay_ns
+    root = _root(args)
+    pid = daemon_pid(root, args.name)
+    if not pid:
+        raise SimError(f"cluster {args.name} is not up")
+    addr = read_config(root, args.name).node_api.split("//", 1)[1]
+    host, port = addr.rsplit(":", 1)
+    os.kill(pid, signal.SIGUSR2 if args.action == "start" else signal.SIGUSR1)
+    want = args.action == "start"
+    end = time.monotonic() + 10
+    while probe_tcp(f"/run/netns/{underlay_ns(root)}", host, int(port)) != want:
+        if time.monotonic() > end:
+            raise SimError(f"cluster {args.name}: the API server on {addr} did not {args.action} within 10 s "
+                           "(see sim logs)")
+        time.sleep(0.05)
+    print(f"cluster {args.name}: API server on {addr} {'started' if want else 'stopped'} "
+          f"(127.0.0.1:{read_config(root, args.name).api_port} keeps serving)")
     return 0
 
 
 def cmd_status(args) -> int:
-    from .cluster import list_clusters, read_config
+    """Clusters and whether each is ready: its daemon up, and every component it started (the
+    controller, each agent) running and serving, not in a restart loop; otherwise why not, with
+    the component's last log line."""
+    from .cluster import cluster_dir, list_clusters, read_config
+    from .supervise import cluster_readiness
     root = _root(args)
     out = []
     for name in list_clusters(root):
         cfg = read_config(root, name)
         pid = daemon_pid(root, name)
-        row = {"name": name, "state": "up" if pid else "down (stale state: run sim down)", "nodes": cfg.nodes,
-               "podCIDR": cfg.pod_cidr, "serviceCIDR": cfg.service_cidr, "api": f"http://127.0.0.1:{cfg.api_port}",
-               "kubeconfig": os.path.join(root, name, "kubeconfig")}
-        if pid:
-            try:
-                c = Client(root, name)
-                row["pods"] = len(c.request("GET", "/api/v1/pods")["items"])
-                row["readyNodes"] = sum(1 for n in c.request("GET", "/api/v1/nodes")["items"]
-                                        if any(x.get("type") == "Ready" and x.get("status") == "True"
-                                               for x in n.get("status", {}).get("conditions", [])))
-            except Exception as e:
-                row["error"] = str(e)
+        row = {"name": name, "nodes": cfg.nodes, "podCIDR": cfg.pod_cidr, "serviceCIDR": cfg.service_cidr,
+               "api": f"http://127.0.0.1:{cfg.api_port}", "kubeconfig": os.path.join(root, name, "kubeconfig"),
+               "ready": False, "problems": []}
+        if not pid:
+            row["state"] = "down (stale state: run sim down)"
+            out.append(row)
+            continue
+        ready, row["problems"] = cluster_readiness(cluster_dir(root, name))
+        try:
+            c = Client(root, name)
+            row["pods"] = len(c.request("GET", "/api/v1/pods")["items"])
+            row["readyNodes"] = sum(1 for n in c.request("GET", "/api/v1/nodes")["items"]
+                                    if any(x.get("type") == "Ready" and x.get("status") == "True"
+                                           for x in n.get("status", {}).get("conditions", [])))
+        except Exception as e:
+            ready = False
+            row["problems"].append(f"API server: {e}")
+        row["ready"] = ready
+        row["state"] = "ready" if ready else "not ready"
         out.append(row)
     if args.output == "json":
         print(json.dumps(out, indent=2))
     elif not out:
         print("no simulated clusters")
     else:
-        _table(["NAME", "STATE", "NODES", "PODS", "POD-CIDR", "API"],
+        _table(["NAME", "STATE", "NODES", "PODS", "POD-CIDR", "SERVICE-CIDR", "API"],
                [[r["name"], r["state"], f"{r.get('readyNodes', '-')}/{r['nodes']}", r.get("pods", "-"),
-                 r["podCIDR"], r["api"]] for r in out])
+                 r["podCIDR"], r["serviceCIDR"], r["api"]] for r in out])
+        for r in out:
+            for p in r["problems"]:
+                print(f"{r['name']}: {p}")
     return 0
 
 
 # ---- talking to the cluster's API -----------------------------------------------
 
-class Client:
-    """Discovery-driven REST on the cluster's API server (the kubernetes client's transport)."""
-
-    def __init__(self, root: str, name: str):
-        from kubernetes import client, config
-        from .cluster import cluster_dir
-        kc = os.path.join(cluster_dir(root, name), "kubeconfig")
-        if not daemon_pid(root, name) or not os.path.exists(kc):
-            raise SimError(f"cluster {name} is not up (meshcni sim up --name {name})")
-        c = client.Configuration()
-        config.load_kube_config(config_file=kc, client_configuration=c)
-        self.api = client.ApiClient(c)
-        self._resources: Optional[List[dict]] = None
-
-    def request(self, method: str, path: str, body=None, content_type="application/json", query=()):
-        from .controllers import APIStatusError, rest
-        try:
-            return rest(self.api, method, path, query, body, content_type)
-        except APIStatusError as e:
-            raise SimError(str(e)) from None
-        except OSError as e:
-            raise SimError(f"API server not reachable: {e}") from None
-
-    def resources(self) -> List[dict]:
-        if self._resources is None:
-            res = []
-            for gv in ["v1"]:
-                for r in self.request("GET", "/api/v1")["resources"]:
-                    res.append(dict(r, groupVersion=gv, prefix="/api/v1"))
-            for g in self.request("GET", "/apis")["groups"]:
-                for v in g["versions"]:
-                    gv = v["groupVersion"]
-                    for r in self.request("GET", f"/apis/{gv}")["resources"]:
-                        res.append(dict(r, groupVersion=gv, prefix=f"/apis/{gv}"))
-            self._resources = [r for r in res if "/" not in r["name"]]
-        return self._resources
-
-    def by_kind(self, api_version: str, kind: str) -> Optional[dict]:
-        return next((r for r in self.resources() if r["groupVersion"] == api_version and r["kind"] == kind), None)
-
-    def by_name(self, word: str) -> Optional[dict]:
-        w = word.lower()
-        for r in self.resources():
-            names = {r["name"], r.get("singularName", ""), r["kind"].lower()} | set(r.get("shortNames") or [])
-            if w in names or w.split(".")[0] in names and r["groupVersion"].startswith(w.split(".", 1)[-1]):
-                return r
-        return None
-
-    @staticmethod
-    def path(r: dict, ns: Optional[str], name: Optional[str] = None) -> str:
-        p = r["prefix"]
-        if r["namespaced"] and ns:
-            p += f"/namespaces/{ns}"
-        p += f"/{r['name']}"
-        return p + (f"/{name}" if name else "")
-
-
-def load_documents(paths: List[str]) -> List[Tuple[str, dict]]:
-    """(source, object) for every YAML/JSON document; one clear error for bad input."""
-    import yaml
-    files: List[str] = []
-    for p in paths:
-        if os.path.isdir(p):
-            files += sorted(os.path.join(p, f) for f in os.listdir(p) if f.endswith((".yaml", ".yml", ".json")))
-        elif os.path.exists(p):
-            files.append(p)
-        else:
-            raise SimError(f"{p}: no such file or directory")
-    docs = []
-    for f in files:
-        try:
-            with open(f) as fh:
-                loaded = list(yaml.safe_load_all(fh))
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark else ""
-            raise SimError(f"{f}{where}: not valid YAML: {getattr(e, 'problem', None) or e}") from None
-        for i, d in enumerate(loaded):
-            if d is None:
-                continue
-            src = f"{f}#{i + 1}"
-            if not isinstance(d, dict) or not d.get("apiVersion") or not d.get("kind"):
-                raise SimError(f"{src}: needs apiVersion and kind")
-            if d["kind"].endswith("List") and isinstance(d.get("items"), list):
-                docs += [(f"{src}[{j}]", x) for j, x in enumerate(d["items"])]
-                continue
-            if not isinstance(d.get("metadata"), dict) or not d["metadata"].get("name"):
-                raise SimError(f"{src}: {d['kind']} needs metadata.name")
-            docs.append((src, d))
-    if not docs:
-        raise SimError(f"{', '.join(paths)}: no objects found")
-    return docs
-
-
-def _plan(c: Client, docs, default_ns: str):
-    plan = []
-    for src, d in docs:
-        r = c.by_kind(d["apiVersion"], d["kind"])
-        if r is None:
-            raise SimError(f"{src}: unknown kind {d['kind']} in {d['apiVersion']}")
-        ns = d["metadata"].get("namespace") or (default_ns if r["namespaced"] else None)
-        plan.append((src, d, r, ns))
-    return plan
-
-
-def cmd_apply(args) -> int:
-    c = Client(_root(args), args.name)
-    plan = _plan(c, load_documents(args.filename), args.namespace)
-    q = [("fieldManager", "meshcni-sim"), ("force", "true")]
-    new_ns = set()
-    for src, d, r, ns in plan:
-        if r["kind"] == "Namespace" and not _exists(c, f"/api/v1/namespaces/{d['metadata']['name']}"):
-            new_ns.add(d["metadata"]["name"])
-    # every object is first sent as a dry run, so one bad object means nothing is applied
-    for dry in (True, False):
-        for src, d, r, ns in plan:
-            if r["namespaced"] and ns not in new_ns and not _exists(c, f"/api/v1/namespaces/{ns}"):
-                raise SimError(f"{src}: {d['kind']} {d['metadata']['name']}: namespace {ns} does not exist")
-            if dry and r["namespaced"] and ns in new_ns:
-                continue  # its namespace is created by this apply: the server checks it then
-            body = dict(d, metadata=dict(d["metadata"], **({"namespace": ns} if ns else {})))
-            try:
-                c.request("PATCH", Client.path(r, ns, d["metadata"]["name"]), body, "application/apply-patch+yaml",
-                          q + ([("dryRun", "All")] if dry else []))
-            except SimError as e:
-                raise SimError(f"{src}: {r['kind']} {(ns + '/') if ns else ''}{d['metadata']['name']}: {e}") from None
-            if not dry:
-                print(f"{r['kind'].lower()}/{d['metadata']['name']} applied")
-    return 0
-
-
-def _exists(c: Client, path: str) -> bool:
-    try:
-        c.request("GET", path)
-        return True
-    except SimError:
-        return False
-
-
 def cmd_delete(args) -> int:
     c = Client(_root(args), args.name)
-    plan = _plan(c, load_documents(args.filename), args.namespace)
+    plan = plan_documents(c, load_documents(args.filename), args.namespace)
     for src, d, r, ns in reversed(plan):
         try:
             c.request("DELETE", Client.path(r, ns, d["metadata"]["name"]))
@@ -497,13 +349,17 @@ def add_parser(sub) -> None:
     def spec(p):
         named(p)
         p.add_argument("--nodes", type=int, default=2, help="number of nodes (default %(default)s)")
-        p.add_argument("--pod-cidr", default="10.244.0.0/16", help="cluster pod CIDR, a /24 per node (default %(default)s)")
-        p.add_argument("--service-cidr", default="10.96.0.0/16", help="ClusterIP range (default %(default)s)")
+        p.add_argument("--pod-cidr", help="cluster pod CIDR, a /24 per node (default: the first of 10.244.0.0/16, "
+                       "10.245.0.0/16, ... not used by another cluster of the state root)")
+        p.add_argument("--service-cidr", help="ClusterIP range (default: the first of 10.96.0.0/16, 10.97.0.0/16, "
+                       "... not used by another cluster of the state root)")
         p.add_argument("--no-agent", action="store_true", help="run the nodes without meshcni agents")
         return p
 
     spec(ssub.add_parser("up", help="bring a cluster up (idempotent)")).set_defaults(fn=_with_errors(cmd_up))
-    spec(ssub.add_parser("_daemon", help=argparse.SUPPRESS)).set_defaults(fn=_with_errors(cmd_daemon))
+    x = spec(ssub.add_parser("_daemon", help=argparse.SUPPRESS))
+    x.add_argument("--index", type=int, default=0)
+    x.set_defaults(fn=_with_errors(cmd_daemon))
     x = named(ssub.add_parser("down", help="remove everything the cluster made"))
     x.add_argument("--all", action="store_true", help="every simulated cluster")
     x.set_defaults(fn=_with_errors(cmd_down))
@@ -529,6 +385,18 @@ def add_parser(sub) -> None:
     x.add_argument("--keep", action="store_true", help="leave the cluster up afterwards")
     x.add_argument("-f", "--file", help="demo manifest (default deploy/examples/demo.yaml)")
     x.set_defaults(fn=_with_errors(_demo))
+    x = ssub.add_parser("mesh", help="mesh clusters: in each, a Cluster + kubeconfig Secret for every other (idempotent)")
+    x.add_argument("clusters", nargs="+", metavar="CLUSTER", help="two or more running clusters")
+    x.add_argument("--stale-grace", type=int, metavar="SECONDS",
+                   help="spec.staleGracePeriodSeconds of each Cluster (default: the controller's)")
+    x.set_defaults(fn=_with_errors(cmd_mesh))
+    x = ssub.add_parser("unmesh", help="remove what sim mesh made between these clusters")
+    x.add_argument("clusters", nargs="+", metavar="CLUSTER")
+    x.set_defaults(fn=_with_errors(cmd_unmesh))
+    x = named(ssub.add_parser("apiserver", help="stop or start the API server for nodes, controllers and other "
+                                                "clusters (fault injection; loopback keeps serving)"))
+    x.add_argument("action", choices=("stop", "start"))
+    x.set_defaults(fn=_with_errors(cmd_apiserver))
     x = named(ssub.add_parser("logs", help="logs of the daemon, a node's CNI (cni-<node>) or a pod (NS/POD)"))
     x.add_argument("component", nargs="?")
     x.set_defaults(fn=_with_errors(cmd_logs))

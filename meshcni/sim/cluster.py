@@ -47,8 +47,8 @@ _NAME_OK = set("abcdefghijklmnopqrstuvwxyz0123456789-")
 class ClusterConfig:
     name: str = "mesh"
     nodes: int = 2
-    pod_cidr: str = "10.244.0.0/16"
-    service_cidr: str = "10.96.0.0/16"
+    pod_cidr: str = ""        # empty: reserve() picks the first free default
+    service_cidr: str = ""
     agent: bool = False
     state_root: str = topology.DEFAULT_STATE_ROOT
     index: int = 0
@@ -57,21 +57,25 @@ class ClusterConfig:
     extra: Dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
+        """Checks of this cluster alone; an empty CIDR is one :func:`reserve` picks."""
         if not self.name or len(self.name) > 20 or set(self.name) - _NAME_OK or self.name[0] == "-":
             raise SimError(f"--name {self.name!r}: 1-20 characters of a-z, 0-9 and '-'")
         if not 1 <= self.nodes <= 32:
             raise SimError(f"--nodes {self.nodes}: between 1 and 32")
         for flag, v in (("--pod-cidr", self.pod_cidr), ("--service-cidr", self.service_cidr)):
+            if not v:
+                continue
             try:
                 net = ipaddress.ip_network(v)
             except ValueError:
                 raise SimError(f"{flag} {v!r} is not a CIDR (host bits must be zero)") from None
             if net.version != 4:
                 raise SimError(f"{flag} {v}: only IPv4 clusters are simulated for now")
-        if ipaddress.ip_network(self.pod_cidr).overlaps(ipaddress.ip_network(self.service_cidr)):
+            if net.overlaps(topology.UNDERLAY_NET):
+                raise SimError(f"{flag} {v} overlaps the underlay {topology.UNDERLAY_NET}")
+        if self.pod_cidr and self.service_cidr and \
+                ipaddress.ip_network(self.pod_cidr).overlaps(ipaddress.ip_network(self.service_cidr)):
             raise SimError(f"--pod-cidr {self.pod_cidr} overlaps --service-cidr {self.service_cidr}")
-        if ipaddress.ip_network(self.pod_cidr).overlaps(topology.UNDERLAY_NET):
-            raise SimError(f"--pod-cidr {self.pod_cidr} overlaps the underlay {topology.UNDERLAY_NET}")
 
 
 def cluster_dir(state_root: str, name: str) -> str:
@@ -92,6 +96,102 @@ def list_clusters(state_root: str) -> List[str]:
     return []
 
 
+# Defaults, in order: the first cluster of a state root gets Kind's 10.244.0.0/16 and
+# 10.96.0.0/16, the next ones the following /16s, so meshed clusters never overlap.
+POD_CIDRS = [f"10.{x}.0.0/16" for x in range(244, 256)] + [f"10.{x}.0.0/16" for x in range(128, 192)]
+SERVICE_CIDRS = [f"10.{x}.0.0/16" for x in range(96, 128)]
+LOCK_FILE = ".sim.lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not alive
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def daemon_pid(root: str, name: str) -> Optional[int]:
+    try:
+        with open(os.path.join(cluster_dir(root, name), "daemon.pid")) as f:
+            pid = int(f.read().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if _pid_alive(pid) else None
+
+
+@contextlib.contextmanager
+def state_lock(state_root: str):
+    """One `sim up` at a time picks an index and CIDRs in a state root."""
+    import fcntl
+    os.makedirs(state_root, exist_ok=True)
+    with open(os.path.join(state_root, LOCK_FILE), "a") as lk:
+        fcntl.flock(lk, fcntl.LOCK_EX)
+        yield
+
+
+def _claims(state_root: str, name: str) -> List[tuple]:
+    """(cluster, what, network) of every other cluster that holds its CIDRs: running, or
+    reserved by a `sim up` whose daemon has not written its pid yet (a crashed one's do not count)."""
+    out = []
+    for c in list_clusters(state_root):
+        if c == name:
+            continue
+        if os.path.exists(os.path.join(cluster_dir(state_root, c), "daemon.pid")) and not daemon_pid(state_root, c):
+            continue
+        cfg = read_config(state_root, c)
+        if cfg is None:
+            continue
+        for what, v in (("pod CIDR", cfg.pod_cidr), ("service CIDR", cfg.service_cidr)):
+            with contextlib.suppress(ValueError):
+                out.append((c, what, ipaddress.ip_network(v)))
+    return out
+
+
+def reserve(cfg: "ClusterConfig") -> "ClusterConfig":
+    """Pick the cluster's index and any CIDR not given, refuse a given one that overlaps another
+    cluster of the state root, and write config.json, all under the state root's lock."""
+    cfg.validate()
+    with state_lock(cfg.state_root):
+        claims = _claims(cfg.state_root, cfg.name)
+        for flag, attr in (("--pod-cidr", "pod_cidr"), ("--service-cidr", "service_cidr")):
+            v = getattr(cfg, attr)
+            if not v:
+                continue
+            net = ipaddress.ip_network(v)
+            for c, what, other in claims:
+                if net.overlaps(other):
+                    raise SimError(f"{flag} {v} overlaps the {what} {other} of cluster {c} in this state root "
+                                   f"({cfg.state_root}); pick another range or take {c} down")
+        taken = [other for _, _, other in claims]
+        for flag, attr, candidates in (("--pod-cidr", "pod_cidr", POD_CIDRS),
+                                       ("--service-cidr", "service_cidr", SERVICE_CIDRS)):
+            if getattr(cfg, attr):
+                taken.append(ipaddress.ip_network(getattr(cfg, attr)))
+                continue
+            free = next((ipaddress.ip_network(x) for x in candidates
+                         if not any(ipaddress.ip_network(x).overlaps(t) for t in taken)), None)
+            if free is None:
+                raise SimError(f"no free default {flag[2:]} left in this state root; give {flag}")
+            setattr(cfg, attr, str(free))
+            taken.append(free)
+        cfg.validate()
+        cfg.index = cfg.index or pick_index(cfg.state_root, cfg.name)
+        d = cluster_dir(cfg.state_root, cfg.name)
+        os.makedirs(d, exist_ok=True)
+        tmp = os.path.join(d, ".config.json")
+        with open(tmp, "w") as f:
+            json.dump(asdict(cfg), f, indent=1)
+        os.rename(tmp, os.path.join(d, "config.json"))
+    return cfg
+
+
 def pick_index(state_root: str, name: str) -> int:
     used = set()
     for c in list_clusters(state_root):
@@ -107,6 +207,16 @@ def _tail(path: str, n: int = 5) -> str:
             return " | ".join(x.strip() for x in f.readlines()[-n:])
     except OSError:
         return "(no log)"
+
+
+def controller_flags() -> set:
+    """The option strings ``meshcni controller`` accepts (from its own parser)."""
+    import argparse
+    from ..controller.cli import add_parser
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers()
+    add_parser(sub)
+    return {o for a in sub.choices["controller"]._actions for o in a.option_strings}
 
 
 def agent_available() -> bool:
@@ -129,16 +239,21 @@ class Cluster:
         self.kubelets = []
         self.cgroup_root = ""
         self.with_agent = False
-        self.stopped = threading.Event()
+        self.controller_node: Optional[NodeSpec] = None
+        from .supervise import HEALTH_FILE, Supervisor
+        self.supervisor = Supervisor(os.path.join(self.dir, HEALTH_FILE))
 
     # -- bring-up --
 
     def up(self, progress: Callable[[str], None] = print) -> None:
         cfg = self.cfg
         cfg.validate()
+        if not (cfg.pod_cidr and cfg.service_cidr and cfg.index):
+            reserve(cfg)  # `sim up` reserved them already; a direct caller has not
         os.makedirs(os.path.join(self.dir, "logs"), exist_ok=True)
         cfg.index = cfg.index or pick_index(cfg.state_root, cfg.name)
         self.nodes = topology.plan_nodes(cfg.name, cfg.index, cfg.nodes, cfg.pod_cidr, cfg.state_root)
+        self.controller_node = topology.plan_controller(cfg.name, cfg.index, cfg.state_root)
         ul = topology.underlay_ns(cfg.state_root)
         self._save_config()
         topology.ensure_underlay(self.ledger, ul)
@@ -174,11 +289,14 @@ class Cluster:
             self.kubelets.append(Kubelet(api, cfg.name, n.name, n.ip, n.netns, os.path.join(self.cgroup_root, n.name),
                                          self._cni_dir(n), self.pods_dir, self.ledger).start())
         progress(f"kubelets: {len(self.kubelets)}")
+        self.supervisor.start()
         if self.with_agent:
             self._start_controller(api)
-            progress("controller: meshcni controller (identities, CIDR identities), leader-elected "
-                     "(logs/controller.log)")
-            self._start_agents(progress)
+            progress(f"controller: meshcni controller in netns {self.controller_node.netns} "
+                     f"({self.controller_node.ip} on the underlay), leader-elected (logs/controller.log)")
+            self._start_agents()
+            progress(f"agents: one per node (logs/agent-<node>.log); waiting for every component to serve")
+            self.supervisor.wait_ready(90, progress)
 
     def _save_config(self) -> None:
         os.makedirs(self.dir, exist_ok=True)
@@ -192,23 +310,43 @@ class Cluster:
 
     def _start_apiserver(self) -> None:
         from ..apiserver import APIServer, write_kubeconfig
-        from ..apiserver.http import Server
         crds = REPO_CRDS if os.path.isdir(REPO_CRDS) else None
         self.apiserver = APIServer("127.0.0.1", 0, crd_dir=crds, history=5000,
                                    service_cidr=self.cfg.service_cidr).start()
         self.cfg.api_port = int(self.apiserver.url.rsplit(":", 1)[1])
-        # the same store, listening inside the underlay namespace
-        from ..cni.link import entered
-        with entered(f"/run/netns/{topology.underlay_ns(self.cfg.state_root)}"):
-            self._underlay_httpd = Server((topology.UNDERLAY_GW, 0), self.apiserver.store,
-                                          self.apiserver.bookmark_interval)
-        t = threading.Thread(target=self._underlay_httpd.serve_forever, kwargs={"poll_interval": 0.2},
-                             name="apiserver-underlay", daemon=True)
-        t.start()
+        self.start_node_api()
         self.cfg.node_api = f"http://{topology.UNDERLAY_GW}:{self._underlay_httpd.server_address[1]}"
         self._save_config()
         write_kubeconfig(self.kubeconfig, self.apiserver.url, f"sim-{self.cfg.name}")
         write_kubeconfig(self.node_kubeconfig, self.cfg.node_api, f"sim-{self.cfg.name}")
+
+    def start_node_api(self, port: int = 0) -> None:
+        """The same store, listening inside the underlay namespace (for nodes and controllers)."""
+        from ..apiserver.http import Server
+        from ..cni.link import entered
+        with entered(f"/run/netns/{topology.underlay_ns(self.cfg.state_root)}"):
+            self._underlay_httpd = Server((topology.UNDERLAY_GW, port), self.apiserver.store,
+                                          self.apiserver.bookmark_interval)
+        threading.Thread(target=self._underlay_httpd.serve_forever, kwargs={"poll_interval": 0.2},
+                         name="apiserver-underlay", daemon=True).start()
+
+    def stop_node_api(self) -> None:
+        """Close the underlay listener and every connection on it: for the nodes, the controller and
+        other clusters' controllers the API server is gone; loopback clients keep working."""
+        h, self._underlay_httpd = self._underlay_httpd, None
+        if h is not None:
+            h.stopping = True
+            h.shutdown()
+            h.server_close()
+            h.close_connections()
+
+    def set_node_api(self, up: bool) -> None:
+        """``sim apiserver start|stop``: the node-facing API server goes away and comes back on the
+        same address, so every kubeconfig (and Secret made by ``sim mesh``) stays valid."""
+        if up and self._underlay_httpd is None:
+            self.start_node_api(int(self.cfg.node_api.rsplit(":", 1)[1]))
+        elif not up:
+            self.stop_node_api()
 
     def _api_client(self):
         from kubernetes import client, config
@@ -280,74 +418,48 @@ class Cluster:
         return [sys.executable, "-m", "meshcni.cli"] + argv + [f"--kubeconfig={self.node_kubeconfig}"]
 
     def controller_argv(self) -> List[str]:
-        """The controller Deployment's own args (it runs in the underlay namespace, as a pod would)."""
+        """The controller Deployment's own args (it runs in its own namespace on the underlay, as a pod)."""
         import yaml
         with open(DEPLOYMENT) as f:
             dep = yaml.safe_load(f)
         c = dep["spec"]["template"]["spec"]["containers"][0]
         args = [a.replace("$(POD_NAMESPACE)", CONTROLLER_NS) for a in c.get("args", [])]
+        # per cluster, as the Deployment's comment asks of whoever meshes: its name (a Cluster of
+        # that name is itself) and its service CIDR (for the CIDR conflict check); only flags this
+        # controller has, so the simulator also runs a controller that predates the mesh
+        flags = controller_flags()
+        for flag, value in (("--cluster-name", self.cfg.name), ("--service-cidr", self.cfg.service_cidr)):
+            if flag in flags and value:
+                args = [a for a in args if a != flag and not a.startswith(flag + "=")] + [f"{flag}={value}"]
         return [sys.executable, "-m", "meshcni.cli"] + args + [f"--kubeconfig={self.node_kubeconfig}",
                                                               f"--identity=sim-{self.cfg.name}-controller"]
 
     def _start_controller(self, api) -> None:
         from .controllers import send_json
+        from .supervise import Component
         send_json(api, "PATCH", f"/api/v1/namespaces/{CONTROLLER_NS}",
                   {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": CONTROLLER_NS}},
                   "application/apply-patch+yaml", [("fieldManager", "meshcni-sim")])
-        self.controller_proc = self._spawn_controller()
+        # Its own network namespace, as the Deployment's pod has: two clusters' controllers in the
+        # shared underlay namespace both bound the Deployment's fixed metrics port, and the second
+        # crash-looped on "Address already in use".
+        topology.create_node(self.controller_node, self.ledger, forward=False)
+        self.supervisor.add(Component(
+            "controller", self.controller_argv(), self.controller_node.netns,
+            os.path.join(self.dir, "logs", "controller.log"), self.ledger, metrics_default="127.0.0.1:9963",
+            env={"POD_NAMESPACE": CONTROLLER_NS, "POD_NAME": f"sim-{self.cfg.name}-controller"}))
 
-    def _spawn_controller(self):
-        import subprocess
-        logf = open(os.path.join(self.dir, "logs", "controller.log"), "ab")
-        pr = subprocess.Popen(["ip", "netns", "exec", topology.underlay_ns(self.cfg.state_root)] +
-                              self.controller_argv(), stdout=logf, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL, start_new_session=True)
-        logf.close()
-        self.ledger.add("pid", pr.pid)
-        return pr
-
-    def _start_agents(self, progress) -> None:
-        procs = {}
+    def _start_agents(self) -> None:
+        from .supervise import Component
         for n in self.nodes:
-            procs[n.name] = self._spawn_agent(n)
-        deadline = time.monotonic() + 90
-        pending = dict(procs)
-        while pending:
-            for name, (pr, cl) in list(pending.items()):
-                if pr.poll() is not None:
-                    raise SimError(f"agent on {name} exited {pr.returncode}: "
-                                   + _tail(os.path.join(self.dir, "logs", f"agent-{name}.log")))
-                if cl.healthy() is None and self._cni_ready(name):
-                    del pending[name]
-                    progress(f"agent on {name}: ready (logs/agent-{name}.log)")
-            if pending and time.monotonic() > deadline:
-                raise SimError(f"agents not ready after 90 s: {', '.join(pending)}")
-            time.sleep(0.2)
-        self.agents = procs
-        self.agent_restarts = {n.name: 0 for n in self.nodes}
-        threading.Thread(target=self._supervise_agents, name="agent-supervisor", daemon=True).start()
+            self.supervisor.add(Component(
+                f"agent/{n.name}", self.agent_argv(n), n.netns, os.path.join(self.dir, "logs", f"agent-{n.name}.log"),
+                self.ledger, metrics_default="127.0.0.1:9962",
+                extra_ready=lambda name=n.name: None if self._cni_ready(name) else "CNI config not installed yet",
+                before_spawn=lambda n=n: self._prepare_agent(n)))
 
-    def _supervise_agents(self) -> None:
-        """Restart an agent (or the controller) that exits, as the DaemonSet/Deployment + kubelet would."""
-        while not self.stopped.wait(0.3):
-            cp = getattr(self, "controller_proc", None)
-            if cp is not None and cp.poll() is not None and not self.stopped.is_set():
-                self.ledger.remove("pid", cp.pid)
-                log.warning("controller exited %s; restarting", cp.returncode)
-                self.controller_proc = self._spawn_controller()
-            for n in self.nodes:
-                pr, _ = self.agents.get(n.name, (None, None))
-                if pr is not None and pr.poll() is not None and not self.stopped.is_set():
-                    self.ledger.remove("pid", pr.pid)
-                    self.agent_restarts[n.name] += 1
-                    log.warning("agent on %s exited %s; restarting (restart %d)", n.name, pr.returncode,
-                                self.agent_restarts[n.name])
-                    self.agents[n.name] = self._spawn_agent(n)
-
-    def _spawn_agent(self, n: NodeSpec):
-        import subprocess
+    def _prepare_agent(self, n: NodeSpec) -> None:
         from ..bpf.pin import mount_bpffs
-        from ..cni.endpoints import AgentClient
         node_dir = os.path.join(self.dir, "nodes", n.name)
         bpf = os.path.join(node_dir, "bpf")
         os.makedirs(bpf, exist_ok=True)
@@ -355,44 +467,10 @@ class Cluster:
             mount_bpffs(bpf)
         self.ledger.add("mount", bpf)
         os.makedirs(os.path.join(node_dir, "run"), exist_ok=True)
-        logf = open(os.path.join(self.dir, "logs", f"agent-{n.name}.log"), "ab")
-        pr = subprocess.Popen(["ip", "netns", "exec", n.netns] + self.agent_argv(n), stdout=logf,
-                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        logf.close()
-        self.ledger.add("pid", pr.pid)
-        return pr, AgentClient(os.path.join(node_dir, "run", "agent.sock"), timeout=1.0)
 
     def _cni_ready(self, node: str) -> bool:
         d = os.path.join(self.dir, "nodes", node, "cni", "net.d")
         return os.path.isdir(d) and any(f.endswith(".conflist") for f in os.listdir(d))
-
-    def _stop_agents(self) -> None:
-        import signal
-        self.stopped.set()
-        cp = getattr(self, "controller_proc", None)
-        if cp is not None:
-            if cp.poll() is None:
-                os.killpg(cp.pid, signal.SIGTERM)
-            try:
-                cp.wait(timeout=10)
-            except Exception:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(cp.pid, signal.SIGKILL)
-                cp.wait()
-            self.ledger.remove("pid", cp.pid)
-            self.controller_proc = None
-        for name, (pr, _) in getattr(self, "agents", {}).items():
-            if pr.poll() is None:
-                os.killpg(pr.pid, signal.SIGTERM)
-        for name, (pr, _) in getattr(self, "agents", {}).items():
-            try:
-                pr.wait(timeout=10)
-            except Exception:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pr.pid, signal.SIGKILL)
-                pr.wait()
-            self.ledger.remove("pid", pr.pid)
-        self.agents = {}
 
     # -- teardown --
 
@@ -402,15 +480,10 @@ class Cluster:
             with contextlib.suppress(Exception):
                 k.stop(delete_pods=True)
         self.kubelets = []
-        self._stop_agents()
+        self.supervisor.stop()
         if self.controllers:
             self.controllers.stop()
-        if self._underlay_httpd is not None:
-            self._underlay_httpd.stopping = True
-            self._underlay_httpd.shutdown()
-            self._underlay_httpd.server_close()
-            self._underlay_httpd.close_connections()
-            self._underlay_httpd = None
+        self.stop_node_api()
         if self.apiserver is not None:
             self.apiserver.stop()
             self.apiserver = None

@@ -135,6 +135,17 @@ def plan_nodes(cluster: str, index: int, count: int, pod_cidr: str, state_root: 
     return nodes
 
 
+def plan_controller(cluster: str, index: int, state_root: str) -> NodeSpec:
+    """The controller's pod network: its own namespace on the bridge at 172.30.<k>.2.
+
+    A pod has its own network namespace, so the Deployment's fixed ports are never shared
+    with another cluster's controller on the same underlay.
+    """
+    salted = f"{os.path.abspath(state_root)}/{cluster}/controller"
+    return NodeSpec(name=f"{cluster}-controller", netns=f"mcsim-{short(salted)}", ip=f"172.30.{index}.2",
+                    pod_cidr="", underlay_if=f"mu{short(salted, 11)}", underlay=underlay_ns(state_root))
+
+
 def ensure_underlay(ledger: Ledger, ul: str) -> None:
     """The shared bridge namespace (idempotent; the clusters of one state root share it)."""
     if not netns_exists(ul):
@@ -146,7 +157,7 @@ def ensure_underlay(ledger: Ledger, ul: str) -> None:
     ledger.add("underlay", ul)
 
 
-def create_node(node: NodeSpec, ledger: Ledger) -> None:
+def create_node(node: NodeSpec, ledger: Ledger, forward: bool = True) -> None:
     if netns_exists(node.netns):
         run("ip", "netns", "del", node.netns)
     run("ip", "netns", "add", node.netns)
@@ -159,8 +170,8 @@ def create_node(node: NodeSpec, ledger: Ledger) -> None:
     run("ip", "-n", node.underlay, "link", "set", node.underlay_if, "master", BRIDGE, "up")
     run("ip", "-n", ns, "addr", "add", f"{node.ip}/16", "dev", "eth0")
     run("ip", "-n", ns, "link", "set", "eth0", "up")
-    # a node forwards between its pods and the underlay
-    run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+    if forward:  # a node forwards between its pods and the underlay
+        run("ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 
 
 def route_nodes(nodes: List[NodeSpec]) -> None:
@@ -177,13 +188,33 @@ def delete_netns(name: str) -> None:
 
 
 def underlay_users(state_root: str) -> List[str]:
-    """Clusters whose ledger still holds the underlay."""
+    """Clusters whose ledger still holds the underlay.
+
+    Anything in the state root that is not a directory (a YAML file saved
+    there) or has no ledger is not a cluster. A ledger that exists but cannot
+    be read is a :class:`SimError`: it may belong to a cluster still using the
+    bridge, so the caller must not delete the underlay on a guess.
+    """
     out = []
-    with contextlib.suppress(FileNotFoundError):
-        for c in os.listdir(state_root):
-            led = Ledger(os.path.join(state_root, c, "ledger.json")).read()
-            if underlay_ns(state_root) in led.get("underlay", []):
-                out.append(c)
+    try:
+        entries = sorted(os.listdir(state_root))
+    except FileNotFoundError:
+        return out
+    ul = underlay_ns(state_root)
+    for c in entries:
+        d = os.path.join(state_root, c)
+        if not os.path.isdir(d) or os.path.islink(d):
+            continue
+        path = os.path.join(d, "ledger.json")
+        try:
+            led = Ledger(path).read()
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except (OSError, ValueError) as e:
+            raise SimError(f"{path}: cannot read this ledger ({e}); is {c} a cluster still using the "
+                           f"underlay {ul}?") from None
+        if isinstance(led, dict) and ul in (led.get("underlay") or []):
+            out.append(c)
     return out
 
 
@@ -220,11 +251,18 @@ def kill_cgroup(path: str) -> None:
 
 
 def teardown(ledger: Ledger, state_root: str, cluster: str) -> Dict[str, int]:
-    """Remove everything the ledger lists (idempotent, also after a crash)."""
+    """Remove everything the ledger lists (idempotent, also after a crash).
+
+    Every step runs even when an earlier one failed, and each object leaves
+    the ledger only once it is gone; a failure is raised at the end as one
+    :class:`SimError` naming every object left, so a teardown never stops
+    half-way in silence (and a second run retries exactly what is left).
+    """
     import signal
     import time
     st = ledger.read()
     done = {"pids": 0, "netns": 0, "cgroups": 0, "mounts": 0}
+    errors: List[str] = []
     for pid in st.get("pid", []):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(int(pid), signal.SIGKILL)
@@ -241,8 +279,13 @@ def teardown(ledger: Ledger, state_root: str, cluster: str) -> Dict[str, int]:
         if not os.path.exists(cg):
             done["cgroups"] += 1
             ledger.remove("cgroup", cg)
+        else:
+            errors.append(f"cgroup {cg}: still has processes or children")
     for ns in st.get("netns", []):
         delete_netns(ns)
+        if netns_exists(ns):
+            errors.append(f"netns {ns}: ip netns del failed")
+            continue
         done["netns"] += 1
         ledger.remove("netns", ns)
     for m in st.get("mount", []):
@@ -251,14 +294,24 @@ def teardown(ledger: Ledger, state_root: str, cluster: str) -> Dict[str, int]:
             if os.path.ismount(m):
                 run("umount", "-l", m, check=False)
         if os.path.ismount(m):
-            continue  # stays in the ledger: the caller reports it
+            errors.append(f"mount {m}: still mounted")
+            continue
         with contextlib.suppress(OSError):
             os.rmdir(m)
         done["mounts"] += 1
         ledger.remove("mount", m)
-    if st.get("underlay"):
-        ul = underlay_ns(state_root)
-        ledger.remove("underlay", ul)
-        if not [c for c in underlay_users(state_root) if c != cluster]:
+    for ul in st.get("underlay", []):
+        try:
+            others = [c for c in underlay_users(state_root) if c != cluster]
+        except SimError as e:
+            errors.append(f"underlay {ul}: kept, {e}")
+            continue
+        if not others:
             delete_netns(ul)
+            if netns_exists(ul):
+                errors.append(f"underlay {ul}: ip netns del failed")
+                continue
+        ledger.remove("underlay", ul)
+    if errors:
+        raise SimError(f"cluster {cluster}: teardown incomplete: " + "; ".join(errors))
     return done

@@ -277,3 +277,38 @@ def test_down_after_the_daemon_was_killed(tmp_path):
     assert "cleaned up after the daemon" in out.stdout
     assert leftovers(root, ["k"]) == {"underlay": [], "mounts": [], "daemons": [], "state": [], "cgroups": []}
     assert not subprocess.run(["pgrep", "-f", "meshcni.sim.podserver --name default/orphan"]).returncode == 0
+
+
+def test_down_with_stray_entries_in_the_state_root(tmp_path):
+    """A file or a directory that is not a cluster must not stop the underlay's removal, and a
+    ledger that cannot be read keeps the underlay and says so instead of calling the cluster down."""
+    from meshcni.sim.topology import netns_exists, underlay_ns
+    root = tmp_path / "strayroot"
+    root.mkdir()
+    (root / "notes.yaml").write_text("kind: Pod\n")
+    (root / "junk").mkdir()
+    (root / "junk" / "readme.txt").write_text("not a cluster\n")
+    clean = {"underlay": [], "mounts": [], "daemons": [], "state": ["junk", "notes.yaml"], "cgroups": []}
+    try:
+        sim(root, "up", "--name", "s", "--nodes", "1", "--no-agent")
+        out = sim(root, "down", "--name", "s")
+        assert "cluster s is down" in out.stdout
+        lo = leftovers(root, ["s"])
+        lo["state"].sort()
+        assert lo == clean
+        sim(root, "up", "--name", "s", "--nodes", "1", "--no-agent")
+        (root / "broken").mkdir()
+        (root / "broken" / "ledger.json").write_text("{not json")
+        p = sim(root, "down", "--name", "s", check=False)
+        assert p.returncode == 1 and "cluster s is NOT fully down" in p.stderr, p.stderr
+        assert os.path.join(str(root), "broken", "ledger.json") in p.stderr and "is down" not in p.stdout
+        assert netns_exists(underlay_ns(str(root)))
+        (root / "broken" / "ledger.json").unlink()
+        (root / "broken").rmdir()
+        assert "cluster s is down" in sim(root, "down", "--name", "s").stdout
+        lo = leftovers(root, ["s"])
+        lo["state"].sort()
+        assert lo == clean
+    finally:
+        subprocess.run(["rm", "-rf", str(root / "broken")])
+        sim(root, "down", "--all", check=False)
