@@ -14,6 +14,7 @@ import time
 
 import pytest
 from kubernetes import client, config
+from testutil import eventually, sim
 
 pytestmark = pytest.mark.e2e
 
@@ -36,23 +37,8 @@ LOOP = ("import socket,sys,time\n"
         "print(ok, bad)\n")
 
 
-def sim(root, *args, check=True):
-    p = subprocess.run([sys.executable, "-m", "meshcni.cli", "sim", "--state-root", str(root), *args],
-                       capture_output=True, text=True, timeout=240)
-    if check and p.returncode != 0:
-        raise AssertionError(f"sim {' '.join(args)} -> {p.returncode}\n{p.stdout}\n{p.stderr}")
-    return p
-
-
 def wait(pred, timeout=30.0, what="condition"):
-    end = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < end:
-        last = pred()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+    return eventually(pred, timeout, what, interval=0.2)
 
 
 @pytest.fixture(scope="module")

@@ -37,6 +37,7 @@ from meshcni.sim.cluster import read_config
 from meshcni.sim.kubelet import in_pod_argv, read_pod_record
 
 import netpol_reference as ref
+from testutil import eventually, sim
 
 pytestmark = pytest.mark.e2e
 
@@ -63,23 +64,8 @@ def run(*cmd, check=True):
     return p
 
 
-def sim(root, *args, check=True):
-    p = subprocess.run([sys.executable, "-m", "meshcni.cli", "sim", "--state-root", str(root), *args],
-                       capture_output=True, text=True, timeout=240)
-    if check and p.returncode != 0:
-        raise AssertionError(f"sim {' '.join(args)} -> {p.returncode}\n{p.stdout}\n{p.stderr}")
-    return p
-
-
 def wait(pred, timeout=60.0, what="condition"):
-    end = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < end:
-        last = pred()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+    return eventually(pred, timeout, what, interval=0.2)
 
 
 def pod_manifest(ns, name, node):

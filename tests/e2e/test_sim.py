@@ -10,24 +10,16 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
 from kubernetes import client, config
+from testutil import eventually, sim
 
 pytestmark = pytest.mark.e2e
 
 PROBE = ("import socket,sys\n"
          "s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=2); print(s.recv(200).decode().strip())\n")
-
-
-def sim(root, *args, check=True, env=None):
-    p = subprocess.run([sys.executable, "-m", "meshcni.cli", "sim", "--state-root", str(root), *args],
-                       capture_output=True, text=True, env=dict(os.environ, **(env or {})), timeout=180)
-    if check and p.returncode != 0:
-        raise AssertionError(f"sim {' '.join(args)} -> {p.returncode}\n{p.stdout}\n{p.stderr}")
-    return p
 
 
 def leftovers(root, names=("a", "b")):
@@ -54,13 +46,7 @@ def api(root, name):
 
 
 def wait(pred, timeout=30.0, what="condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    return eventually(pred, timeout, what, interval=0.2)
 
 
 def pod(name, ns="default", labels=None, ports=(), node=None):

@@ -6,7 +6,6 @@ root and so its underlay. Every component of both must serve and both must enfor
 NetworkPolicy; a component in a restart loop makes `sim status` say "not ready" with its last
 log line.
 """
-import contextlib
 import json
 import os
 import signal
@@ -18,6 +17,7 @@ import time
 import pytest
 import yaml
 from kubernetes import client, config
+from testutil import eventually, sim
 
 pytestmark = pytest.mark.e2e
 
@@ -28,23 +28,8 @@ PROBE = ("import socket,sys\n"
          "    print('failed:', e); sys.exit(1)\n")
 
 
-def sim(root, *args, check=True):
-    p = subprocess.run([sys.executable, "-m", "meshcni.cli", "sim", "--state-root", str(root), *args],
-                       capture_output=True, text=True, timeout=240)
-    if check and p.returncode != 0:
-        raise AssertionError(f"sim {' '.join(args)} -> {p.returncode}\n{p.stdout}\n{p.stderr}")
-    return p
-
-
 def wait(pred, timeout=30.0, what="condition"):
-    end = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < end:
-        last = pred()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+    return eventually(pred, timeout, what, interval=0.2)
 
 
 def api(root, name):

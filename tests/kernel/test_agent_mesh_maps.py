@@ -9,7 +9,6 @@ controller's managed-by label, standing in for ``meshcni controller``.
 """
 import ipaddress
 import os
-import time
 
 import pytest
 from kubernetes import client, config
@@ -17,6 +16,7 @@ from kubernetes import client, config
 from meshcni.agent.agent import Agent, AgentConfig
 from meshcni.apiserver import APIServer
 from meshcni.bpf import MeshMaps
+from testutil import eventually
 
 pytestmark = pytest.mark.kernel
 CRDS = os.path.join(os.path.dirname(__file__), "..", "..", "deploy", "crds")
@@ -25,12 +25,7 @@ MANAGED = {"app.kubernetes.io/managed-by": "meshcni-controller"}
 
 
 def wait(pred, timeout=20.0, what="condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    return eventually(pred, timeout, what, interval=0.05)
 
 
 def mep(name, cluster, ips, managed=True, service="web"):

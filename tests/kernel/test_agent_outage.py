@@ -16,18 +16,14 @@ from kubernetes import client, config
 from meshcni.agent.agent import Agent, AgentConfig
 from meshcni.apiserver import APIServer
 from meshcni.bpf import MeshMaps
+from testutil import eventually
 
 pytestmark = pytest.mark.kernel
 CRDS = os.path.join(os.path.dirname(__file__), "..", "..", "deploy", "crds")
 
 
 def wait(pred, timeout=20.0, what="condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    return eventually(pred, timeout, what, interval=0.1)
 
 
 def svc_state(pin_root):

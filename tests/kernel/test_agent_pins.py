@@ -18,6 +18,7 @@ from meshcni.agent.agent import Agent, AgentConfig
 from meshcni.apiserver import APIServer
 from meshcni.bpf import BpfMap
 from meshcni.datapath.pinwatch import pinned_identity
+from testutil import eventually
 
 pytestmark = pytest.mark.kernel
 CRDS = os.path.join(os.path.dirname(__file__), "..", "..", "deploy", "crds")
@@ -25,13 +26,7 @@ INTERVAL = 0.3
 
 
 def until(pred, timeout=10.0, what="condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    return eventually(pred, timeout, what, interval=0.05)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ The agent's real Policy reconciler on the Runner, real informers on the in-proce
 the real policy object on a private bpffs; the agent is given fewer mc_policy rows than the map
 has (its ``capacity``), so a handful of policies overflow it.
 """
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from meshcni.controllers.identity import identity_body, identity_labels
 from meshcni.controllers.netpol import PRIORITY_ANNOTATION
 from meshcni.datapath.policy import PolicyProgram
 from meshcni.k8s import EventRecorder, Informer, Runner, api_client
+from testutil import eventually
 
 pytestmark = pytest.mark.kernel
 
@@ -30,13 +30,7 @@ APPS = {"a": 16777301, "b": 16777302, "c": 16777303}  # app -> identity id (pod 
 
 
 def until(cond, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    return eventually(cond, timeout, what, interval=0.05)
 
 
 def policy(app, ports):

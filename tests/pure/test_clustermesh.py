@@ -18,6 +18,7 @@ from meshcni.apiserver import APIServer
 from meshcni.controller import Controller, ControllerConfig
 from meshcni.controllers import mesh
 from meshcni.k8s import api_client
+from testutil import eventually
 
 pytestmark = pytest.mark.pure
 
@@ -27,14 +28,7 @@ CRDS = "deploy/crds"
 
 
 def until(cond, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+    return eventually(cond, timeout, what, interval=0.02)
 
 
 @pytest.fixture(scope="module")

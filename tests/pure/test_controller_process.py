@@ -13,6 +13,7 @@ from meshcni.apiserver import APIServer
 from meshcni.controller import Controller, ControllerConfig
 from meshcni.controllers import identity as idm
 from meshcni.k8s import api_client
+from testutil import eventually
 
 pytestmark = pytest.mark.pure
 
@@ -22,13 +23,7 @@ TIMING = dict(lease_duration=1.5, renew_deadline=1.0, retry_period=0.1)
 
 
 def until(cond, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    return eventually(cond, timeout, what, interval=0.02)
 
 
 @pytest.fixture(scope="module")

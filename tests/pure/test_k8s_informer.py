@@ -15,6 +15,7 @@ from kubernetes import client
 
 from meshcni.apiserver import APIServer, write_kubeconfig
 from meshcni.k8s import Informer, api_client, label_index
+from testutil import eventually
 
 pytestmark = pytest.mark.pure
 
@@ -23,12 +24,7 @@ FAST = (0.05, 0.3)  # reconnect backoff for tests, seconds
 
 
 def until(cond, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    return eventually(cond, timeout, what, interval=0.01)
 
 
 class Proxy:

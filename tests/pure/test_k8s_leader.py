@@ -9,6 +9,7 @@ from kubernetes import client
 
 from meshcni.apiserver import APIServer
 from meshcni.k8s import LeaderElector, api_client
+from testutil import eventually
 
 pytestmark = pytest.mark.pure
 
@@ -17,12 +18,7 @@ TIMING = dict(lease_duration=1.5, renew_deadline=1.0, retry_period=0.1)
 
 
 def until(cond, timeout=5.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    return eventually(cond, timeout, what, interval=0.01)
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from meshcni.errors import MapFullError
 from meshcni.k8s import Desired, EventRecorder, Informer, ReconcileMetrics, Reconciler, Runner, SyncTimeout, api_client
 from meshcni.k8s.events import EventReport
 from meshcni.k8s.reconciler import REQUEUE_AFTER
+from testutil import eventually
 
 pytestmark = pytest.mark.pure
 
@@ -22,13 +23,7 @@ CRDS = Path(__file__).resolve().parents[2] / "deploy" / "crds"
 
 
 def until(cond, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    return eventually(cond, timeout, what, interval=0.01)
 
 
 @pytest.fixture(scope="module")
