@@ -397,6 +397,11 @@ class Cluster:
         with open(DAEMONSET) as f:
             ds = yaml.safe_load(f)
         c = ds["spec"]["template"]["spec"]["containers"][0]
+        return self.node_argv(n, c.get("args", [])) + [f"--kubeconfig={self.node_kubeconfig}"]
+
+    def node_argv(self, n: NodeSpec, args: List[str]) -> List[str]:
+        """A DaemonSet container's ``meshcni`` args as a process on node ``n`` runs them: its
+        container paths mapped onto the node's directories, ``$(NODE_NAME)`` expanded."""
         node_dir = os.path.join(self.dir, "nodes", n.name)
         paths = {"/sys/fs/bpf": os.path.join(node_dir, "bpf"),
                  "/run/meshcni/cgroupv2": os.path.join(self.cgroup_root, n.name),
@@ -405,7 +410,7 @@ class Cluster:
                  "/var/run/meshcni": os.path.join(node_dir, "run"),
                  "/var/lib/cni/meshcni": os.path.join(node_dir, "ipam")}
         argv = []
-        for a in c.get("args", []):
+        for a in args:
             a = a.replace("$(NODE_NAME)", n.name)
             flag, eq, val = a.partition("=")
             if eq:
@@ -415,7 +420,7 @@ class Cluster:
                         break
                 a = f"{flag}={val}"
             argv.append(a)
-        return [sys.executable, "-m", "meshcni.cli"] + argv + [f"--kubeconfig={self.node_kubeconfig}"]
+        return [sys.executable, "-m", "meshcni.cli"] + argv
 
     def controller_argv(self) -> List[str]:
         """The controller Deployment's own args (it runs in its own namespace on the underlay, as a pod)."""
