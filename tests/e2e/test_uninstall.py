@@ -3,8 +3,8 @@
 
 A 2-node cluster with agents up and pods running; the node's agent is stopped
 (its DaemonSet pod replaced by the uninstall mode's), then the uninstall init
-container's args, rendered by Helm from the chart with `uninstall=true`, run
-in the node's network namespace with that node's paths. Afterwards the node
+container, rendered by Helm from the chart with `uninstall=true`, run
+in the node's network namespace with its mounts mapped onto that node's paths. Afterwards the node
 holds nothing of meshcni: no program on its cgroup, no tc filter on any
 link, no pin, no CNI plugin or config, no route of protocol 191, no state.
 A second run removes nothing, the other node is untouched, and the
@@ -22,16 +22,16 @@ pytestmark = pytest.mark.e2e
 CHART = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "charts", "meshcni")
 
 
-def uninstall_args():
+def uninstall_container():
     import helm_python as helm  # helm-python-sdk: the real Helm engine, offline
     import yaml
     helm.disable_logging()
     with helm.Chart.load(CHART) as c:
         out = c.render({"uninstall": True}, name="meshcni", namespace="meshcni-system")
     ds = yaml.safe_load(out["meshcni/templates/agent/daemonset.yaml"])
-    (init,) = [c for c in ds["spec"]["template"]["spec"]["initContainers"] if c["name"] == "uninstall"]
-    assert init["command"] == ["meshcni"]
-    return init["args"]
+    pod = ds["spec"]["template"]["spec"]
+    (init,) = [c for c in pod["initContainers"] if c["name"] == "uninstall"]
+    return pod, init
 
 
 def sh(*cmd):
@@ -96,7 +96,9 @@ def test_uninstall_on_a_node_leaves_nothing_of_meshcni(cluster):
     assert len([k for k in before["tcFilters"] if k.endswith("/ingress")]) >= 2  # both pods' interfaces
 
     cl.supervisor.remove(f"agent/{n1.name}")  # the DaemonSet's pod replaced by the uninstall mode's
-    argv = ["ip", "netns", "exec", n1.netns] + cl.node_argv(n1, uninstall_args())
+    # its args, env and mounts mapped onto the node as the agent's are (meshcni.sim.podspec)
+    argv, env = cl.node_process(n1, *uninstall_container())
+    argv = ["ip", "netns", "exec", n1.netns, "env"] + [f"{k}={v}" for k, v in env.items()] + argv
     t0 = time.monotonic()
     done = json.loads(sh(*argv, "-o", "json"))
     took = time.monotonic() - t0
