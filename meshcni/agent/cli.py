@@ -21,21 +21,8 @@ def add_parser(sub) -> None:
     p.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"),
                    help="kubeconfig file (default $KUBECONFIG, else in-cluster config)")
     p.add_argument("--node-name", default=os.environ.get("NODE_NAME"), help="this node's name (default $NODE_NAME)")
-    flag(p, "--bpf-root", "--root", default="/sys/fs/bpf/meshcni", metavar="DIR",
-         help="pin root on a bpffs (default %(default)s)")
-    p.add_argument("--cgroup-root", default="/sys/fs/cgroup",
-                   help="cgroup v2 directory whose processes (the pods) get the socket LB (default %(default)s)")
-    flag(p, "--cni-bin-dir", "--bin-dir", default="/opt/cni/bin", metavar="DIR",
-         help="where the CNI plugin is installed (default %(default)s)")
-    flag(p, "--cni-conf-dir", "--conf-dir", default="/etc/cni/net.d", metavar="DIR",
-         help="where the CNI network config is written (default %(default)s)")
+    add_node_paths(p)
     p.add_argument("--chained", action="store_true", help="chain after the node's existing CNI config")
-    flag(p, "--socket", "--agent-socket", default="/var/run/meshcni/agent.sock", metavar="PATH",
-         help="local API socket (default %(default)s)")
-    p.add_argument("--state-dir", default="/var/run/meshcni", help="endpoint records, ids (default %(default)s)")
-    flag(p, "--ipam-dir", "--data-dir", default="/var/lib/cni/meshcni", metavar="DIR",
-                   help="IPAM allocations of the built-in IPAM; must survive reboots only as long as pods do "
-                   "(default %(default)s)")
     p.add_argument("--no-routes", dest="routes", action="store_false",
                    help="do not route other nodes' pod CIDRs (when e.g. kindnet already does)")
     shim = p.add_mutually_exclusive_group()
@@ -63,16 +50,33 @@ def add_parser(sub) -> None:
     p.set_defaults(fn=cmd_agent)
 
 
+def add_node_paths(p) -> None:
+    """The node paths the agent writes to; ``meshcni uninstall`` takes the same flags and defaults,
+    so the DaemonSet's args for the one undo what the other did."""
+    flag(p, "--bpf-root", "--root", default="/sys/fs/bpf/meshcni", metavar="DIR",
+         help="pin root on a bpffs (default %(default)s)")
+    p.add_argument("--cgroup-root", default="/sys/fs/cgroup",
+                   help="cgroup v2 directory whose processes (the pods) get the socket LB (default %(default)s)")
+    flag(p, "--cni-bin-dir", "--bin-dir", default="/opt/cni/bin", metavar="DIR",
+         help="where the CNI plugin is installed (default %(default)s)")
+    flag(p, "--cni-conf-dir", "--conf-dir", default="/etc/cni/net.d", metavar="DIR",
+         help="where the CNI network config is written (default %(default)s)")
+    flag(p, "--socket", "--agent-socket", default="/var/run/meshcni/agent.sock", metavar="PATH",
+         help="local API socket (default %(default)s)")
+    p.add_argument("--state-dir", default="/var/run/meshcni", help="endpoint records, ids (default %(default)s)")
+    flag(p, "--ipam-dir", "--data-dir", default="/var/lib/cni/meshcni", metavar="DIR",
+                   help="IPAM allocations of the built-in IPAM; must survive reboots only as long as pods do "
+                   "(default %(default)s)")
+
+
 def cmd_agent(args) -> int:
     from .agent import Agent, AgentConfig
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr, force=True,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.uninstall:
+    if args.uninstall:  # the older spelling of `meshcni uninstall -o json`
         import json
-        from ..uninstall import uninstall_node
-        done = uninstall_node(bpf_root=args.bpf_root, cni_bin_dir=args.cni_bin_dir, cni_conf_dir=args.cni_conf_dir,
-                              state_dir=args.state_dir, ipam_dir=args.ipam_dir, socket=args.socket)
-        print(json.dumps(done, indent=2, sort_keys=True))
+        from ..cli.uninstall import document
+        print(json.dumps(document(args), indent=2, sort_keys=True))
         return 0
     if not args.node_name:
         print("meshcni agent: --node-name (or $NODE_NAME) is required", file=sys.stderr)

@@ -19,6 +19,7 @@ The pinned maps, read directly (--bpf-root; needs root, no agent):
 
 Processes and tools:
   meshcni agent | controller | apiserver | sim ... | cni install ... | demo | version
+  meshcni uninstall [-o json]           remove everything meshcni put on this node (agent's paths)
 
 Every list takes -o table|wide|json|yaml and --no-headers; json and yaml
 print a document with the same keys on every run, for scripts.
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .cni import add_cni
     from .demo import add_demo
     from .node import add_node
+    from .uninstall import add_uninstall
 
     head, rest = __doc__.split("\n\n", 1)
     p = Parser(prog="meshcni", description=head, epilog=rest, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -67,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sim(sub)
     add_cni(sub)
     add_demo(sub)
+    add_uninstall(sub)
     return p
 
 

@@ -391,39 +391,50 @@ class Cluster:
 
     # -- agents --
 
-    def agent_argv(self, n: NodeSpec) -> List[str]:
-        """The DaemonSet's own args, with its host paths mapped onto this simulated node."""
+    def host_dirs(self, n: NodeSpec) -> Dict[str, str]:
+        """{host path of a real node: its directory on simulated node ``n``} for hostPath volumes."""
+        node_dir = os.path.join(self.dir, "nodes", n.name)
+        return {"/sys/fs/bpf": os.path.join(node_dir, "bpf"),
+                "/sys/fs/cgroup": os.path.join(self.cgroup_root, n.name),
+                "/opt/cni/bin": os.path.join(self._cni_dir(n), "bin"),
+                "/etc/cni/net.d": os.path.join(self._cni_dir(n), "net.d"),
+                "/var/run/meshcni": os.path.join(node_dir, "run"),
+                "/var/lib/cni/meshcni": os.path.join(node_dir, "ipam"),
+                "/var/run/netns": "/run/netns"}  # where the simulated runtime keeps pods' netns files
+
+    def node_process(self, n: NodeSpec, pod_spec: dict, container: dict) -> tuple:
+        """(argv, env) of a DaemonSet container with ``command: [meshcni]`` run on node ``n``."""
+        from .podspec import process
+        if container.get("command") != ["meshcni"]:
+            raise SimError(f"container {container['name']}: command {container.get('command')} is not meshcni's")
+        args, env = process(pod_spec, container, self.host_dirs(n),
+                            {"spec.nodeName": n.name, "metadata.namespace": CONTROLLER_NS,
+                             "metadata.name": f"meshcni-agent-{n.name}"},
+                            os.path.join(self.dir, "nodes", n.name, "emptydir"))
+        return [sys.executable, "-m", "meshcni.cli"] + args, env
+
+    def agent_process(self, n: NodeSpec) -> tuple:
+        """The DaemonSet's agent container (args, env, mounts) as a process on node ``n``."""
         import yaml
         with open(DAEMONSET) as f:
-            ds = yaml.safe_load(f)
-        c = ds["spec"]["template"]["spec"]["containers"][0]
-        node_dir = os.path.join(self.dir, "nodes", n.name)
-        paths = {"/sys/fs/bpf": os.path.join(node_dir, "bpf"),
-                 "/run/meshcni/cgroupv2": os.path.join(self.cgroup_root, n.name),
-                 "/host/opt/cni/bin": os.path.join(self._cni_dir(n), "bin"),
-                 "/host/etc/cni/net.d": os.path.join(self._cni_dir(n), "net.d"),
-                 "/var/run/meshcni": os.path.join(node_dir, "run"),
-                 "/var/lib/cni/meshcni": os.path.join(node_dir, "ipam")}
-        argv = []
-        for a in c.get("args", []):
-            a = a.replace("$(NODE_NAME)", n.name)
-            flag, eq, val = a.partition("=")
-            if eq:
-                for host, mapped in paths.items():
-                    if val == host or val.startswith(host + "/"):
-                        val = mapped + val[len(host):]
-                        break
-                a = f"{flag}={val}"
-            argv.append(a)
-        return [sys.executable, "-m", "meshcni.cli"] + argv + [f"--kubeconfig={self.node_kubeconfig}"]
+            pod = yaml.safe_load(f)["spec"]["template"]["spec"]
+        argv, env = self.node_process(n, pod, pod["containers"][0])
+        return argv + [f"--kubeconfig={self.node_kubeconfig}"], env
 
-    def controller_argv(self) -> List[str]:
-        """The controller Deployment's own args (it runs in its own namespace on the underlay, as a pod)."""
+    def agent_argv(self, n: NodeSpec) -> List[str]:
+        return self.agent_process(n)[0]
+
+    def controller_process(self) -> tuple:
+        """The controller Deployment's container (args, env, mounts); it runs in its own namespace on the
+        underlay, as a pod, so it gets no host path."""
         import yaml
+        from .podspec import process
         with open(DEPLOYMENT) as f:
-            dep = yaml.safe_load(f)
-        c = dep["spec"]["template"]["spec"]["containers"][0]
-        args = [a.replace("$(POD_NAMESPACE)", CONTROLLER_NS) for a in c.get("args", [])]
+            pod = yaml.safe_load(f)["spec"]["template"]["spec"]
+        name = f"sim-{self.cfg.name}-controller"
+        args, env = process(pod, pod["containers"][0], {}, {"metadata.namespace": CONTROLLER_NS,
+                                                             "metadata.name": name},
+                            os.path.join(self.dir, "controller"))
         # per cluster, as the Deployment's comment asks of whoever meshes: its name (a Cluster of
         # that name is itself) and its service CIDR (for the CIDR conflict check); only flags this
         # controller has, so the simulator also runs a controller that predates the mesh
@@ -432,7 +443,10 @@ class Cluster:
             if flag in flags and value:
                 args = [a for a in args if a != flag and not a.startswith(flag + "=")] + [f"{flag}={value}"]
         return [sys.executable, "-m", "meshcni.cli"] + args + [f"--kubeconfig={self.node_kubeconfig}",
-                                                              f"--identity=sim-{self.cfg.name}-controller"]
+                                                              f"--identity={name}"], env
+
+    def controller_argv(self) -> List[str]:
+        return self.controller_process()[0]
 
     def _start_controller(self, api) -> None:
         from .controllers import send_json
@@ -444,17 +458,18 @@ class Cluster:
         # shared underlay namespace both bound the Deployment's fixed metrics port, and the second
         # crash-looped on "Address already in use".
         topology.create_node(self.controller_node, self.ledger, forward=False)
+        argv, env = self.controller_process()
         self.supervisor.add(Component(
-            "controller", self.controller_argv(), self.controller_node.netns,
-            os.path.join(self.dir, "logs", "controller.log"), self.ledger, metrics_default="127.0.0.1:9963",
-            env={"POD_NAMESPACE": CONTROLLER_NS, "POD_NAME": f"sim-{self.cfg.name}-controller"}))
+            "controller", argv, self.controller_node.netns,
+            os.path.join(self.dir, "logs", "controller.log"), self.ledger, metrics_default="127.0.0.1:9963", env=env))
 
     def _start_agents(self) -> None:
         from .supervise import Component
         for n in self.nodes:
+            argv, env = self.agent_process(n)
             self.supervisor.add(Component(
-                f"agent/{n.name}", self.agent_argv(n), n.netns, os.path.join(self.dir, "logs", f"agent-{n.name}.log"),
-                self.ledger, metrics_default="127.0.0.1:9962",
+                f"agent/{n.name}", argv, n.netns, os.path.join(self.dir, "logs", f"agent-{n.name}.log"),
+                self.ledger, metrics_default="127.0.0.1:9962", env=env,
                 extra_ready=lambda name=n.name: None if self._cni_ready(name) else "CNI config not installed yet",
                 before_spawn=lambda n=n: self._prepare_agent(n)))
 

@@ -217,6 +217,12 @@ class Supervisor:
             c.spawn()
         return c
 
+    def remove(self, name: str) -> None:
+        """Stop a component for good (its DaemonSet pod replaced, e.g. by the uninstall mode)."""
+        with self._lock:
+            c = self.components.pop(name)
+        c.stop()
+
     def start(self) -> "Supervisor":
         self.write()
         self._thread = threading.Thread(target=self._run, name="sim-supervisor", daemon=True)

@@ -1,12 +1,12 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
-"""`meshcni agent --uninstall` on a real node: everything meshcni put there goes, nothing else.
+"""`meshcni uninstall` on a real node: everything meshcni put there goes, nothing else.
 
 The node is a network namespace the test makes; the datapath is the real one
 (sock_lb links on a child of a private cgroup2 mount, policy programs pinned
 on a private bpffs and attached by tc to a veth), the agent's routes are real
 routes of protocol 191, the CNI plugin and config are what the agent
 installs. The command runs as the DaemonSet's uninstall init container runs
-it (`meshcni agent --uninstall` with the agent's paths) inside that namespace.
+it (`meshcni uninstall` with the agent's paths) inside that namespace.
 Then: no cgroup link, no tc filter of meshcni's, no pin, no route of 191, no
 plugin, no config, no state; a foreign config, route and tc-free interface
 survive; a second run finds nothing and changes nothing.
@@ -68,13 +68,13 @@ def node(netns, tmp_path, pin_root, cgroup2_child):
     return ns, dirs, pin_root, cgroup2_child, attach_types
 
 
-def _uninstall(ns, dirs, pin_root):
-    p = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "meshcni.cli", "agent", "--uninstall",
+def _uninstall(ns, dirs, pin_root, cmd=("uninstall", "-o", "json")):
+    p = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "meshcni.cli", *cmd,
                         f"--bpf-root={pin_root}", f"--cni-bin-dir={dirs['bin']}", f"--cni-conf-dir={dirs['net.d']}",
                         f"--socket={dirs['run'] / 'agent.sock'}", f"--state-dir={dirs['run']}",
                         f"--ipam-dir={dirs['ipam']}"], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
-    return json.loads(p.stdout)
+    return json.loads(p.stdout) if "json" in cmd or "--uninstall" in cmd else p.stdout
 
 
 def test_uninstall_leaves_nothing_of_meshcni_and_is_idempotent(node):
@@ -105,7 +105,11 @@ def test_uninstall_leaves_nothing_of_meshcni_and_is_idempotent(node):
     assert os.listdir(dirs["run"]) == [] and os.listdir(dirs["ipam"]) == []
     assert tcpins.present(pin_root) is False
 
-    again = _uninstall(ns, dirs, pin_root)
+    # the older spelling (`meshcni agent --uninstall`) does the same, and finds nothing either
+    again = _uninstall(ns, dirs, pin_root, cmd=("agent", "--uninstall"))
     assert again == {"cgroupLinks": 0, "tcFilters": {}, "routes": 0, "pins": 0, "state": 0, "ipam": 0,
                      "cni": {"removed": [], "restored": []}}
     assert os.listdir(dirs["net.d"]) == ["10-other.conflist"]
+    table = _uninstall(ns, dirs, pin_root, cmd=("uninstall",)).splitlines()
+    assert table[0].split() == ["WHAT", "REMOVED", "DETAIL"] and len(table) == 8
+    assert all(line.split()[-2:] == ["0", "-"] for line in table[1:]), table

@@ -246,12 +246,13 @@ def test_uninstall_mode_cleans_every_node_then_idles():
     assert list(init) == ["mount-bpffs", "check-cgroup-v2", "uninstall"]
     args = init["uninstall"]["args"]
     ns = _parser().parse_args(args)
-    assert ns.uninstall is True and ns.node_name == "$(NODE_NAME)"
+    assert args[0] == "uninstall" and ns.fn.__module__ == "meshcni.cli.uninstall" and ns.node_name == "$(NODE_NAME)"
     # the same container paths as the agent it undoes
     _, default = render({})
     agent_args = yaml.safe_load(default["meshcni/templates/agent/daemonset.yaml"])[
         "spec"]["template"]["spec"]["containers"][0]["args"]
-    same = ("--bpf-root", "--cni-bin-dir", "--cni-conf-dir", "--socket", "--state-dir", "--ipam-dir")
+    same = ("--bpf-root", "--cgroup-root", "--cni-bin-dir", "--cni-conf-dir", "--socket", "--state-dir",
+            "--ipam-dir")
     assert [a for a in args if a.startswith(same)] == [a for a in agent_args if a.startswith(same)]
     mounts = {m["name"] for m in init["uninstall"]["volumeMounts"]}
     assert mounts == {v["name"] for v in pod["volumes"]}

@@ -32,7 +32,7 @@ CRDS = REPO / "deploy" / "crds"
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
 
 VISIBLE = {"version", "status", "service", "endpoint", "identity", "bpf", "monitor", "agent", "controller",
-           "apiserver", "sim", "cni", "demo"}
+           "apiserver", "sim", "cni", "demo", "uninstall"}
 OLD = {"maps", "ipcache", "policy", "conntrack", "drops"}
 
 
@@ -58,7 +58,7 @@ def test_groups_are_the_cilium_dbg_ones(parser):
     for cmd in ("bpf lb list", "bpf ipcache list", "bpf ipcache lookup", "bpf policy list", "bpf ct list",
                 "bpf maps list", "bpf maps create", "bpf maps dump", "bpf drops", "service list", "endpoint list",
                 "identity list", "status", "monitor", "version", "agent", "controller", "apiserver", "sim up",
-                "sim get", "cni install", "cni uninstall", "demo"):
+                "sim get", "cni install", "cni uninstall", "demo", "uninstall"):
         assert cmd in paths, cmd
 
 
@@ -104,6 +104,26 @@ def test_defaults_of_an_alias_do_not_shadow_the_flag(parser, monkeypatch):
     p = build_parser()
     assert p.parse_args(["bpf", "ct", "list"]).bpf_root == "/from/env"
     assert parser.parse_args(["agent", "--node-name", "n"]).cni_bin_dir == "/opt/cni/bin"
+
+
+def test_uninstall_takes_the_agents_paths_with_the_agents_defaults(parser):
+    paths = ("bpf_root", "cgroup_root", "cni_bin_dir", "cni_conf_dir", "socket", "state_dir", "ipam_dir")
+    agent, un = vars(parser.parse_args(["agent"])), vars(parser.parse_args(["uninstall"]))
+    assert {k: un[k] for k in paths} == {k: agent[k] for k in paths}
+    argv = "--root /r --bin-dir /b --conf-dir /c --agent-socket /s --data-dir /d --state-dir /t".split()
+    agent, un = vars(parser.parse_args(["agent"] + argv)), vars(parser.parse_args(["uninstall"] + argv))
+    assert {k: un[k] for k in paths} == {k: agent[k] for k in paths} and un["bpf_root"] == "/r"
+    assert parser.parse_args(["agent", "--uninstall"]).uninstall is True  # the older spelling stays
+
+
+def test_uninstall_table_says_what_went():
+    from meshcni.cli.uninstall import rows
+    done = {"cni": {"removed": ["/b/meshcni-cni", "/c/05-meshcni.conflist"], "restored": ["/c/10-kindnet.conflist"]},
+            "cgroupLinks": 4, "tcFilters": {"mcpod0": 2, "lxc1": 2}, "routes": 1, "pins": 30, "state": 2, "ipam": 0}
+    got = {r["what"]: (r["removed"], r["detail"]) for r in rows(done)}
+    assert got["CNI plugin and config"] == (3, "meshcni-cni, 05-meshcni.conflist, 10-kindnet.conflist (restored)")
+    assert got["tc filters"] == (4, "lxc1: 2, mcpod0: 2")
+    assert [r["removed"] for r in rows(done)] == [3, 4, 4, 1, 30, 2, 0]
 
 
 def test_bpf_root_default_is_the_library_default():
