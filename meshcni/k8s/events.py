@@ -102,12 +102,14 @@ class EventRecorder:
         self.written = 0   # Events created or bumped
         self.failed = 0    # Event writes that failed (logged)
 
-    def report(self, source: str, problems: Iterable) -> List:
+    def report(self, source: str, problems: Iterable, counted: Optional[Callable[[object], None]] = None) -> List:
         """Log and put an Event on each problem ``source`` did not report last time; returns those.
 
         ``problems`` is everything ``source`` sees broken now: what is missing
         from it is forgotten, so it is reported again if it comes back. The
-        same problem twice in one list is one report.
+        same problem twice in one list is one report. ``counted(problem)`` is
+        called for each new one *before* its Event is written, so whoever sees
+        the Event also sees the problem counted in the metrics.
         """
         problems = list(problems)
         keys = [problem_key(p) for p in problems]
@@ -122,6 +124,8 @@ class EventRecorder:
             new.append(p)
         for p in new:
             log.warning("%s", p)
+            if counted is not None:
+                counted(p)
             if isinstance(p, EventReport):
                 if self.emit(p.kind, p.namespace, p.name, p.reason, p.message, uid=p.uid) and p.written:
                     p.written()

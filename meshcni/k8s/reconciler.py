@@ -291,8 +291,7 @@ class Runner:
         t0 = time.perf_counter()
         try:
             d = r.desired(self.caches, key) if keyed else r.desired(self.caches)
-            for p in self.events.report(label, d.problems):
-                self.metrics.bad_input(p)
+            self.events.report(label, d.problems, counted=self.metrics.bad_input)
             if d.map_full:
                 self.metrics.observe(name, "map_full")
                 log.error("%s: %s", label, d.map_full)
