@@ -56,6 +56,7 @@
 #define MC_CT_MAX 262144
 #define MC_FRAG_MAX 8192
 #define MC_DROP_REASONS 64
+#define MC_LB_SRC_RANGES_MAX 16384
 #define MC_EVENTS_BYTES 1048576
 
 /* ---- service frontends (socket LB) ----
@@ -74,6 +75,28 @@ struct mc_svc_key {
 
 #define MC_SVC_F_AFFINITY 1
 #define MC_SVC_F_MAGLEV 2
+/* Frontend kinds beyond ClusterIP (issue 20). A NodePort frontend is written
+ * once per node address that answers (--nodeport-addresses) and once with the
+ * all-zero address (the wildcard the socket LB uses for another node's
+ * address); an externalIP or LoadBalancer ingress IP is EXTERNAL. */
+#define MC_SVC_F_NODEPORT 4
+#define MC_SVC_F_EXTERNAL 8
+/* externalTrafficPolicy: Local: scope EXT holds only this node's backends and
+ * the client's source address is kept (no SNAT). */
+#define MC_SVC_F_ETP_LOCAL 16
+/* The frontend has a second master at scope INT whose backends in-cluster
+ * clients (the socket LB) use: eTP Local (in-cluster traffic keeps every
+ * backend) or internalTrafficPolicy: Local (in-cluster traffic gets only
+ * this node's backends). */
+#define MC_SVC_F_TWO_SCOPES 32
+/* loadBalancerSourceRanges: a client is served only if mc_lb_src_ranges
+ * holds (svc_id, client address). */
+#define MC_SVC_F_SRC_RANGES 64
+#define MC_SVC_F_ITP_LOCAL 128
+
+/* mc_svc_key.scope */
+#define MC_SVC_SCOPE_EXT 0
+#define MC_SVC_SCOPE_INT 1
 
 struct mc_svc_value {
 	__u32 backend_id;
@@ -142,6 +165,19 @@ struct mc_maglev_key {
 
 struct mc_maglev {
 	__u32 backend_ids[MC_MAGLEV_M];
+	__u32 pad;
+};
+
+/* loadBalancerSourceRanges, LPM trie: svc_id matched in full (prefix 32 +
+ * the range's prefix in the unified 16-byte form). */
+struct mc_lb_src_range_key {
+	__u32 prefixlen;
+	__u32 svc_id;
+	__u8 addr[16];
+};
+
+struct mc_lb_src_range {
+	__u32 flags;
 	__u32 pad;
 };
 

@@ -27,6 +27,9 @@
 	  struct mc_affinity, MC_AFFINITY_MAX, 0)                              \
 	X(mc_maglev, BPF_MAP_TYPE_HASH, struct mc_maglev_key,                  \
 	  struct mc_maglev, MC_MAGLEV_MAX, BPF_F_NO_PREALLOC)                  \
+	X(mc_lb_src_ranges, BPF_MAP_TYPE_LPM_TRIE,                             \
+	  struct mc_lb_src_range_key, struct mc_lb_src_range,                  \
+	  MC_LB_SRC_RANGES_MAX, BPF_F_NO_PREALLOC)                             \
 	X(mc_ipcache, BPF_MAP_TYPE_LPM_TRIE, struct mc_ipcache_key,            \
 	  struct mc_ipcache, MC_IPCACHE_MAX, BPF_F_NO_PREALLOC)                \
 	X(mc_endpoints, BPF_MAP_TYPE_HASH, struct mc_endpoint_key,             \
