@@ -24,7 +24,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
@@ -36,37 +36,15 @@ from ..errors import BpfError
 from .._closing import Closing
 from .. import cidr
 from ..bpf.typed import IPCacheMap
+from ..controllers.model import ALLOW, ANY, DENY, EGRESS, INGRESS, PolicyEntry, PortSpec  # noqa: F401 (re-exported)
 
-ANY = None
-INGRESS = layout.constants()["MC_DIR_INGRESS"]
-EGRESS = layout.constants()["MC_DIR_EGRESS"]
-ALLOW = layout.constants()["MC_POLICY_ALLOW"]
-DENY = layout.constants()["MC_POLICY_DENY"]
 _C = layout.constants()
-
-PortSpec = Union[None, int, Tuple[int, int]]
 
 
 def drop_reasons() -> Dict[int, str]:
     """reason number -> name (from the MC_DROP_REASON_* constants of layout.h)."""
     pre = "MC_DROP_REASON_"
     return {v: k[len(pre):].lower() for k, v in layout.constants().items() if k.startswith(pre)}
-
-
-@dataclass(frozen=True)
-class PolicyEntry:
-    """Allow (or deny) ``identity`` in ``direction`` to/from ``peer``.
-
-    ``peer``/``proto``/``port`` None = any; ``port`` is one port or an
-    inclusive ``(port, end_port)`` range (NetworkPolicy endPort).
-    """
-    identity: int
-    direction: int
-    peer: Optional[int] = ANY
-    proto: Optional[int] = ANY
-    port: PortSpec = ANY
-    action: int = ALLOW
-    rule_id: int = 0
 
 
 def port_blocks(lo: int, hi: int) -> List[Tuple[int, int]]:
