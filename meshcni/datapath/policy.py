@@ -19,7 +19,6 @@ policy).
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 import threading
 import time
@@ -295,11 +294,6 @@ class DropEvent:
     ifindex: int
 
 
-def _ip(b: bytes) -> str:
-    a = ipaddress.IPv6Address(b)
-    return str(a.ipv4_mapped) if a.ipv4_mapped else str(a)
-
-
 class DropEvents(Closing):
     """Live reader of ``mc_events`` (the ring buffer of struct mc_drop_event)."""
 
@@ -321,7 +315,8 @@ class DropEvents(Closing):
             raise BpfError(-n, "mc_events: poll")
         out = []
         for r in self._buf[:n]:
-            out.append(DropEvent(int(r["ts_ns"]), _ip(r["saddr"].tobytes()), _ip(r["daddr"].tobytes()),
+            out.append(DropEvent(int(r["ts_ns"]), str(cidr.from_unified(r["saddr"].tobytes())),
+                                 str(cidr.from_unified(r["daddr"].tobytes())),
                                  int(r["sport"]), int(r["dport"]), int(r["proto"]), int(r["dir"]),
                                  self._names.get(int(r["reason"]), str(int(r["reason"]))),
                                  int(r["src_identity"]), int(r["dst_identity"]), int(r["ifindex"])))
