@@ -185,6 +185,7 @@ def _doorbell(api, path: str, name: str) -> Informer:
                     label_selector=query.get("labelSelector"), name=name, transform=_identity_only,
                     backoff=(0.2, 2.0))
 
+
 class Loop:
     """Run ``sync()`` when a watched resource changes, and at least every ``period`` s.
 
