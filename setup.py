@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
 """Build of meshcni's compiled core.
 
-Four kinds of artefact:
+Five kinds of artefact:
+  - meshcni/layout_constants.py   layout.h's integer constants as Python
+    (meshcni/_layoutgen.py), so the pure tier needs no compiled extension
   - meshcni._fastmap   Cython (meshcni/_fastmap.pyx): diff/pack hot paths
   - meshcni._libbpf    cffi API mode over the system libbpf (csrc/)
   - meshcni/bpf_objects/*.bpf.o   every bpf/*.bpf.c compiled by clang
@@ -18,19 +20,29 @@ import sys
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
-def _bpfcc():
-    # meshcni/_bpfcc.py holds clang's flags for setup.py and the tests alike;
-    # loaded by path because the package is not importable yet.
+def _load(name):
+    # meshcni/_bpfcc.py (clang's flags) and meshcni/_layoutgen.py serve setup.py and the
+    # tests alike; loaded by path because the package is not importable yet.
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("_meshcni_bpfcc", os.path.join(ROOT, "meshcni", "_bpfcc.py"))
+    spec = importlib.util.spec_from_file_location(f"_meshcni{name}", os.path.join(ROOT, "meshcni", f"{name}.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _bpfcc():
+    return _load("_bpfcc")
+
+
+def generate_layout_constants():
+    """meshcni/layout_constants.py in the source tree, before build_py lists the package's modules."""
+    print(f"meshcni build: {_load('_layoutgen').write(ROOT)}")
 
 
 def _check_libbpf():
@@ -95,11 +107,21 @@ def build_shim(out_dir):
             os.unlink(tmp)
 
 
+class BuildPy(build_py):
+    """build_py that generates meshcni/layout_constants.py first, so the wheel carries it."""
+
+    def run(self):
+        generate_layout_constants()
+        super().run()
+
+
 class BuildExt(build_ext):
     """build_ext that also compiles the BPF objects and the CNI shim next to the extensions."""
 
     def run(self):
         _check_libbpf()
+        # an in-place build (pip install -e .) may skip build_py's copy; the module lives in the tree
+        generate_layout_constants()
         super().run()
         pkg = os.path.join(ROOT, "meshcni") if self.inplace else os.path.join(self.build_lib, "meshcni")
         compile_bpf(os.path.join(pkg, "bpf_objects"))
@@ -119,5 +141,5 @@ def extensions():
 setup(
     ext_modules=extensions(),
     cffi_modules=["csrc/build_ffi.py:ffibuilder"],
-    cmdclass={"build_ext": BuildExt},
+    cmdclass={"build_py": BuildPy, "build_ext": BuildExt},
 )

@@ -6,6 +6,11 @@ always describes exactly the structs the extension was built with), and the
 map table comes from the extension too (``mc_map_specs``, expanded from
 bpf/include/meshcni/maps.h). Nothing here is written by hand per struct.
 
+The integer constants are also generated at build time into
+:mod:`meshcni.layout_constants` (by :mod:`meshcni._layoutgen`), for code that
+must not load the extension; :func:`compiled` refuses to run when that module
+and the extension were built from different headers.
+
 Offsets are computed by natural alignment, and the header's rules (explicit
 padding only, see layout.h) are enforced, so a layout that a compiler could
 pad differently is rejected here rather than misread later.
@@ -18,6 +23,8 @@ from functools import lru_cache
 from typing import Dict, List, Tuple
 
 import numpy as np
+
+from ._layoutgen import defines, sha256, strip_comments
 
 _TYPES = {
     "__u8": ("u1", 1), "__u16": ("<u2", 2), "__u32": ("<u4", 4), "__u64": ("<u8", 8),
@@ -81,14 +88,12 @@ def _dtype(s: Struct) -> np.dtype:
 
 _STRUCT_RE = re.compile(r"struct\s+(\w+)\s*\{(.*?)\}\s*;", re.S)
 _FIELD_RE = re.compile(r"^\s*(__u8|__u16|__u32|__u64|__be16|__be32|__be64)\s+(\w+)\s*(?:\[\s*(\w+)\s*\])?\s*;\s*$")
-_DEFINE_RE = re.compile(r"^\s*#define\s+(MC_\w+)\s+(\d+)\s*$", re.M)
 
 
 def parse(text: str) -> Tuple[Dict[str, Struct], Dict[str, int]]:
     """Parse layout.h text into structs and integer constants."""
-    body = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
-    body = re.sub(r"//[^\n]*", "", body)
-    consts = {m.group(1): int(m.group(2)) for m in _DEFINE_RE.finditer(body)}
+    body = strip_comments(text)
+    consts = defines(body)
     structs: Dict[str, Struct] = {}
     for m in _STRUCT_RE.finditer(body):
         name, inner = m.group(1), m.group(2)
@@ -155,8 +160,15 @@ def _lib():
 @lru_cache(maxsize=None)
 def compiled():
     """(structs, consts) of the header compiled into the extension."""
+    from . import layout_constants
+
     ext = _lib()
-    return parse(ext.ffi.string(ext.lib.mc_layout_header()).decode())
+    text = ext.ffi.string(ext.lib.mc_layout_header()).decode()
+    if sha256(text) != layout_constants.HEADER_SHA256:
+        # the pure side (controllers, model) would write constants the datapath does not share
+        raise LayoutError("meshcni/layout_constants.py and the extension meshcni._libbpf were built from "
+                          "different layout.h: rebuild (scripts/setup-machine.sh)")
+    return parse(text)
 
 
 def structs() -> Dict[str, Struct]:

@@ -29,5 +29,8 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 # editable: the extensions and BPF objects are built in place (meshcni/)
 MESHCNI_BPF_WERROR=${MESHCNI_BPF_WERROR:-1} .venv/bin/python -m pip install -q -e '.[test]'
-.venv/bin/python -c "import meshcni._fastmap, meshcni._libbpf; from meshcni.bpf import object_path; object_path('maps')"
+# layout.h's constants for the pure tier (setup.py generates them too; this also covers a
+# setuptools whose editable build skips build_py), then a check that they match the extension
+.venv/bin/python meshcni/_layoutgen.py
+.venv/bin/python -c "import meshcni._fastmap, meshcni._libbpf; from meshcni import layout; layout.constants(); from meshcni.bpf import object_path; object_path('maps')"
 echo "setup-machine: ok ($(.venv/bin/python -c 'import meshcni._libbpf as l; print("libbpf", l.ffi.string(l.lib.mc_libbpf_version()).decode())'), $(clang --version | head -1))"

@@ -12,6 +12,15 @@ import os
 
 import pytest
 
+import noext
+
+# MESHCNI_NO_EXTENSION=1: meshcni's compiled modules are refused from here on, as if never built
+# (tests/noext.py); kernel and e2e tests and tests marked `extension` are skipped, everything else
+# must pass without them
+NO_EXTENSION = noext.enabled()
+if NO_EXTENSION:
+    noext.install()
+
 from meshcni.sandbox import netns as make_netns
 from meshcni.sandbox import private_bpffs, private_cgroup2_child
 
@@ -26,6 +35,8 @@ def pytest_collection_modifyitems(config, items):
 
 
 def pytest_runtest_setup(item):
+    if NO_EXTENSION and any(m.name in ("kernel", "e2e", "extension") for m in item.iter_markers()):
+        pytest.skip(f"needs the compiled extension ({noext.ENV}=1)")
     if any(m.name in ("kernel", "e2e") for m in item.iter_markers()) and os.geteuid() != 0:
         msg = "needs root for bpf(), bpffs and network namespaces"
         if REQUIRE_KERNEL:

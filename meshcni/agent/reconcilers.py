@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
 from ..controllers.ipcache import ID_HOST, desired_endpoints, desired_ipcache
+from ..controllers.model import INGRESS
 from ..controllers.netpol import (DEFAULT_RANK, CompiledPolicy, compile_policies, fail_closed_problems,
                                   policy_ranks)
 from ..controllers.routes import desired_routes
@@ -127,7 +128,7 @@ class PolicyState:
 
 
 def _direction(d: int) -> str:
-    return "ingress" if d == 0 else "egress"
+    return "ingress" if d == INGRESS else "egress"
 
 
 class Policy(Reconciler):

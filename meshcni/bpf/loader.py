@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Tuple
 from .._libbpf import ffi, lib
 from ..errors import BpfError
 from ..layout import MapSpec
-from .maps import BpfMap, map_info
+from .maps import BpfMap, map_info, open_pin
 from .pin import (MigrationSet, _copy_entries, begin_migration, compatible, ensure_root)
 
 log = logging.getLogger("meshcni.loader")
@@ -106,12 +106,7 @@ class BpfObject:
             path = os.path.join(self.pin_root, spec.name)
             if not os.path.exists(path):
                 continue
-            fd = lib.mc_obj_get(os.fsencode(path))
-            if fd < 0:
-                raise BpfError(-fd, f"map {spec.name}: open pin {path}")
-            info = map_info(fd)
-            existing = MapSpec(spec.name, info.type, info.key_size, info.value_size,
-                               info.max_entries, info.map_flags)
+            fd, existing = open_pin(path, spec.name)
             if compatible(existing, spec):
                 lib.mc_close(fd)
                 continue
@@ -151,12 +146,10 @@ class BpfObject:
         if fd < 0:
             raise BpfError(-fd if fd != -1 else _errno.ENOENT, f"BPF object {self.path}: map {name}")
         dup = os.dup(fd)
-        info = map_info(dup)
+        actual = map_info(dup).spec(name)
         from ..layout import map_specs
         known = map_specs().get(name)
-        spec = known if known and compatible(known, MapSpec(name, info.type, info.key_size, info.value_size,
-                                                            info.max_entries, info.map_flags)) else \
-            MapSpec(name, info.type, info.key_size, info.value_size, info.max_entries, info.map_flags)
+        spec = known if known and compatible(known, actual) else actual
         path = os.path.join(self.pin_root, name) if self.pin_root else None
         return map_class(dup, spec, path=path)
 

@@ -46,6 +46,31 @@ class MapInfo:
     def type_name(self) -> str:
         return MAP_TYPES.get(self.type, f"type{self.type}")
 
+    def spec(self, name: Optional[str] = None) -> MapSpec:
+        """The map as a ``MapSpec`` named ``name`` (default: the kernel's name)."""
+        return MapSpec(name or self.name, self.type, self.key_size, self.value_size, self.max_entries,
+                       self.map_flags)
+
+
+def open_pin(path: str, name: Optional[str] = None) -> Tuple[int, MapSpec]:
+    """Open the pinned map at ``path``: ``(fd, its spec as the kernel reports it)``; the caller owns the fd.
+
+    Every reader of a pin (the loader, ``open_or_create``, ``BpfMap.open_pinned``
+    and so the CLI) starts here, then compares the spec with the one it wants
+    (:func:`meshcni.bpf.pin.compatible`). ``name`` names the map in the spec
+    and in errors; without it, the kernel's name for the map, else the pin's
+    file name.
+    """
+    fd = lib.mc_obj_get(os.fsencode(path))
+    if fd < 0:
+        raise BpfError(-fd, f"map {name}: open pin {path}" if name else f"open pinned map {path}")
+    try:
+        info = map_info(fd)
+    except BaseException:
+        lib.mc_close(fd)
+        raise
+    return fd, info.spec(name or info.name or os.path.basename(path))
+
 
 def map_info(fd: int) -> MapInfo:
     out = ffi.new("struct mc_map_info *")
@@ -180,13 +205,8 @@ class BpfMap:
     @classmethod
     def open_pinned(cls, path: str, key_dtype=None, value_dtype=None, name: Optional[str] = None) -> "BpfMap":
         """Open any pinned map; the layout comes from the kernel, dtypes from the caller."""
-        fd = lib.mc_obj_get(os.fsencode(path))
-        if fd < 0:
-            raise BpfError(-fd, f"open pinned map {path}")
+        fd, spec = open_pin(path, name)
         try:
-            info = map_info(fd)
-            spec = MapSpec(name or info.name or os.path.basename(path), info.type, info.key_size,
-                           info.value_size, info.max_entries, info.map_flags)
             return cls(fd, spec, path=path, key_dtype=key_dtype, value_dtype=value_dtype)
         except BaseException:
             lib.mc_close(fd)

@@ -25,7 +25,7 @@ import numpy as np
 from .._libbpf import lib
 from ..errors import BpfError, MapFullError, PartialFailureError, PinMismatchError
 from ..layout import MapSpec
-from .maps import BpfMap, map_info, rows
+from .maps import BpfMap, open_pin, rows
 
 log = logging.getLogger("meshcni.pin")
 
@@ -171,12 +171,7 @@ def open_or_create(spec: MapSpec, root: str = DEFAULT_ROOT, *, migrate: bool = T
         os.rename(path + MIGRATING_SUFFIX, path)  # died between rename and create
     mig = None
     if os.path.exists(path):
-        fd = lib.mc_obj_get(os.fsencode(path))
-        if fd < 0:
-            raise BpfError(-fd, f"map {spec.name}: open pin {path}")
-        info = map_info(fd)
-        existing = MapSpec(spec.name, info.type, info.key_size, info.value_size,
-                           info.max_entries, info.map_flags)
+        fd, existing = open_pin(path, spec.name)
         if compatible(existing, spec):
             return map_class(fd, spec, path=path)
         if not migrate:

@@ -45,7 +45,7 @@ def _desc(text: str) -> str:
 def cmd_maps_list(args):
     from ..bpf.maps import BpfMap
     from ..bpf.pin import compatible, info_mismatch
-    from ..layout import MapSpec, map_specs
+    from ..layout import map_specs
     doc = []
     for name, spec in map_specs().items():
         path = os.path.join(args.bpf_root, name)
@@ -53,10 +53,9 @@ def cmd_maps_list(args):
                "max_entries": spec.max_entries, "map_flags": spec.map_flags, "path": path,
                "state": "absent", "mismatch": None, "id": None, "entries": None}
         if os.path.exists(path):
-            with BpfMap.open_pinned(path) as m:
-                i = m.info()
-                pinned = MapSpec(name, i.type, i.key_size, i.value_size, i.max_entries, i.map_flags)
-                row["id"] = i.id
+            with BpfMap.open_pinned(path, name=name) as m:
+                pinned = m.spec
+                row["id"] = m.info().id
                 if not compatible(pinned, spec):
                     row["state"], row["mismatch"] = "mismatch", info_mismatch(pinned, spec)
                 else:

@@ -27,10 +27,9 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, Iterable, List, Optional, Set, Tuple
 
+from ..layout_constants import MC_ID_HOST as ID_HOST, MC_ID_REMOTE_NODE as ID_REMOTE_NODE, MC_ID_UNKNOWN
 from .identity import ATOM_ID_MAX, ATOM_ID_MIN, identity_labels, identity_name, is_managed
 from .services import Problem
-
-ID_HOST, ID_REMOTE_NODE = 1, 6  # layout.h MC_ID_HOST / MC_ID_REMOTE_NODE
 
 
 def _host(ip: ipaddress._BaseAddress) -> str:
@@ -178,7 +177,7 @@ def desired_endpoints(records: Iterable[dict], pods: Iterable[dict], namespaces:
         p = by_name.get((r.get("podNamespace"), r.get("podName")))
         ident = pod_identity(p, ns_labels, ids) if p is not None else None
         ip = (r.get("ips") or ["::/128"])[0].split("/")[0]
-        out.append((r["hostIfindex"], ip, ident or 0, int(r.get("netnsCookie") or 0)))
+        out.append((r["hostIfindex"], ip, ident or MC_ID_UNKNOWN, int(r.get("netnsCookie") or 0)))
     return sorted(out)
 
 

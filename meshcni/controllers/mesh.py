@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .identity import API_VERSION, MANAGED_BY, MANAGER
-from .services import Problem
+from .model import Problem
 
 MULTI_CLUSTER = "mesh-cni.dev/multi-cluster"
 EXPORT = "mesh-cni.dev/export"

@@ -2,7 +2,7 @@
 """Kubernetes NetworkPolicy (networking.k8s.io/v1) -> identity policy, a pure function.
 
 :func:`compile_policies` turns the informers' plain dicts into the
-:class:`~meshcni.datapath.policy.PolicyEntry` rows and enforced
+:class:`~meshcni.controllers.model.PolicyEntry` rows and enforced
 ``(identity, direction)`` pairs that :func:`meshcni.datapath.policy.build_policy`
 loads. ``peer`` is the *remote* side as the tc programs see it: for INGRESS
 the source's identity, for EGRESS the destination's; the port is always the
@@ -54,7 +54,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
-from ..datapath.policy import EGRESS, INGRESS, PolicyEntry
+from .model import EGRESS, INGRESS, PolicyEntry
 from .identity import NS_NAME_LABEL, _norm_block, cidr_identity_name, is_managed
 from .ipcache import ID_HOST, CidrAtoms, cidr_atoms, identity_index, pod_identity
 from .services import Problem

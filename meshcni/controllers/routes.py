@@ -19,7 +19,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Dict, Iterable, List, Tuple
 
-from .services import Problem
+from .model import Problem
 
 
 def _internal_ips(node: dict) -> List[ipaddress._BaseAddress]:

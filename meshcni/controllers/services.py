@@ -28,10 +28,9 @@ import os
 import socket
 import tempfile
 import threading
-from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from ..datapath.services import Backend, Frontend, Service
+from .model import Backend, Frontend, Problem, Service  # noqa: F401 (other controllers import Problem from here)
 
 _inet_pton, _AF_INET = socket.inet_pton, socket.AF_INET
 
@@ -49,19 +48,6 @@ CLUSTER_OWNER_LABEL = "mesh-cni.dev/cluster-owner"
 # (namespace, Service name, Service port number, protocol) -> [(backend, cluster name)]
 RemoteKey = Tuple[str, str, int, str]
 Remote = Dict[RemoteKey, List[Tuple[Backend, str]]]
-
-
-@dataclass(frozen=True)
-class Problem:
-    """Bad input: which object, which field, what is wrong (logged and sent as an Event)."""
-    kind: str
-    namespace: str
-    name: str
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.kind} {self.namespace}/{self.name}: {self.field}: {self.message}"
 
 
 def _ip(s) -> Optional[ipaddress._BaseAddress]:

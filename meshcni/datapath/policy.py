@@ -19,12 +19,11 @@ policy).
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
@@ -36,37 +35,15 @@ from ..errors import BpfError
 from .._closing import Closing
 from .. import cidr
 from ..bpf.typed import IPCacheMap
+from ..controllers.model import ALLOW, ANY, DENY, EGRESS, INGRESS, PolicyEntry, PortSpec  # noqa: F401 (re-exported)
 
-ANY = None
-INGRESS = layout.constants()["MC_DIR_INGRESS"]
-EGRESS = layout.constants()["MC_DIR_EGRESS"]
-ALLOW = layout.constants()["MC_POLICY_ALLOW"]
-DENY = layout.constants()["MC_POLICY_DENY"]
 _C = layout.constants()
-
-PortSpec = Union[None, int, Tuple[int, int]]
 
 
 def drop_reasons() -> Dict[int, str]:
     """reason number -> name (from the MC_DROP_REASON_* constants of layout.h)."""
     pre = "MC_DROP_REASON_"
     return {v: k[len(pre):].lower() for k, v in layout.constants().items() if k.startswith(pre)}
-
-
-@dataclass(frozen=True)
-class PolicyEntry:
-    """Allow (or deny) ``identity`` in ``direction`` to/from ``peer``.
-
-    ``peer``/``proto``/``port`` None = any; ``port`` is one port or an
-    inclusive ``(port, end_port)`` range (NetworkPolicy endPort).
-    """
-    identity: int
-    direction: int
-    peer: Optional[int] = ANY
-    proto: Optional[int] = ANY
-    port: PortSpec = ANY
-    action: int = ALLOW
-    rule_id: int = 0
 
 
 def port_blocks(lo: int, hi: int) -> List[Tuple[int, int]]:
@@ -317,11 +294,6 @@ class DropEvent:
     ifindex: int
 
 
-def _ip(b: bytes) -> str:
-    a = ipaddress.IPv6Address(b)
-    return str(a.ipv4_mapped) if a.ipv4_mapped else str(a)
-
-
 class DropEvents(Closing):
     """Live reader of ``mc_events`` (the ring buffer of struct mc_drop_event)."""
 
@@ -343,7 +315,8 @@ class DropEvents(Closing):
             raise BpfError(-n, "mc_events: poll")
         out = []
         for r in self._buf[:n]:
-            out.append(DropEvent(int(r["ts_ns"]), _ip(r["saddr"].tobytes()), _ip(r["daddr"].tobytes()),
+            out.append(DropEvent(int(r["ts_ns"]), str(cidr.from_unified(r["saddr"].tobytes())),
+                                 str(cidr.from_unified(r["daddr"].tobytes())),
                                  int(r["sport"]), int(r["dport"]), int(r["proto"]), int(r["dir"]),
                                  self._names.get(int(r["reason"]), str(int(r["reason"]))),
                                  int(r["src_identity"]), int(r["dst_identity"]), int(r["ifindex"])))

@@ -33,6 +33,7 @@ from .. import layout
 from ..bpf import MeshMaps
 from ..bpf.maps import concat_records
 from .._closing import Closing
+from ..controllers.model import Backend, Frontend, Service  # noqa: F401 (Frontend: importers of this module use it)
 
 PROTOS = {"tcp": 6, "udp": 17, 6: 6, 17: 17}
 M = None  # MC_MAGLEV_M, read from the layout on first use
@@ -73,36 +74,6 @@ def _addr16(ip) -> bytes:
         except (OSError, ValueError):
             pass
     return _addr16_slow(ip)
-
-
-@dataclass(frozen=True)
-class Frontend:
-    ip: str
-    port: int
-    proto: str = "tcp"
-
-
-@dataclass(frozen=True)
-class Backend:
-    ip: str
-    port: int
-
-
-@dataclass
-class Service:
-    name: str
-    frontends: Sequence[Frontend]
-    backends: Sequence[Backend]
-    svc_id: int
-    affinity_timeout: Optional[int] = None  # seconds; None = no ClientIP affinity
-    maglev: bool = False
-    # backend -> the remote cluster it lives in (MeshEndpoints); None or absent = local.
-    # For status views only: the maps do not carry it.
-    clusters: Optional[Dict[Backend, str]] = None
-
-    def __post_init__(self):
-        if isinstance(self.frontends, Frontend):
-            self.frontends = [self.frontends]
 
 
 def _addr_port(who: str, what: str, ip, port) -> bytes:

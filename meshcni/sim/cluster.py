@@ -349,13 +349,12 @@ class Cluster:
             self.stop_node_api()
 
     def _api_client(self):
-        from kubernetes import client, config
-        c = client.Configuration()
-        config.load_kube_config(config_file=self.kubeconfig, client_configuration=c)
-        return client.ApiClient(c)
+        # one client for the kubelets and controllers, whose watches each hold a pooled connection
+        from ..k8s.client import api_client
+        return api_client(self.kubeconfig)
 
     def _register_nodes(self, api) -> None:
-        from .controllers import send_json
+        from ..k8s.rest import send_json
         from .kubelet import now
         for n in self.nodes:
             body = {"apiVersion": "v1", "kind": "Node",
@@ -449,7 +448,7 @@ class Cluster:
         return self.controller_process()[0]
 
     def _start_controller(self, api) -> None:
-        from .controllers import send_json
+        from ..k8s.rest import send_json
         from .supervise import Component
         send_json(api, "PATCH", f"/api/v1/namespaces/{CONTROLLER_NS}",
                   {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": CONTROLLER_NS}},

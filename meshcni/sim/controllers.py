@@ -21,6 +21,9 @@ import threading
 import time
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
+from ..k8s.informer import Informer
+from ..k8s.rest import get_json, send_json
+
 log = logging.getLogger("meshcni.sim.controllers")
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -159,21 +162,54 @@ def slice_diff(current: Iterable[dict], desired: Iterable[dict]) -> Tuple[List[d
 
 # ---- loops ----------------------------------------------------------------------
 
+# the paths a Loop may watch -> the CoreV1Api list method of that resource
+_LIST_METHODS = {"/api/v1/pods": "list_pod_for_all_namespaces", "/api/v1/nodes": "list_node",
+                 "/api/v1/services": "list_service_for_all_namespaces"}
+
+
+def _identity_only(obj: dict) -> dict:
+    m = obj.get("metadata") or {}
+    return {"metadata": {k: m[k] for k in ("name", "namespace", "resourceVersion") if k in m}}
+
+
+def _doorbell(api, path: str, name: str) -> Informer:
+    from kubernetes import client
+    p, _, qs = path.partition("?")
+    if p not in _LIST_METHODS:
+        raise ValueError(f"loop {name}: cannot watch {path!r} (known: {', '.join(sorted(_LIST_METHODS))})")
+    query = dict(x.split("=", 1) for x in qs.split("&") if x)
+    unknown = set(query) - {"fieldSelector", "labelSelector"}
+    if unknown:
+        raise ValueError(f"loop {name}: watch {path!r}: unsupported query {', '.join(sorted(unknown))}")
+    return Informer(getattr(client.CoreV1Api(api), _LIST_METHODS[p]), field_selector=query.get("fieldSelector"),
+                    label_selector=query.get("labelSelector"), name=name, transform=_identity_only,
+                    backoff=(0.2, 2.0))
+
+
 class Loop:
-    """Run ``sync()`` when woken by a watch on any of ``watched`` paths, at least every ``period`` s."""
+    """Run ``sync()`` when a watched resource changes, and at least every ``period`` s.
+
+    ``watched``: API paths (``/api/v1/pods``, ``/api/v1/nodes``,
+    ``/api/v1/services``, with an optional ``?fieldSelector=...``), each
+    watched by an :class:`~meshcni.k8s.Informer` used as a doorbell only: the
+    sync lists what it needs, so the informers keep just each object's name and
+    version, and a missed event costs latency, never correctness.
+    """
 
     def __init__(self, name: str, api, watched: List[str], sync: Callable[[], None], period: float = 5.0):
         self.name, self.api, self.watched, self.sync, self.period = name, api, watched, sync, period
         self.wake = threading.Event()
         self.stopping = threading.Event()
         self.threads: List[threading.Thread] = []
+        self.informers: List[Informer] = []
         self.errors = 0
 
     def start(self) -> "Loop":
+        ring = self.wake.set
         for path in self.watched:
-            t = threading.Thread(target=self._watch, args=(path,), name=f"{self.name}-watch", daemon=True)
-            t.start()
-            self.threads.append(t)
+            inf = _doorbell(self.api, path, f"{self.name}-watch")
+            inf.add_handler(on_add=lambda _o: ring(), on_update=lambda _a, _b: ring(), on_delete=lambda _o: ring())
+            self.informers.append(inf.start())
         t = threading.Thread(target=self._run, name=self.name, daemon=True)
         t.start()
         self.threads.append(t)
@@ -182,25 +218,8 @@ class Loop:
     def stop(self) -> None:
         self.stopping.set()
         self.wake.set()
-
-    def _watch(self, path: str) -> None:
-        # Only a doorbell: the sync lists what it needs, so a reconnect that
-        # starts from "now" loses nothing.
-        while not self.stopping.is_set():
-            try:
-                p, _, qs = path.partition("?")
-                query = [tuple(x.split("=", 1)) for x in qs.split("&") if x] + [
-                    ("watch", "true"), ("timeoutSeconds", "5"), ("allowWatchBookmarks", "false")]
-                resp = rest(self.api, "GET", p, query, timeout=10, stream=True)
-                for _ in resp.response.stream(4096):
-                    self.wake.set()
-                    if self.stopping.is_set():
-                        break
-                resp.response.release_conn()
-            except Exception as e:  # the API server may be restarting: retry
-                if not self.stopping.is_set():
-                    log.debug("%s: watch %s: %s", self.name, path, e)
-                    time.sleep(0.5)
+        for inf in self.informers:
+            inf.stop(timeout=1.0)
 
     def _run(self) -> None:
         while not self.stopping.is_set():
@@ -214,44 +233,6 @@ class Loop:
                 self.errors += 1
                 log.exception("%s: sync failed", self.name)
                 time.sleep(0.5)
-
-
-class APIStatusError(Exception):
-    """A non-2xx answer; ``status`` is the HTTP code, the message the Status's."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-
-
-def rest(api, method: str, path: str, query=(), body=None, content_type: str = "application/json",
-         timeout: float = 30, stream: bool = False):
-    """One request through the kubernetes client's transport (auth, TLS, proxies as configured)."""
-    _m, url, headers, data, _p = api.param_serialize(method, path, query_params=list(query),
-                                                      header_params={"Accept": "application/json",
-                                                                     "Content-Type": content_type},
-                                                      auth_settings=["BearerToken"])
-    if body is not None:
-        # the transport JSON-encodes bodies itself when the type says json;
-        # apply-patch+yaml must arrive as text (JSON is YAML)
-        data = body if "json" in content_type else json.dumps(body)
-    resp = api.call_api(method, url, header_params=headers, body=data, _request_timeout=timeout)
-    if resp.status >= 300:
-        raw = resp.read()
-        try:
-            msg = json.loads(raw).get("message") or resp.reason
-        except (ValueError, AttributeError, TypeError):
-            msg = (raw or b"").decode(errors="replace")[:300] or resp.reason
-        raise APIStatusError(resp.status, msg)
-    return resp if stream else (json.loads(resp.read()) if resp.read() else {})
-
-
-def get_json(api, path: str, query=()) -> dict:
-    return rest(api, "GET", path, query)
-
-
-def send_json(api, method: str, path: str, body, content_type: str = "application/json", query=()) -> dict:
-    return rest(api, method, path, query, body, content_type)
 
 
 class ControllerManager:

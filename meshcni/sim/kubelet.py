@@ -27,7 +27,8 @@ from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional
 
 from ..cni.runtime import Attachment, PluginError, Runtime, load_conflist
-from .controllers import NOT_READY_ANNOTATION, Loop, get_json, send_json
+from ..k8s.rest import get_json, send_json
+from .controllers import NOT_READY_ANNOTATION, Loop
 from .topology import Ledger, kill_cgroup, rm_cgroup, run, short
 
 log = logging.getLogger("meshcni.sim.kubelet")

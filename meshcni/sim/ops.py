@@ -115,18 +115,16 @@ class Client:
     """Discovery-driven REST on the cluster's API server (the kubernetes client's transport)."""
 
     def __init__(self, root: str, name: str):
-        from kubernetes import client, config
+        from ..k8s.client import api_client
         from .cluster import cluster_dir
         kc = os.path.join(cluster_dir(root, name), "kubeconfig")
         if not daemon_pid(root, name) or not os.path.exists(kc):
             raise SimError(f"cluster {name} is not up (meshcni sim up --name {name})")
-        c = client.Configuration()
-        config.load_kube_config(config_file=kc, client_configuration=c)
-        self.api = client.ApiClient(c)
+        self.api = api_client(kc)
         self._resources: Optional[List[dict]] = None
 
     def request(self, method: str, path: str, body=None, content_type="application/json", query=()):
-        from .controllers import APIStatusError, rest
+        from ..k8s.rest import APIStatusError, rest
         try:
             return rest(self.api, method, path, query, body, content_type)
         except APIStatusError as e:

@@ -69,3 +69,15 @@ def test_map_table_matches_object_definitions(pin_root):
         o = from_obj[name]
         assert (o.type, o.key_size, o.value_size, o.max_entries, o.map_flags) == \
             (spec.type, spec.key_size, spec.value_size, spec.max_entries, spec.map_flags), name
+
+
+def test_generated_constants_are_the_compiled_ones():
+    from meshcni import layout_constants
+    from meshcni._layoutgen import sha256
+
+    compiled = ffi.string(__import__("meshcni._libbpf", fromlist=["lib"]).lib.mc_layout_header()).decode()
+    assert layout_constants.HEADER_SHA256 == sha256(compiled), \
+        "meshcni/layout_constants.py was generated from another layout.h: rebuild (scripts/setup-machine.sh)"
+    assert layout_constants.CONSTANTS == layout.constants()
+    for name, value in layout.constants().items():
+        assert getattr(layout_constants, name) == value, name

@@ -2,9 +2,13 @@
 """The agent's Services and Routes reconcilers read the mesh's caches (desired() on plain lists)."""
 import pytest
 
-from meshcni.agent.reconcilers import Routes, Services
-from meshcni.controllers.services import ServiceIDs
-from meshcni.datapath.services import Backend
+import noext
+
+noext.require_extension("the agent's reconcilers module wires its datapath appliers, which load meshcni._libbpf")
+
+from meshcni.agent.reconcilers import Routes, Services  # noqa: E402
+from meshcni.controllers.model import Backend  # noqa: E402
+from meshcni.controllers.services import ServiceIDs  # noqa: E402
 
 pytestmark = pytest.mark.pure
 

@@ -12,9 +12,13 @@ import sys
 import numpy as np
 import pytest
 
-from meshcni import layout
-from meshcni.bpf import decode
-from meshcni.datapath.policy import ALLOW, DENY, EGRESS, INGRESS, PolicyEntry, addr16, build_policy
+import noext
+
+noext.require_extension("the decoders read rows in layout.h's dtypes, read from meshcni._libbpf")
+
+from meshcni import layout  # noqa: E402
+from meshcni.bpf import decode  # noqa: E402
+from meshcni.datapath.policy import ALLOW, DENY, EGRESS, INGRESS, PolicyEntry, addr16, build_policy  # noqa: E402
 
 pytestmark = pytest.mark.pure
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

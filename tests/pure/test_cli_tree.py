@@ -21,7 +21,6 @@ import pytest
 import yaml
 
 from meshcni import layout
-from meshcni.bpf import decode
 from meshcni.cli import build_parser, main
 from meshcni.cli.output import Column, Table, emit
 from meshcni.cli.parser import plain, walk
@@ -233,8 +232,11 @@ def test_json_and_yaml_of_a_real_command_are_one_document(tmp_path, capsys):
 # ---------------------------------------------------------------- decoders (numpy rows, no kernel)
 
 
+@pytest.mark.extension
 def test_decode_lb():
+    from meshcni.bpf import decode
     from meshcni.datapath.policy import addr16
+
     C = layout.constants()
     sk, sv = np.zeros(6, layout.dtype_of("mc_svc_key")), np.zeros(6, layout.dtype_of("mc_svc_value"))
     bk, bv = np.zeros(3, layout.dtype_of("mc_backend_key")), np.zeros(3, layout.dtype_of("mc_backend"))
@@ -263,7 +265,10 @@ def test_decode_lb():
     assert got[2]["backends"] == [{"slot": 1, "backend_id": None, "addr": None, "port": None}]
 
 
+@pytest.mark.extension
 def test_identity_labels_and_text():
+    from meshcni.bpf import decode
+
     idents = [{"metadata": {"name": "id-1", "namespace": "shop"},
                "spec": {"id": 16777300, "namespaceLabels": {"kubernetes.io/metadata.name": "shop"},
                         "podLabels": {"tier": "db", "app": "web"}}},
@@ -305,6 +310,7 @@ def api(tmp_path):
         c.close()
 
 
+@pytest.mark.extension  # identity_labels_from decodes through meshcni.bpf, which loads meshcni._libbpf
 def test_identity_labels_from_the_api_server_then_the_agent(api, tmp_path):
     from meshcni.agent.localapi import LocalAPI, identities_view
     from meshcni.cli.node import identity_labels_from
@@ -354,6 +360,7 @@ def test_agent_client_public_reads(tmp_path):
         api.stop()
 
 
+@pytest.mark.extension  # status --verbose reports libbpf's version and the pinned tc programs
 def test_status_verbose_without_an_agent(tmp_path, api, capsys):
     rc = main(["status", "--verbose", "--socket", str(tmp_path / "none.sock"), "--bpf-root", str(tmp_path / "bpf"),
                "--kubeconfig", api, "-o", "json"])

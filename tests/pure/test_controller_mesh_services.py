@@ -3,7 +3,7 @@
 import pytest
 
 from meshcni.controllers.services import ServiceIDs, desired_services, remote_backends
-from meshcni.datapath.services import Backend
+from meshcni.controllers.model import Backend
 
 pytestmark = pytest.mark.pure
 

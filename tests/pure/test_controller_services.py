@@ -3,7 +3,7 @@
 import pytest
 
 from meshcni.controllers.services import ServiceIDs, desired_services
-from meshcni.datapath.services import Backend, Frontend
+from meshcni.controllers.model import Backend, Frontend
 
 pytestmark = pytest.mark.pure
 

@@ -239,6 +239,7 @@ def _check_workload(workload, subcommand):
     return ns
 
 
+@pytest.mark.extension  # meshcni.agent.agent wires the datapath, which loads meshcni._libbpf
 def test_agent_daemonset_args_parse():
     ds = _one("DaemonSet", "meshcni-agent", AGENT_NS)
     ns = _check_workload(ds, "agent")
@@ -410,6 +411,7 @@ def _kind(name):
     return d
 
 
+@pytest.mark.extension  # meshcni.agent.agent wires the datapath, which loads meshcni._libbpf
 @pytest.mark.parametrize("name", ["single.yaml", "east.yaml", "west.yaml"])
 def test_kind_configs(name):
     from meshcni.agent.agent import STARTUP_TAINT

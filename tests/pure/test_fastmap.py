@@ -4,7 +4,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from meshcni import _fastmap
+import noext
+
+noext.require_extension("it tests the Cython module meshcni._fastmap")
+
+from meshcni import _fastmap  # noqa: E402
 
 pytestmark = pytest.mark.pure
 

@@ -5,7 +5,7 @@ import pytest
 from meshcni.controllers.identity import (MANAGED_BY, MANAGER, cidr_identity_body, identity_labels,
                                           identity_name)
 from meshcni.controllers.netpol import compile_policies
-from meshcni.datapath.policy import EGRESS, INGRESS, build_policy, port_blocks
+from meshcni.controllers.model import EGRESS, INGRESS
 
 pytestmark = pytest.mark.pure
 
@@ -275,7 +275,10 @@ def test_named_port_protocol_init_containers_and_one_identity_many_numbers():
                              (a, IN, None, TCP, 9100), (a, IN, None, TCP, 9200)}
 
 
+@pytest.mark.extension
 def test_end_port_protocols_and_port_ranges(w):
+    from meshcni.datapath.policy import build_policy, port_blocks
+
     out = w.compile(netpol("p", selector={"matchLabels": {"app": "web"}}, ingress=[{"ports": [
         {"port": 8000, "endPort": 8080}, {"port": 9000, "endPort": 9000}, {"protocol": "UDP"},
         {"protocol": "SCTP", "port": 3868}]}]))
@@ -406,7 +409,10 @@ def test_policy_types_with_no_valid_entry_fail_closed(w):
 
 # ---------------------------------------------------------------- stats and output
 
+@pytest.mark.extension
 def test_stats_and_output_shape(w):
+    from meshcni.datapath.policy import build_policy
+
     w.cidr("203.0.113.0/24", 300)
     pols = [netpol("a", selector={"matchLabels": {"tier": "back"}},
                    ingress=[{"from": [{"podSelector": {"matchLabels": {"app": "web"}}},

@@ -4,7 +4,11 @@ import random
 
 import pytest
 
-from meshcni.datapath.policy import (ALLOW, DENY, EGRESS, INGRESS, PolicyEntry, build_policy,
+import noext
+
+noext.require_extension("build_policy lays rows out in layout.h's dtypes, read from meshcni._libbpf")
+
+from meshcni.datapath.policy import (ALLOW, DENY, EGRESS, INGRESS, PolicyEntry, build_policy,  # noqa: E402
                                      drop_reasons, port_blocks)
 
 pytestmark = pytest.mark.pure

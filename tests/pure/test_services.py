@@ -3,7 +3,11 @@
 import numpy as np
 import pytest
 
-from meshcni.datapath.services import (Backend, Frontend, Service, ServiceError, backend_identity,
+import noext
+
+noext.require_extension("build_tables lays rows out in layout.h's dtypes, read from meshcni._libbpf")
+
+from meshcni.datapath.services import (Backend, Frontend, Service, ServiceError, backend_identity,  # noqa: E402
                                        build_tables, maglev_table)
 
 pytestmark = pytest.mark.pure
