@@ -45,7 +45,7 @@ from ..health import HealthServer
 from ..k8s import EventRecorder, Informer, ReconcileMetrics, Runner, SyncTimeout, api_client
 from ..k8s.events import DEFAULT_REASON
 from ..k8s.trim import trim_endpointslice, trim_pod, trim_service
-from .localapi import LocalAPI
+from .localapi import LocalAPI, identities_view
 from .reconcilers import IPCache, Pins, Policy, Routes, Services
 
 log = logging.getLogger("meshcni.agent")
@@ -189,7 +189,11 @@ class Agent:
         self.localapi = LocalAPI(cfg.socket, self.status, on_change=self._endpoints_changed,
                                  views={"/v1/services": self.services.view, "/v1/policy": self.policy.view,
                                         "/v1/ips": lambda: pod_ip_names(self.caches["pods"].list(),
-                                                                        self.caches["remoteidentities"].list())})
+                                                                        self.caches["remoteidentities"].list()),
+                                        # meshcni identity list / bpf ipcache list: labels and cluster per id
+                                        "/v1/identities": lambda: identities_view(
+                                            self.caches["identities"].list(), self.caches["cidridentities"].list(),
+                                            self.caches["remoteidentities"].list(), cfg.cluster_name)})
         self.localapi.load(cni_endpoints.all_records(cfg.state_dir))
         self.localapi.start()
         m.endpoints.set(len(self.localapi.endpoints))

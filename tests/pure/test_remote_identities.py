@@ -295,3 +295,20 @@ def test_no_remote_identities_changes_nothing():
     pol = netpol("p", "x", {}, ingress=[{"from": [{"namespaceSelector": {}}]}])
     plain = compile_policies([pol], w.pods, w.namespaces, w.identities, w.cidrs)
     assert keys(compile_with(w, [], [], pol, name="default")) == keys(plain)
+
+
+# ---------------------------------------------------------------- what the CLI shows
+
+def test_identity_labels_and_text_name_the_cluster():
+    from meshcni.bpf import decode
+    from meshcni.cli.bpf import _cluster_of
+    r = west()
+    local = {"metadata": {"name": "id-1", "namespace": "x"},
+             "spec": {"id": 16777300, "namespaceLabels": {"kubernetes.io/metadata.name": "x"},
+                      "podLabels": {"app": "a"}}}
+    got = decode.identity_labels([local], [], r, cluster="east")
+    a = got[rid_of(r, "a")]
+    assert (a["kind"], a["cluster"], a["namespace"]) == ("RemoteIdentity", "west", "x")
+    assert decode.labels_text(a) == "cluster=west ns=x app=a"
+    assert got[16777300]["cluster"] == "east" and decode.labels_text(got[16777300]) == "ns=x app=a"
+    assert _cluster_of("west:y/b") == "west" and _cluster_of("y/b") is None and _cluster_of("") is None
