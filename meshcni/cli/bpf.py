@@ -152,8 +152,10 @@ def cmd_ipcache_list(args):
     rows = sorted(prefixes.items(), key=lambda kv: prefix_sort_key(kv[0]))
     clusters = _remote_clusters(args.socket) if args.output in ("table", "wide") else {}
     emit(args, {k: v for k, v in rows},
-         Table([Column("PREFIX", lambda r: r[0]), Column("IDENTITY", lambda r: identity_label(r[1])),
-                Column("CLUSTER", lambda r: clusters.get(r[1])),
+         Table([Column("PREFIX", lambda r: r[0]),
+                # a meshed cluster's pod identity: "2147483990 (west)"
+                Column("IDENTITY", lambda r: identity_label(r[1]) + (f" ({clusters[r[1]]})" if r[1] in clusters
+                                                                     else "")),
                 Column("KIND", lambda r: identity_kind(r[1]), wide=True)], rows))
     return 0
 
@@ -174,9 +176,10 @@ def add_ipcache(sub, **kw):
     x = sub.add_parser("ipcache", help="the ipcache: prefix -> identity", **kw)
     s = x.add_subparsers(dest="ipcache_cmd", required=True, metavar="COMMAND")
     y = s.add_parser("list", help="every prefix and its identity",
-                     description=_desc("Every prefix of the mc_ipcache LPM trie and its identity; CLUSTER names "
-                                       "the meshed cluster of a remote pod's identity (asked of the agent at "
-                                       "--socket; - when it does not answer). json/yaml: {prefix: identity}."))
+                     description=_desc("Every prefix of the mc_ipcache LPM trie and its identity; a meshed "
+                                       "cluster's pod identity is followed by its cluster, '2147483990 (west)' (asked "
+                                       "of the agent at --socket; only the number when it does not answer). "
+                                       "json/yaml: {prefix: identity}."))
     bpf_root_arg(y)
     socket_arg(y, ", for the clusters of remote identities")
     add_output_args(y)
