@@ -145,19 +145,21 @@ class Remote:
                                transform=trim_endpointslice, **kw)
         self.namespaces = Informer(core.list_namespace, name=f"{cluster}/namespaces", transform=_trim_namespace, **kw)
         self.nodes = Informer(core.list_node, name=f"{cluster}/nodes", transform=_trim_node, **kw)
-        # labels and addresses of the remote pods: their identities here (RemoteIdentity)
+        # labels and addresses of the remote pods: their identities here (RemoteIdentity). Not part of
+        # the connection's health: a remote whose role predates this (403 on pods) still serves its
+        # Services; only its identities are not updated (reported on the Cluster)
         self.pods = Informer(core.list_pod_for_all_namespaces, name=f"{cluster}/pods", transform=trim_pod, **kw)
-        self.informers = (self.services, self.slices, self.namespaces, self.nodes, self.pods)
-        for inf in self.informers:
+        self.informers = (self.services, self.slices, self.namespaces, self.nodes)
+        for inf in self.informers + (self.pods,):
             inf.add_handler(lambda o: on_change(), lambda a, b: on_change(), lambda o: on_change())
 
     def start(self) -> "Remote":
-        for inf in self.informers:
+        for inf in self.informers + (self.pods,):
             inf.start()
         return self
 
     def stop(self) -> None:
-        for inf in self.informers:
+        for inf in self.informers + (self.pods,):
             inf.stop(2.0)
         try:
             self.api.close()
@@ -196,7 +198,8 @@ class Remote:
     def view(self) -> "RemoteView":
         return RemoteView(self.fingerprint, self.server, self.synced(), self.connected(), self.failing_since(),
                           self.last_error(), self.synced_at, self.services.list(), self.namespaces.list(),
-                          self.slices.list(), self.nodes.list(), self.pods.list())
+                          self.slices.list(), self.nodes.list(), self.pods.list(), self.pods.has_synced(),
+                          _ADDR.sub("", f"{self.pods.last_error}")[:500] if self.pods.connected is False else "")
 
 
 @dataclass
@@ -214,6 +217,8 @@ class RemoteView:
     slices: list = field(default_factory=list)
     nodes: list = field(default_factory=list)
     pods: list = field(default_factory=list)
+    pods_synced: bool = False
+    pods_error: str = ""                  # the pods informer's failure ("" while it works)
 
 
 # ---------------------------------------------------------------- the pure decision
@@ -385,8 +390,16 @@ def decide(s: Snapshot, cfg: MeshConfig) -> ClusterPlan:
             desired, meshed, eps = res.desired, res.meshed_services, res.remote_endpoints
             problems += res.problems
             nodes = mesh.remote_nodes(src.nodes, s.name, problems)
-            rdesired, rproblems = idm.desired_remote_identities(s.name, src.pods, src.namespaces)
-            problems += [mesh.MeshProblem(p.kind, p.namespace, p.name, p.field, p.message, s.name) for p in rproblems]
+            if src.pods_synced:
+                rdesired, rproblems = idm.desired_remote_identities(s.name, src.pods, src.namespaces)
+                problems += [mesh.MeshProblem(p.kind, p.namespace, p.name, p.field, p.message, s.name)
+                             for p in rproblems]
+            if src.pods_error:
+                # remote identities stay as they are (none, before the first list): the rest of the mesh works
+                problems.append(mesh.MeshProblem("Cluster", "", s.name, "pods",
+                                                 f"listing the remote cluster's Pods fails ({src.pods_error}): its "
+                                                 "pods' identities are not updated (grant list/watch on pods to "
+                                                 "the remote's meshcni-clustermesh-remote)", s.name))
     if not keep:
         plan.meps = mesh.plan_meshendpoints(s.name, desired, s.existing)
         problems += plan.meps.problems

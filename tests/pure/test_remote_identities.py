@@ -312,3 +312,50 @@ def test_identity_labels_and_text_name_the_cluster():
     assert decode.labels_text(a) == "cluster=west ns=x app=a"
     assert got[16777300]["cluster"] == "east" and decode.labels_text(got[16777300]) == "ns=x app=a"
     assert _cluster_of("west:y/b") == "west" and _cluster_of("y/b") is None and _cluster_of("") is None
+
+
+# ---------------------------------------------------------------- the mesh's decision, with and without remote Pods
+
+KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters: [{name: r, cluster: {server: "http://172.30.0.1:6443"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: c, context: {cluster: r, user: u}}]
+current-context: c
+"""
+
+
+def snapshot(pods_synced=True, pods_error="", existing=()):
+    import base64
+    import time
+
+    from meshcni.controller.clustermesh import RemoteView, Snapshot, fingerprint
+    from meshcni.controllers import mesh
+    cl = {"metadata": {"name": "west", "generation": 1, "finalizers": [mesh.FINALIZER]},
+          "spec": {"secret": {"name": "west-kc"}}}
+    secret = {"metadata": {"name": "west-kc", "namespace": "meshcni-system"},
+              "data": {"config": base64.b64encode(KUBECONFIG.encode()).decode()}}
+    fp = fingerprint(mesh.kubeconfig_from_secret(cl, secret, "meshcni-system"))
+    pods = [rpod("a", "x", {"app": "a"}, "10.245.0.1")]
+    view = RemoteView(fp, "http://172.30.0.1:6443", True, True, None, "", time.time(), namespaces=[rns("x")],
+                      pods=pods if pods_synced else [], pods_synced=pods_synced, pods_error=pods_error)
+    return Snapshot("west", cl, secret, view, None, None, [], [], [], None, time.time(),
+                    remote_identities=list(existing), all_remote_identities=list(existing))
+
+
+def test_decide_writes_remote_identities_from_a_synced_source():
+    from meshcni.controller.clustermesh import MeshConfig, decide
+    plan = decide(snapshot(), MeshConfig(cluster_name="east"))
+    assert [b["spec"]["podLabels"] for b in plan.rids.create] == [{"app": "a", CLUSTER_LABEL: "west"}]
+
+
+def test_a_remote_refusing_pods_keeps_the_mesh_and_its_identities_and_says_why():
+    from meshcni.controller.clustermesh import MeshConfig, decide
+    have = rids_for("west", [rpod("a", "x", {"app": "a"}, "10.245.0.1")], [rns("x")])
+    plan = decide(snapshot(pods_synced=False, pods_error="(403) Forbidden", existing=have),
+                  MeshConfig(cluster_name="east"))
+    assert plan.rids.writes == 0, "what exists stays; nothing is made from a list that failed"
+    (p,) = [p for p in plan.problems if p.field == "pods"]
+    assert "403" in p.message and "meshcni-clustermesh-remote" in p.message
+    ready = next(c for c in plan.status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True", "Services still mesh"
