@@ -27,6 +27,7 @@ bodies, ``delete`` entries are ``{"namespace", "name", "uid", "reason",
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import json
@@ -429,6 +430,14 @@ def remote_pod_labels(pod: Mapping, cluster: str) -> Dict[str, str]:
     return out
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _canon_ip(s: str) -> Optional[str]:
+    try:
+        return str(ipaddress.ip_address(s))
+    except ValueError:
+        return None
+
+
 def _pod_ips(pod: Mapping) -> List[str]:
     st = pod.get("status") or {}
     raw = [x.get("ip") for x in st.get("podIPs") or [] if isinstance(x, Mapping)] or \
@@ -455,6 +464,8 @@ def desired_remote_identities(cluster: str, pods: Iterable[dict], namespaces: It
             ns_labels[m["name"]] = {str(k): str(v) for k, v in (lb if isinstance(lb, Mapping) else {}).items()}
             ns_labels[m["name"]].setdefault(NS_NAME_LABEL, m["name"])
     out: Dict[str, dict] = {}
+    # pods of one label set share a name: hash it once per (namespace, labels), not once per pod
+    groups: Dict[tuple, dict] = {}
     for p in pods:
         m, st = p.get("metadata") or {}, p.get("status") or {}
         ns = m.get("namespace")
@@ -463,19 +474,25 @@ def desired_remote_identities(cluster: str, pods: Iterable[dict], namespaces: It
             continue
         ips = []
         for i, s in enumerate(_pod_ips(p)):
-            try:
-                ips.append(str(ipaddress.ip_address(s)))
-            except ValueError:
+            canon = _canon_ip(s)
+            if canon is None:
                 problems.append(Problem("Pod", ns, m.get("name", "?"), f"status.podIPs[{i}]",
                                         f'"{s}" is not an IP address'))
+            else:
+                ips.append(canon)
         if not ips:
             continue
-        labels = remote_pod_labels(p, cluster)
-        name = remote_identity_name(cluster, ns, labels)
-        spec = out.get(name)
+        raw = m.get("labels")
+        gkey = (ns, frozenset(raw.items()) if isinstance(raw, Mapping) else frozenset())
+        spec = groups.get(gkey)
         if spec is None:
-            spec = out[name] = {"cluster": cluster, "namespace": ns, "namespaceLabels": dict(ns_labels[ns]),
-                                "podLabels": labels, "pods": []}
+            labels = remote_pod_labels(p, cluster)
+            name = remote_identity_name(cluster, ns, labels)
+            spec = out.get(name)
+            if spec is None:
+                spec = out[name] = {"cluster": cluster, "namespace": ns, "namespaceLabels": dict(ns_labels[ns]),
+                                    "podLabels": labels, "pods": []}
+            groups[gkey] = spec
         spec["pods"].append({"name": m.get("name", ""), "ips": ips})
     for spec in out.values():
         spec["pods"].sort(key=lambda d: d["name"])
