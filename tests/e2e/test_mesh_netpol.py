@@ -344,6 +344,9 @@ def test_remote_pods_are_named_by_cluster_in_the_agent(mnet):
     rid = next(o["spec"]["id"] for o in mnet.custom["east"].list_cluster_custom_object(G, V, "remoteidentities")
                ["items"] if ip in {i for p in o["spec"]["pods"] for i in p["ips"]})
     assert ipcache_lookup(mnet, "east", ip) == f"{ip}: identity {rid}"
+    # the other cluster's node is remote-node (6), as the local cluster's other nodes are
+    wip = mnet.nodes["west"][0].ip
+    assert ipcache_lookup(mnet, "east", wip) == f"{wip}: identity 6"
 
 
 def test_monitor_names_the_remote_pod_and_cluster_of_a_drop(mnet):
