@@ -566,7 +566,7 @@ def plan_remote_identities(cluster: str, desired: Mapping[str, dict], existing: 
             plan.delete.append(o)
             continue
         have[name] = o
-    recreate = {_meta(o)[1] for o in plan.delete}
+    # a label set whose object lost its id (deleted above) has no entry in ``have``: created again below
     for name in sorted(desired):
         spec = desired[name]
         cur = have.get(name)
@@ -576,9 +576,8 @@ def plan_remote_identities(cluster: str, desired: Mapping[str, dict], existing: 
             if cur.get("spec") != body["spec"] or (cur["metadata"].get("labels") or {}) != body["metadata"]["labels"]:
                 plan.replace.append((cur, body))
             continue
-        if name in recreate:
-            pass  # deleted above (lost its id); created again below with a fresh one
         try:
+            # the hash candidate of (cluster, namespace, pod labels), in the identity hash's shape
             seed = {"namespaceLabels": {"cluster": cluster, "namespace": spec["namespace"]},
                     "podLabels": spec["podLabels"]}
             i = allocate_id(seed, used, REMOTE_ID_MIN, REMOTE_ID_MAX)
