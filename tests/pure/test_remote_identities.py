@@ -359,3 +359,12 @@ def test_a_remote_refusing_pods_keeps_the_mesh_and_its_identities_and_says_why()
     assert "403" in p.message and "meshcni-clustermesh-remote" in p.message
     ready = next(c for c in plan.status["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True", "Services still mesh"
+
+
+def test_a_cluster_term_in_the_namespace_selector_never_widens_to_remote_pods():
+    w, r = local_world(), west()
+    cl = [cluster_obj("west")]
+    nss = {"matchExpressions": [{"key": CLUSTER_LABEL, "operator": "DoesNotExist"}]}
+    out = compile_with(w, r, cl, netpol("p", "x", {"matchLabels": {"app": "a"}},
+                                        ingress=[{"from": [{"namespaceSelector": nss}]}]))
+    assert peers_of(out, w.id["a"]) == {w.id["a"], w.id["b"]}, "namespaces lack the label; pods stay local"
