@@ -45,12 +45,12 @@ from ..health import HealthServer
 from ..k8s import EventRecorder, Informer, ReconcileMetrics, Runner, SyncTimeout, api_client
 from ..k8s.events import DEFAULT_REASON
 from ..k8s.trim import trim_endpointslice, trim_pod, trim_service
-from .localapi import LocalAPI
+from .localapi import LocalAPI, identities_view
 from .reconcilers import IPCache, Pins, Policy, Routes, Services
 
 log = logging.getLogger("meshcni.agent")
 STARTUP_TAINT = "mesh-cni.dev/startup"
-CRD_INFORMERS = ("identities", "cidridentities", "meshendpoints", "clusters")
+CRD_INFORMERS = ("identities", "cidridentities", "meshendpoints", "clusters", "remoteidentities")
 
 
 def event_reason(problem) -> str:
@@ -76,6 +76,7 @@ class AgentConfig:
     cni_fallback: bool = True  # the Python plugin beside the shim (only where this interpreter is the node's)
     sync_timeout: float = 60.0
     pin_check_interval: float = 10.0  # seconds between checks of the datapath's pins
+    cluster_name: str = "default"     # mesh-cni.dev/cluster of this cluster's pods (NetworkPolicy peers)
 
 
 class Metrics:
@@ -122,12 +123,20 @@ def make_informers(api) -> List[Informer]:
             # the mesh: remote backends and remote nodes, both written by the controller (never a Secret here)
             Informer(custom.list_cluster_custom_object, "mesh-cni.dev", "v1alpha1", "meshendpoints",
                      name="meshendpoints"),
-            Informer(custom.list_cluster_custom_object, "mesh-cni.dev", "v1alpha1", "clusters", name="clusters")]
+            Informer(custom.list_cluster_custom_object, "mesh-cni.dev", "v1alpha1", "clusters", name="clusters"),
+            Informer(custom.list_cluster_custom_object, "mesh-cni.dev", "v1alpha1", "remoteidentities",
+                     name="remoteidentities")]
 
 
-def pod_ip_names(pods) -> Dict[str, str]:
-    """pod IP -> "namespace/name" (GET /v1/ips, for monitors)."""
+def pod_ip_names(pods, remote_identities=()) -> Dict[str, str]:
+    """pod IP -> "namespace/name", or "cluster:namespace/name" for a remote cluster's pod
+    (GET /v1/ips, for monitors)."""
     out = {}
+    for o in remote_identities:
+        spec = o.get("spec") or {}
+        for p in spec.get("pods") or []:
+            for ip in (p.get("ips") or []) if isinstance(p, dict) else []:
+                out[str(ip)] = f"{spec.get('cluster', '')}:{spec.get('namespace', '')}/{p.get('name', '')}"
     for p in pods:
         m, st = p.get("metadata") or {}, p.get("status") or {}
         for x in st.get("podIPs") or ([{"ip": st["podIP"]}] if st.get("podIP") else []):
@@ -170,7 +179,7 @@ class Agent:
         m = self.metrics
         self.services = Services(dp.services, ServiceIDs(os.path.join(cfg.state_dir, "service-ids.json")), m, log)
         self.ipcache = IPCache(dp.ipcache, dp.endpoints, cfg.node_name, self._local_endpoints, m)
-        self.policy = Policy(dp.policy, m)
+        self.policy = Policy(dp.policy, m, cluster_name=cfg.cluster_name)
         events = EventRecorder(self.core, "meshcni-agent", cfg.node_name, host=cfg.node_name, reason=event_reason)
         reconcilers = [self.services, self.ipcache, self.policy,
                        Pins(dp.check_pins, cfg.node_name, events, m, cfg.pin_check_interval)]
@@ -179,7 +188,12 @@ class Agent:
 
         self.localapi = LocalAPI(cfg.socket, self.status, on_change=self._endpoints_changed,
                                  views={"/v1/services": self.services.view, "/v1/policy": self.policy.view,
-                                        "/v1/ips": lambda: pod_ip_names(self.caches["pods"].list())})
+                                        "/v1/ips": lambda: pod_ip_names(self.caches["pods"].list(),
+                                                                        self.caches["remoteidentities"].list()),
+                                        # meshcni identity list / bpf ipcache list: labels and cluster per id
+                                        "/v1/identities": lambda: identities_view(
+                                            self.caches["identities"].list(), self.caches["cidridentities"].list(),
+                                            self.caches["remoteidentities"].list(), cfg.cluster_name)})
         self.localapi.load(cni_endpoints.all_records(cfg.state_dir))
         self.localapi.start()
         m.endpoints.set(len(self.localapi.endpoints))

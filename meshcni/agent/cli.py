@@ -42,6 +42,9 @@ def add_parser(sub) -> None:
     p.add_argument("--uninstall", action="store_true",
                    help="instead of running: remove everything meshcni put on this node (socket-LB links, tc "
                    "programs, pins under --bpf-root, routes, the CNI plugin and config, state) and exit; idempotent")
+    p.add_argument("--cluster-name", default="default",
+                   help="this cluster's name in the mesh: the mesh-cni.dev/cluster label of its pods in "
+                   "NetworkPolicy (the controller's --cluster-name; default %(default)s)")
     p.add_argument("--pin-check-interval", type=float, default=10.0,
                    help="seconds between checks that every pin under --bpf-root still holds the agent's object "
                         "(deleted ones are pinned again; default %(default)s)")
@@ -89,7 +92,7 @@ def cmd_agent(args) -> int:
                               cni_conf_dir=args.cni_conf_dir, chained=args.chained, socket=args.socket,
                               state_dir=args.state_dir, ipam_dir=args.ipam_dir, routes=args.routes, cni_shim=args.cni_shim,
                               cni_fallback=args.cni_fallback, metrics_address=args.metrics_address,
-                              pin_check_interval=args.pin_check_interval))
+                              pin_check_interval=args.pin_check_interval, cluster_name=args.cluster_name))
     try:
         agent.start()
     except Exception as e:

@@ -348,7 +348,7 @@ class LocalAPI:
                 pass
 
 
-def identities_view(identities, cidr_identities) -> dict:
+def identities_view(identities, cidr_identities, remote_identities=(), cluster=None) -> dict:
     """GET /v1/identities: id (as text, JSON keys are strings) -> the labels it stands for.
 
     The agent serves this from its Identity and CIDRIdentity informers
@@ -356,4 +356,5 @@ def identities_view(identities, cidr_identities) -> dict:
     identity list`` reads it, or builds the same from the API server.
     """
     from ..bpf.decode import identity_labels
-    return {str(k): v for k, v in sorted(identity_labels(identities, cidr_identities).items())}
+    return {str(k): v for k, v in sorted(identity_labels(identities, cidr_identities, remote_identities,
+                                                         cluster).items())}

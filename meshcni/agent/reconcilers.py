@@ -26,6 +26,7 @@ from ..datapath.services import Service, ServiceDatapath
 from ..k8s.reconciler import REQUEUE_AFTER, Desired, Reconciler
 
 POLICY_WATCHES = ("networkpolicies", "pods", "namespaces", "identities", "cidridentities")
+MESH_WATCHES = ("remoteidentities", "clusters")  # remote pods' identities and the Clusters they belong to
 
 
 class Services(Reconciler):
@@ -92,7 +93,7 @@ class IPCache(Reconciler):
     local API's table); the agent kicks this reconciler when they change.
     """
     name = "ipcache"
-    watches = ("nodes", "pods", "namespaces", "identities", "cidridentities")
+    watches = ("nodes", "pods", "namespaces", "identities", "cidridentities") + MESH_WATCHES
 
     def __init__(self, ipcache: IPCacheDatapath, endpoints: EndpointDatapath, node_name: str,
                  local_endpoints: Callable[[], List[dict]], metrics):
@@ -106,7 +107,8 @@ class IPCache(Reconciler):
     def desired(self, caches) -> Desired:
         pods, nss, ids = caches["pods"].list(), caches["namespaces"].list(), caches["identities"].list()
         want, problems, collisions = desired_ipcache(pods, nss, ids, caches["cidridentities"].list(),
-                                                     caches["nodes"].list(), self.node_name)
+                                                     caches["nodes"].list(), self.node_name,
+                                                     caches["remoteidentities"].list(), caches["clusters"].list())
         eps = desired_endpoints(self.local_endpoints(), pods, nss, ids)
         return Desired(IPCacheState(want, eps, collisions), problems)
 
@@ -145,9 +147,11 @@ class Policy(Reconciler):
     Event on every affected pod, and re-evaluated on every change.
     """
     name = "policy"
-    watches = POLICY_WATCHES
+    watches = POLICY_WATCHES + MESH_WATCHES
 
-    def __init__(self, datapath: PolicyDatapath, metrics, capacity: Optional[int] = None):
+    def __init__(self, datapath: PolicyDatapath, metrics, capacity: Optional[int] = None,
+                 cluster_name: str = "default"):
+        self.cluster_name = cluster_name
         self.datapath = datapath
         # rows this agent may use in mc_policy (default: all of it)
         self.capacity = min(capacity or datapath.policy.spec.max_entries, datapath.policy.spec.max_entries)
@@ -157,7 +161,9 @@ class Policy(Reconciler):
 
     def desired(self, caches) -> Desired:
         # compile_policies takes them in this order
-        compiled = compile_policies(*(caches[n].list() for n in POLICY_WATCHES))
+        compiled = compile_policies(*(caches[n].list() for n in POLICY_WATCHES),
+                                    remote_identities=caches["remoteidentities"].list(),
+                                    clusters=caches["clusters"].list(), cluster_name=self.cluster_name)
         entries, enforced, closed = fit_policy(compiled.entries, compiled.enforced, self.capacity, ID_HOST)
         problems = compiled.problems
         full = ""

@@ -208,20 +208,31 @@ def group_identities(prefixes: Mapping[str, int]) -> List[dict]:
     return out
 
 
-def identity_labels(identities: Iterable[Mapping], cidr_identities: Iterable[Mapping]) -> Dict[int, dict]:
-    """id -> what the id stands for, from Identity and CIDRIdentity objects (as the API serves them).
+def identity_labels(identities: Iterable[Mapping], cidr_identities: Iterable[Mapping],
+                    remote_identities: Iterable[Mapping] = (), cluster: Optional[str] = None) -> Dict[int, dict]:
+    """id -> what the id stands for, from Identity, CIDRIdentity and RemoteIdentity objects (as the API
+    serves them).
 
-    Identity: ``{"kind": "Identity", "name", "namespace", "namespaceLabels", "podLabels"}``;
+    Identity: ``{"kind": "Identity", "name", "namespace", "namespaceLabels", "podLabels", "cluster"}``
+    (``cluster``: the local cluster's name when known, else None); RemoteIdentity: the same with
+    ``"kind": "RemoteIdentity"`` and its remote cluster (``namespace`` is the remote namespace);
     CIDRIdentity: ``{"kind": "CIDRIdentity", "name", "cidr", "except"}``. Objects without an
-    integer ``spec.id`` are skipped: the id is the only join with the maps.
+    integer ``spec.id`` are skipped: the id is the only join with the maps. A local Identity wins
+    an id a RemoteIdentity also holds, as in the agent.
     """
     out: Dict[int, dict] = {}
+    for o in remote_identities:
+        spec, m = o.get("spec") or {}, o.get("metadata") or {}
+        if isinstance(spec.get("id"), int) and not isinstance(spec.get("id"), bool):
+            out[spec["id"]] = {"kind": "RemoteIdentity", "name": m.get("name"), "namespace": spec.get("namespace"),
+                               "namespaceLabels": dict(spec.get("namespaceLabels") or {}),
+                               "podLabels": dict(spec.get("podLabels") or {}), "cluster": spec.get("cluster")}
     for o in identities:
         spec, m = o.get("spec") or {}, o.get("metadata") or {}
         if isinstance(spec.get("id"), int) and not isinstance(spec.get("id"), bool):
             out[spec["id"]] = {"kind": "Identity", "name": m.get("name"), "namespace": m.get("namespace"),
                                "namespaceLabels": dict(spec.get("namespaceLabels") or {}),
-                               "podLabels": dict(spec.get("podLabels") or {})}
+                               "podLabels": dict(spec.get("podLabels") or {}), "cluster": cluster}
     for o in cidr_identities:
         spec, m = o.get("spec") or {}, o.get("metadata") or {}
         if isinstance(spec.get("id"), int) and not isinstance(spec.get("id"), bool):
@@ -237,10 +248,12 @@ def labels_text(labels: Optional[Mapping]) -> Optional[str]:
     if labels.get("kind") == "CIDRIdentity":
         ex = labels.get("except") or []
         return f"cidr={labels.get('cidr')}" + (f" except={','.join(ex)}" if ex else "")
-    from ..controllers.identity import NS_NAME_LABEL
+    from ..controllers.identity import CLUSTER_LABEL, NS_NAME_LABEL
     ns = (labels.get("namespaceLabels") or {}).get(NS_NAME_LABEL)
-    pod = ",".join(f"{k}={v}" for k, v in sorted((labels.get("podLabels") or {}).items()))
-    return " ".join(x for x in (f"ns={ns}" if ns else None, pod or None) if x) or "(no labels)"
+    pod = ",".join(f"{k}={v}" for k, v in sorted((labels.get("podLabels") or {}).items()) if k != CLUSTER_LABEL)
+    remote = labels.get("kind") == "RemoteIdentity" and labels.get("cluster")
+    return " ".join(x for x in (f"cluster={labels['cluster']}" if remote else None, f"ns={ns}" if ns else None,
+                                pod or None) if x) or "(no labels)"
 
 
 # ---------------------------------------------------------------- socket load balancer

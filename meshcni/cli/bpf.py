@@ -149,19 +149,38 @@ def cmd_ipcache_list(args):
     with open_existing(args.bpf_root, "mc_ipcache", IPCacheMap) as m:
         prefixes = m.prefixes()
     rows = sorted(prefixes.items(), key=lambda kv: prefix_sort_key(kv[0]))
+    clusters = _remote_clusters(args.socket) if args.output in ("table", "wide") else {}
     emit(args, {k: v for k, v in rows},
-         Table([Column("PREFIX", lambda r: r[0]), Column("IDENTITY", lambda r: identity_label(r[1])),
+         Table([Column("PREFIX", lambda r: r[0]),
+                # a meshed cluster's pod identity: "2147483990 (west)"
+                Column("IDENTITY", lambda r: identity_label(r[1]) + (f" ({clusters[r[1]]})" if r[1] in clusters
+                                                                     else "")),
                 Column("KIND", lambda r: identity_kind(r[1]), wide=True)], rows))
     return 0
+
+
+def _remote_clusters(sock: str) -> dict:
+    """{identity: cluster} of the meshed clusters' pod identities, from the agent; {} when it does not answer
+    (the map holds only ids)."""
+    from ..cni.endpoints import AgentClient
+    from ..cni.spec import CNIError
+    try:
+        got = AgentClient(sock, timeout=2.0).identities() or {}
+    except (CNIError, ValueError):
+        return {}
+    return {int(k): v.get("cluster") for k, v in got.items() if isinstance(v, dict) and v.get("kind") == "RemoteIdentity"}
 
 
 def add_ipcache(sub, **kw):
     x = sub.add_parser("ipcache", help="the ipcache: prefix -> identity", **kw)
     s = x.add_subparsers(dest="ipcache_cmd", required=True, metavar="COMMAND")
     y = s.add_parser("list", help="every prefix and its identity",
-                     description=_desc("Every prefix of the mc_ipcache LPM trie and its identity. "
+                     description=_desc("Every prefix of the mc_ipcache LPM trie and its identity; a meshed "
+                                       "cluster's pod identity is followed by its cluster, '2147483990 (west)' (asked "
+                                       "of the agent at --socket; only the number when it does not answer). "
                                        "json/yaml: {prefix: identity}."))
     bpf_root_arg(y)
+    socket_arg(y, ", for the clusters of remote identities")
     add_output_args(y)
     y.set_defaults(fn=cmd_ipcache_list)
     y = s.add_parser("lookup", help="identity of the longest prefix covering an IP",
@@ -323,6 +342,11 @@ def _pod_names(sock):
         return {}
 
 
+def _cluster_of(pod: str):
+    """The meshed cluster of a remote pod's name as the agent gives it ("cluster:ns/name"); None for a local one."""
+    return pod.split(":", 1)[0] if ":" in pod.split("/", 1)[0] else None
+
+
 def cmd_monitor(args):
     """Live drop events, with pod names (from the agent) and identity names."""
     from ..bpf.decode import identity_label, proto_name
@@ -351,7 +375,9 @@ def cmd_monitor(args):
                     d = "ingress" if e.direction == 0 else "egress"
                     if args.output == "json":
                         print(json.dumps({**e.__dict__, "time": wall, "direction": d, "src_pod": src or None,
-                                          "dst_pod": dst or None, "proto": proto_name(e.proto)}), flush=True)
+                                          "dst_pod": dst or None, "src_cluster": _cluster_of(src),
+                                          "dst_cluster": _cluster_of(dst), "proto": proto_name(e.proto)}),
+                              flush=True)
                     else:
                         t = time.strftime("%H:%M:%S", time.localtime(wall)) + f".{int(wall * 1000) % 1000:03d}"
 

@@ -228,7 +228,11 @@ def identity_labels_from(args):
         custom = client.CustomObjectsApi(api)
         lst = lambda plural: custom.list_cluster_custom_object("mesh-cni.dev", "v1alpha1", plural,
                                                                 _request_timeout=3)["items"]
-        return identity_labels(lst("identities"), lst("cidridentities")), "apiserver"
+        try:
+            remote = lst("remoteidentities")
+        except Exception:  # an API server without the CRD (before the mesh's identities)
+            remote = []
+        return identity_labels(lst("identities"), lst("cidridentities"), remote), "apiserver"
     except Exception:
         return {}, None
     finally:
@@ -253,7 +257,8 @@ def cmd_identity_list(args):
         Column("IDENTITY", "identity"), Column("NAME", lambda r: r["name"] or labels_text(r["labels"])),
         Column("KIND", "kind"), Column("PREFIXES", "prefixes"),
         Column("EXAMPLE", lambda r: r["cidrs"][0] + (f" (+{r['prefixes'] - 1})" if r["prefixes"] > 1 else "")),
-        Column("OBJECT", obj, wide=True), Column("LABELS FROM", "labels_from", wide=True)], rows))
+        Column("OBJECT", obj, wide=True), Column("CLUSTER", lambda r: (r["labels"] or {}).get("cluster"), wide=True),
+        Column("LABELS FROM", "labels_from", wide=True)], rows))
     return 0
 
 
@@ -309,7 +314,9 @@ def add_node(sub) -> None:
                      "ids, so labels come from the agent's local API (--socket) or, when it does not answer, from "
                      "the API server (--kubeconfig); - when neither is reachable. KIND is the id range: reserved "
                      "(0-255), cidr (CIDRIdentity), cidr-atom (agent-local set of overlapping CIDR identities) or "
-                     "pod (Identity).")
+                     "pod (Identity, or RemoteIdentity: a meshed cluster's pods, NAME starting cluster=<name>). -o wide "
+                     "adds CLUSTER: the cluster a pod identity's pods live in (the local one's name as the agent "
+                     "knows it; - from the API server).")
     bpf_root_arg(y)
     socket_arg(y, ", for labels")
     kubeconfig_arg(y)

@@ -49,6 +49,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
+from ..controllers import identity as idm
 from ..controllers import mesh
 from ..controllers.identity import GROUP, VERSION
 from ..k8s.events import EventReport, problem_key
@@ -96,7 +97,9 @@ def fingerprint(kubeconfig: dict) -> str:
 def _trim_namespace(ns: dict) -> dict:
     m = ns.get("metadata") or {}
     ann = {k: v for k, v in (m.get("annotations") or {}).items() if k.startswith("mesh-cni.dev/")}
-    return {"metadata": {"name": m.get("name"), "resourceVersion": m.get("resourceVersion"), "annotations": ann}}
+    # labels: remote namespaces are matched by their own labels in NetworkPolicy (RemoteIdentity)
+    return {"metadata": {"name": m.get("name"), "resourceVersion": m.get("resourceVersion"), "annotations": ann,
+                         "labels": dict(m.get("labels") or {})}}
 
 
 def _trim_node(n: dict) -> dict:
@@ -120,7 +123,7 @@ class Remote:
     def __init__(self, cluster: str, fp: str, kubeconfig: dict, cfg: MeshConfig, on_change: Callable[[], None]):
         from kubernetes import client, config
         from ..k8s import Informer
-        from ..k8s.trim import trim_endpointslice, trim_service
+        from ..k8s.trim import trim_endpointslice, trim_pod, trim_service
         self.cluster, self.fingerprint = cluster, fp
         conf = client.Configuration()
         conf.connection_pool_maxsize = 8  # four watches plus lists; urllib3's default of 4 would queue
@@ -142,17 +145,21 @@ class Remote:
                                transform=trim_endpointslice, **kw)
         self.namespaces = Informer(core.list_namespace, name=f"{cluster}/namespaces", transform=_trim_namespace, **kw)
         self.nodes = Informer(core.list_node, name=f"{cluster}/nodes", transform=_trim_node, **kw)
+        # labels and addresses of the remote pods: their identities here (RemoteIdentity). Not part of
+        # the connection's health: a remote whose role predates this (403 on pods) still serves its
+        # Services; only its identities are not updated (reported on the Cluster)
+        self.pods = Informer(core.list_pod_for_all_namespaces, name=f"{cluster}/pods", transform=trim_pod, **kw)
         self.informers = (self.services, self.slices, self.namespaces, self.nodes)
-        for inf in self.informers:
+        for inf in self.informers + (self.pods,):
             inf.add_handler(lambda o: on_change(), lambda a, b: on_change(), lambda o: on_change())
 
     def start(self) -> "Remote":
-        for inf in self.informers:
+        for inf in self.informers + (self.pods,):
             inf.start()
         return self
 
     def stop(self) -> None:
-        for inf in self.informers:
+        for inf in self.informers + (self.pods,):
             inf.stop(2.0)
         try:
             self.api.close()
@@ -191,7 +198,8 @@ class Remote:
     def view(self) -> "RemoteView":
         return RemoteView(self.fingerprint, self.server, self.synced(), self.connected(), self.failing_since(),
                           self.last_error(), self.synced_at, self.services.list(), self.namespaces.list(),
-                          self.slices.list(), self.nodes.list())
+                          self.slices.list(), self.nodes.list(), self.pods.list(), self.pods.has_synced(),
+                          _ADDR.sub("", f"{self.pods.last_error}")[:500] if self.pods.connected is False else "")
 
 
 @dataclass
@@ -208,6 +216,9 @@ class RemoteView:
     namespaces: list = field(default_factory=list)
     slices: list = field(default_factory=list)
     nodes: list = field(default_factory=list)
+    pods: list = field(default_factory=list)
+    pods_synced: bool = False
+    pods_error: str = ""                  # the pods informer's failure ("" while it works)
 
 
 # ---------------------------------------------------------------- the pure decision
@@ -226,6 +237,9 @@ class Snapshot:
     no_source_since: Optional[float]        # when this controller first saw the cluster without a usable source
     now: float
     memo: Optional[dict] = None             # per-Service results of the active source (mesh.desired_meshendpoints)
+    remote_identities: List[dict] = field(default_factory=list)   # RemoteIdentities labelled for this cluster
+    all_remote_identities: List[dict] = field(default_factory=list)  # of every cluster (their ids are taken)
+    local_ids: List[int] = field(default_factory=list)            # ids of the local Identities
 
 
 @dataclass
@@ -233,10 +247,11 @@ class ClusterPlan:
     name: str
     cluster: Optional[dict] = None
     add_finalizer: bool = False
-    finalize: bool = False                  # remove our finalizer once ``meps.delete`` went through
+    finalize: bool = False                  # remove our finalizer once ``meps.delete`` and ``rids.delete`` went through
     connect: Optional[Tuple[str, dict]] = None   # (fingerprint, kubeconfig) to connect with
     disconnect: bool = False
     meps: mesh.MeshEndpointPlan = field(default_factory=mesh.MeshEndpointPlan)
+    rids: idm.RemoteIdentityPlan = field(default_factory=idm.RemoteIdentityPlan)
     stale_since: Optional[str] = None       # status of MeshEndpoints created or kept now
     stale_patches: List[Tuple[dict, dict]] = field(default_factory=list)
     status: Optional[dict] = None           # None: no write
@@ -246,8 +261,8 @@ class ClusterPlan:
 
     @property
     def writes(self) -> int:
-        return (self.meps.writes + len(self.stale_patches) + (self.status is not None) + self.add_finalizer
-                + (self.finalize and not self.meps.delete))
+        return (self.meps.writes + self.rids.writes + len(self.stale_patches) + (self.status is not None)
+                + self.add_finalizer + (self.finalize and not self.meps.delete and not self.rids.delete))
 
 
 def _grace(cluster: dict, default: float) -> float:
@@ -263,12 +278,14 @@ def decide(s: Snapshot, cfg: MeshConfig) -> ClusterPlan:
         # gone without our finalizer (never seen by us, or removed by hand): clean up what it owned
         plan.disconnect = True
         plan.meps = mesh.plan_meshendpoints(s.name, {}, s.existing)
+        plan.rids = _plan_rids(s, {})
         return plan
     meta = c.get("metadata") or {}
     finalizers = meta.get("finalizers") or []
     if meta.get("deletionTimestamp"):
         plan.disconnect = True
         plan.meps = mesh.plan_meshendpoints(s.name, {}, s.existing)
+        plan.rids = _plan_rids(s, {})
         plan.finalize = mesh.FINALIZER in finalizers
         return plan
     generation = int(meta.get("generation") or 1)
@@ -280,6 +297,7 @@ def decide(s: Snapshot, cfg: MeshConfig) -> ClusterPlan:
         obs = mesh.ClusterObservation(why, why, why, why, ready=mesh.Cond("False", why.reason, why.message))
         plan.disconnect = True
         plan.meps = mesh.plan_meshendpoints(s.name, {}, s.existing)
+        plan.rids = _plan_rids(s, {})
         st = mesh.cluster_status(prev, generation, obs, now)
         plan.status = None if st == prev else st
         plan.problems = [mesh.MeshProblem("Cluster", "", s.name, "metadata.name", why.message)]
@@ -353,10 +371,13 @@ def decide(s: Snapshot, cfg: MeshConfig) -> ClusterPlan:
         conflict = mesh.Cond("True", "PodCIDROverlap", "; ".join(conflicts[:5]) + (
             f"; and {len(conflicts) - 5} more" if len(conflicts) > 5 else "") + "; nothing of it is programmed")
         desired, nodes, meshed, eps = {}, [], 0, 0
+        rdesired: Optional[dict] = {}
     else:
+        rdesired = None
         conflict = mesh.Cond("False", "NoConflict", "") if src else mesh.Cond("Unknown", "NotSynced", "")
         if expired:
             desired, nodes, meshed, eps = {}, [], 0, 0
+            rdesired = {}
         elif src is None:
             keep = True  # nothing known yet (or any more): what exists stays, as it is
             desired = {}
@@ -369,9 +390,24 @@ def decide(s: Snapshot, cfg: MeshConfig) -> ClusterPlan:
             desired, meshed, eps = res.desired, res.meshed_services, res.remote_endpoints
             problems += res.problems
             nodes = mesh.remote_nodes(src.nodes, s.name, problems)
+            if src.pods_synced:
+                rdesired, rproblems = idm.desired_remote_identities(s.name, src.pods, src.namespaces)
+                problems += [mesh.MeshProblem(p.kind, p.namespace, p.name, p.field, p.message, s.name)
+                             for p in rproblems]
+            if src.pods_error:
+                # remote identities stay as they are (none, before the first list): the rest of the mesh works
+                problems.append(mesh.MeshProblem("Cluster", "", s.name, "pods",
+                                                 f"listing the remote cluster's Pods fails ({src.pods_error}): its "
+                                                 "pods' identities are not updated (grant list/watch on pods to "
+                                                 "the remote's meshcni-clustermesh-remote)", s.name))
     if not keep:
         plan.meps = mesh.plan_meshendpoints(s.name, desired, s.existing)
         problems += plan.meps.problems
+    if rdesired is not None:
+        # nothing known (no source yet, or lost within the grace): the remote identities stay as they are
+        plan.rids = _plan_rids(s, rdesired)
+        problems += [mesh.MeshProblem(p.kind, p.namespace, p.name, p.field, p.message, s.name)
+                     for p in plan.rids.problems]
     deleted = {id(o) for o in plan.meps.delete}
     stale_mark = plan.stale_since if (stale_since is not None and not expired) else None
     for o in s.existing:
@@ -387,6 +423,10 @@ def decide(s: Snapshot, cfg: MeshConfig) -> ClusterPlan:
     plan.status = None if st == prev else st
     plan.problems = problems + mesh.condition_problems(s.name, st)
     return plan
+
+
+def _plan_rids(s: Snapshot, desired: dict) -> idm.RemoteIdentityPlan:
+    return idm.plan_remote_identities(s.name, desired, s.remote_identities, s.all_remote_identities, s.local_ids)
 
 
 def decide_global(clusters: Dict[str, dict], meshendpoints: List[dict]) -> Tuple[Dict[str, List[dict]], list]:
@@ -405,6 +445,7 @@ def decide_global(clusters: Dict[str, dict], meshendpoints: List[dict]) -> Tuple
 class GlobalPlan:
     """What no single Cluster owns: managed MeshEndpoints of Clusters that do not exist, by owner."""
     orphans: Dict[str, List[dict]] = field(default_factory=dict)
+    rid_orphans: List[dict] = field(default_factory=list)   # managed RemoteIdentities of Clusters that do not exist
 
 
 class _Queue:
@@ -441,7 +482,7 @@ class ClusterMesh(Reconciler):
     """
 
     name = "meshendpoints"
-    watches = ("clusters", "secrets", "services", "nodes", "meshendpoints")
+    watches = ("clusters", "secrets", "services", "nodes", "meshendpoints", "remoteidentities")
 
     def __init__(self, api, cfg: MeshConfig, registry=None):
         from kubernetes import client
@@ -455,6 +496,7 @@ class ClusterMesh(Reconciler):
         self._memo: Dict[Tuple[str, str], dict] = {}   # (cluster, kubeconfig fingerprint) -> memo
         self._lock = threading.RLock()
         self._mep_ov = Overlay()
+        self._rid_ov = Overlay()
         self._cluster_ov = Overlay()
         self.writes = collections.Counter()   # API writes by kind ("create", "replace", ...): tests and benchmarks
         self.syncs = 0                        # reconciles run (while leading)
@@ -483,7 +525,10 @@ class ClusterMesh(Reconciler):
                 "nodes": Informer(self.core.list_node, name="nodes", transform=_trim_node),
                 "meshendpoints": Informer(self.custom.list_cluster_custom_object, GROUP, VERSION, "meshendpoints",
                                           name="meshendpoints", page_size=500,
-                                          indexers={"owner": label_index(mesh.CLUSTER_OWNER)})}
+                                          indexers={"owner": label_index(mesh.CLUSTER_OWNER)}),
+                "remoteidentities": Informer(self.custom.list_cluster_custom_object, GROUP, VERSION,
+                                             idm.REMOTE_PLURAL, name="remoteidentities", page_size=500,
+                                             indexers={"owner": label_index(mesh.CLUSTER_OWNER)})}
 
     @property
     def queue(self) -> _Queue:
@@ -532,6 +577,12 @@ class ClusterMesh(Reconciler):
             owner = ((o.get("metadata") or {}).get("labels") or {}).get(mesh.CLUSTER_OWNER)
             # a hand-made one there may block (or, gone, unblock) the managed one
             return ([owner] if owner else []) + ([GLOBAL_KEY] if not owner or not mesh.is_managed(o) else [])
+        if cache == "remoteidentities":
+            o = new if new is not None else old
+            if self._rid_ov.is_echo(o):
+                return []
+            owner = ((o.get("metadata") or {}).get("labels") or {}).get(mesh.CLUSTER_OWNER)
+            return ([owner] if owner else []) + ([GLOBAL_KEY] if owner not in clusters.keys() else [])
         return None
 
     # -- desired: the caches -> a plan (pure decisions in decide / decide_global) --
@@ -540,7 +591,9 @@ class ClusterMesh(Reconciler):
         if key == GLOBAL_KEY:
             clusters = {_name(c): c for c in caches["clusters"].list()}
             orphans, problems = decide_global(clusters, self._mep_ov.view(caches["meshendpoints"].list()))
-            return Desired(GlobalPlan(orphans), self._reports(caches, problems))
+            rid_orphans = [o for o in self._rid_ov.view(caches["remoteidentities"].list())
+                           if mesh.is_managed(o) and _owner(o) not in clusters]
+            return Desired(GlobalPlan(orphans, rid_orphans), self._reports(caches, problems))
         plan = decide(self.snapshot(caches, key), self.cfg)
         return Desired(plan, self._reports(caches, plan.problems))
 
@@ -559,13 +612,18 @@ class ClusterMesh(Reconciler):
             since = self._no_source_since.get(name)
         existing = [o for o in self._mep_ov.view(caches["meshendpoints"].by_index("owner", name))
                     if ((o.get("metadata") or {}).get("labels") or {}).get(mesh.CLUSTER_OWNER) == name]
+        all_rids = self._rid_ov.view(caches["remoteidentities"].list())
+        rids = [o for o in all_rids if _owner(o) == name]
+        idents = caches.get("identities")
+        local_ids = [i for i in ((o.get("spec") or {}).get("id") for o in (idents.list() if idents is not None else ()))
+                     if isinstance(i, int) and i >= idm.REMOTE_ID_MIN]
         memo = None
         if active is not None:
             # resourceVersions are only comparable within one server: a memo per connection
             memo = self._memo.setdefault((name, active.fingerprint), {})
         return Snapshot(name, cluster, secret, active.view() if active else None, pending.view() if pending else None,
                         client_error, existing, caches["services"].list(), caches["nodes"].list(), since, _now(),
-                        memo)
+                        memo, rids, all_rids, local_ids)
 
     def _reports(self, caches, problems) -> List[EventReport]:
         """Each problem as its Warning Event: a local Service's or MeshEndpoint's on that object, the rest
@@ -597,7 +655,11 @@ class ClusterMesh(Reconciler):
                 for o in objs:
                     log.info("MeshEndpoint %s: its Cluster %r does not exist; deleting", _key(o), owner)
                     self._delete_mep(o)
-            return {"delete": sum(len(v) for v in plan.orphans.values())} if plan.orphans else {}
+            for o in plan.rid_orphans:
+                log.info("RemoteIdentity %s: its Cluster %r does not exist; deleting", _name(o), _owner(o))
+                self._delete_rid(o)
+            n = sum(len(v) for v in plan.orphans.values()) + len(plan.rid_orphans)
+            return {"delete": n} if n else {}
         return self.apply_cluster(plan)
 
     def apply_cluster(self, plan: ClusterPlan) -> dict:
@@ -632,6 +694,15 @@ class ClusterMesh(Reconciler):
             for o, patch in plan.stale_patches:
                 self._patch_mep_status(o, patch)
                 stats["stale"] += 1
+            for o in plan.rids.delete:
+                self._delete_rid(o)
+                stats["rid_delete"] += 1
+            for cur, body in plan.rids.replace:
+                self._replace_rid(cur, body)
+                stats["rid_replace"] += 1
+            for body in plan.rids.create:
+                self._create_rid(body)
+                stats["rid_create"] += 1
             if plan.status is not None and plan.cluster is not None:
                 self._write_status(plan.cluster, plan.status)
                 stats["status"] += 1
@@ -765,6 +836,52 @@ class ClusterMesh(Reconciler):
         self._count("stale")
         self._mep_ov.put(json.loads(resp.data))
 
+    def _create_rid(self, body: dict) -> None:
+        """Create a RemoteIdentity. Clusters are reconciled in parallel and each decides ids on its own
+        snapshot: under the lock, an id another cluster's reconcile took meanwhile is re-picked first."""
+        with self._lock:
+            taken = {(o.get("spec") or {}).get("id") for o in self._rid_ov.view(self._rid_cache())
+                     if _name(o) != body["metadata"]["name"]}
+            ident = body["spec"]["id"]
+            if ident in taken:
+                seed = {"namespaceLabels": {"cluster": body["spec"]["cluster"], "namespace": body["spec"]["namespace"]},
+                        "podLabels": body["spec"]["podLabels"]}
+                ident = idm.allocate_id(seed, taken, idm.REMOTE_ID_MIN, idm.REMOTE_ID_MAX)
+                body = {**body, "metadata": {**body["metadata"], "labels": {**body["metadata"]["labels"],
+                                                                            idm.ID_LABEL: str(ident)}},
+                        "spec": {**body["spec"], "id": ident}}
+            resp = self.custom.create_cluster_custom_object(GROUP, VERSION, idm.REMOTE_PLURAL, body,
+                                                            _preload_content=False)
+            self._count("rid_create")
+            self._rid_ov.put(json.loads(resp.data))
+
+    def _rid_cache(self) -> List[dict]:
+        caches = getattr(self.runner, "caches", None) or {}
+        inf = caches.get("remoteidentities")
+        return inf.list() if inf is not None else []
+
+    def _replace_rid(self, cur: dict, body: dict) -> None:
+        body = {**body, "metadata": {**body["metadata"],
+                                     "resourceVersion": (cur.get("metadata") or {}).get("resourceVersion")}}
+        resp = self.custom.replace_cluster_custom_object(GROUP, VERSION, idm.REMOTE_PLURAL, _name(body), body,
+                                                         _preload_content=False)
+        self._count("rid_replace")
+        self._rid_ov.put(json.loads(resp.data))
+
+    def _delete_rid(self, o: dict) -> None:
+        from kubernetes.client.exceptions import ApiException
+        m = o["metadata"]
+        try:
+            self.custom.delete_cluster_custom_object(GROUP, VERSION, idm.REMOTE_PLURAL, m["name"],
+                                                     body={"preconditions": {"uid": m.get("uid")}}
+                                                     if m.get("uid") else None)
+        except ApiException as e:
+            if e.status not in (404, 409):
+                raise
+        else:
+            self._count("rid_delete")
+        self._rid_ov.gone(m["name"], m.get("uid"))
+
     def _write_status(self, cluster: dict, status: dict) -> None:
         prev = cluster.get("status") or {}
         body = {"status": {**{k: None for k in prev if k not in status}, **status}}
@@ -807,6 +924,10 @@ def _stop_later(r: Remote) -> None:
 
 def _name(o: dict) -> str:
     return (o.get("metadata") or {}).get("name", "")
+
+
+def _owner(o: dict) -> Optional[str]:
+    return ((o.get("metadata") or {}).get("labels") or {}).get(mesh.CLUSTER_OWNER)
 
 
 def _key(o: dict) -> str:

@@ -27,9 +27,12 @@ bodies, ``delete`` entries are ``{"namespace", "name", "uid", "reason",
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import ipaddress
 import json
 import warnings
+from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 from ..cidr import ipblock_prefixes, parse_cidr
@@ -48,7 +51,16 @@ RESERVED_MAX = 255
 CIDR_ID_MIN, CIDR_ID_MAX = 256, 15728639
 # agent-local ids for sets of overlapping CIDR identities (ipcache.cidr_atoms); never stored in objects
 ATOM_ID_MIN, ATOM_ID_MAX = 15728640, 16777215
+# An Identity's id may be anything in POD_ID_MIN..POD_ID_MAX (the CRD's range), but new ones
+# are allocated below 2^31 (POD_ALLOC_MAX), and remote clusters' label sets (RemoteIdentity,
+# allocated by this cluster's controller) from 2^31 up, skipping ids older Identities hold
+# there: the two allocators run independently and still never hand out one id twice.
 POD_ID_MIN, POD_ID_MAX = 16777216, 4294967295
+POD_ALLOC_MAX = 2147483647
+REMOTE_ID_MIN, REMOTE_ID_MAX = 2147483648, 4294967295
+# the cluster a pod lives in, as NetworkPolicy peers select it (see controllers/netpol.py)
+CLUSTER_LABEL = "mesh-cni.dev/cluster"
+CLUSTER_OWNER = "mesh-cni.dev/cluster-owner"
 
 # labels that differ between replicas of one workload (or between rollouts of an unchanged
 # template): keeping them would give every ReplicaSet generation, DaemonSet revision and
@@ -98,12 +110,12 @@ def identity_name(labels: Mapping) -> str:
     return "id-" + _digest(labels).hex()[:16]
 
 
-def candidate_id(labels: Mapping, lo: int = POD_ID_MIN, hi: int = POD_ID_MAX) -> int:
+def candidate_id(labels: Mapping, lo: int = POD_ID_MIN, hi: int = POD_ALLOC_MAX) -> int:
     """The hash-derived first choice in [lo, hi] for ``labels``."""
     return lo + int.from_bytes(_digest(labels)[8:16], "big") % (hi - lo + 1)
 
 
-def allocate_id(labels: Mapping, used: Set[int], lo: int = POD_ID_MIN, hi: int = POD_ID_MAX) -> int:
+def allocate_id(labels: Mapping, used: Set[int], lo: int = POD_ID_MIN, hi: int = POD_ALLOC_MAX) -> int:
     """An id in [lo, hi] not in ``used``: the hash candidate, probing upwards (wrapping) past used ids.
 
     ``used`` is only read. Raises :class:`RangeExhausted` when nothing is free.
@@ -385,3 +397,196 @@ def desired_cidr_identities(policies: Iterable[dict], existing: Iterable[dict]):
         if name not in wanted and id(o) not in loser_ids:
             delete.append(_delete(o, "unused", True))
     return create, keep, delete, problems
+
+
+# ---------------------------------------------------------------- remote identities (meshed clusters)
+#
+# One RemoteIdentity (cluster-scoped) per (remote cluster, namespace, pod label set), carrying
+# the label sets and the addresses of the remote pods holding it: the objects scale with the
+# label sets, not with the pods. Its id is allocated here, by the cluster that uses it, from
+# REMOTE_ID_MIN..REMOTE_ID_MAX: the datapath resolves a peer's identity from its address in
+# the local ipcache, never from the packet, so an id only has to mean the same thing to this
+# cluster's agents, and no mesh-wide numbering (cluster ids to configure and keep unique) is
+# needed. The namespace's labels are content, not part of the name: a remote namespace relabel
+# replaces objects in place (same id, no ipcache gap) instead of deleting and re-creating them.
+
+REMOTE_KIND = "RemoteIdentity"
+REMOTE_PLURAL = "remoteidentities"
+
+
+def remote_identity_name(cluster: str, namespace: str, pod_labels: Mapping) -> str:
+    """``<cluster>-<16 hex>`` of (namespace, pod labels)."""
+    raw = json.dumps([namespace, sorted(pod_labels.items())], separators=(",", ":"), ensure_ascii=False)
+    return f"{cluster}-" + hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def remote_pod_labels(pod: Mapping, cluster: str) -> Dict[str, str]:
+    """The remote pod's labels as policies here see them: unstable ones dropped, and
+    ``mesh-cni.dev/cluster`` set to the cluster it lives in (a label the pod carries
+    itself is overwritten: a remote pod must never pass for a local one)."""
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    out = {str(k): str(v) for k, v in labels.items() if k not in UNSTABLE_LABELS} if isinstance(labels, Mapping) else {}
+    out[CLUSTER_LABEL] = cluster
+    return out
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _canon_ip(s: str) -> Optional[str]:
+    try:
+        return str(ipaddress.ip_address(s))
+    except ValueError:
+        return None
+
+
+def _pod_ips(pod: Mapping) -> List[str]:
+    st = pod.get("status") or {}
+    raw = [x.get("ip") for x in st.get("podIPs") or [] if isinstance(x, Mapping)] or \
+        ([st["podIP"]] if st.get("podIP") else [])
+    return [str(x) for x in raw if x]
+
+
+def desired_remote_identities(cluster: str, pods: Iterable[dict], namespaces: Iterable[dict]
+                              ) -> Tuple[Dict[str, dict], List[Problem]]:
+    """name -> RemoteIdentity spec without ``id`` (``cluster, namespace, namespaceLabels, podLabels,
+    pods: [{name, ips}]``) for the remote cluster's running pods with an address.
+
+    Skipped, as for local identities: hostNetwork pods (their address is the node's),
+    finished pods (their address may be someone else's already), pods of a namespace
+    not listed yet; a pod address that is not an IP is reported (a remote object's
+    problem: ``Problem.kind`` Pod, reported on the Cluster by the caller).
+    """
+    problems: List[Problem] = []
+    ns_labels: Dict[str, Dict[str, str]] = {}
+    for n in namespaces:
+        m = n.get("metadata") or {}
+        if m.get("name"):
+            lb = m.get("labels")
+            ns_labels[m["name"]] = {str(k): str(v) for k, v in (lb if isinstance(lb, Mapping) else {}).items()}
+            ns_labels[m["name"]].setdefault(NS_NAME_LABEL, m["name"])
+    out: Dict[str, dict] = {}
+    # pods of one label set share a name: hash it once per (namespace, labels), not once per pod
+    groups: Dict[tuple, dict] = {}
+    for p in pods:
+        m, st = p.get("metadata") or {}, p.get("status") or {}
+        ns = m.get("namespace")
+        if not ns or ns not in ns_labels or st.get("phase") in ("Succeeded", "Failed") \
+                or (p.get("spec") or {}).get("hostNetwork"):
+            continue
+        ips = []
+        for i, s in enumerate(_pod_ips(p)):
+            canon = _canon_ip(s)
+            if canon is None:
+                problems.append(Problem("Pod", ns, m.get("name", "?"), f"status.podIPs[{i}]",
+                                        f'"{s}" is not an IP address'))
+            else:
+                ips.append(canon)
+        if not ips:
+            continue
+        raw = m.get("labels")
+        gkey = (ns, frozenset(raw.items()) if isinstance(raw, Mapping) else frozenset())
+        spec = groups.get(gkey)
+        if spec is None:
+            labels = remote_pod_labels(p, cluster)
+            name = remote_identity_name(cluster, ns, labels)
+            spec = out.get(name)
+            if spec is None:
+                spec = out[name] = {"cluster": cluster, "namespace": ns, "namespaceLabels": dict(ns_labels[ns]),
+                                    "podLabels": labels, "pods": []}
+            groups[gkey] = spec
+        spec["pods"].append({"name": m.get("name", ""), "ips": ips})
+    for spec in out.values():
+        spec["pods"].sort(key=lambda d: d["name"])
+    return out, problems
+
+
+def remote_identity_body(name: str, spec: Mapping, ident: int) -> dict:
+    return {"apiVersion": API_VERSION, "kind": REMOTE_KIND,
+            "metadata": {"name": name, "labels": {MANAGED_BY: MANAGER, CLUSTER_OWNER: spec["cluster"],
+                                                  ID_LABEL: str(ident)}},
+            "spec": {**spec, "id": ident}}
+
+
+@dataclass
+class RemoteIdentityPlan:
+    create: List[dict] = field(default_factory=list)
+    replace: List[Tuple[dict, dict]] = field(default_factory=list)   # (current, new body)
+    delete: List[dict] = field(default_factory=list)
+    problems: List[Problem] = field(default_factory=list)
+
+    @property
+    def writes(self) -> int:
+        return len(self.create) + len(self.replace) + len(self.delete)
+
+
+def remote_id_winners(objs: Iterable[dict]) -> Dict[int, dict]:
+    """id -> the managed RemoteIdentity keeping it: of two holding one id (two controllers
+    during a leader change), the older (creationTimestamp, then name), as for Identities."""
+    win: Dict[int, dict] = {}
+    for o in objs:
+        i = _id_of(o)
+        if i is None or not REMOTE_ID_MIN <= i <= REMOTE_ID_MAX or not is_managed(o):
+            continue
+        if i not in win or _age_key(o) < _age_key(win[i]):
+            win[i] = o
+    return win
+
+
+def plan_remote_identities(cluster: str, desired: Mapping[str, dict], existing: Iterable[dict],
+                           all_remote: Iterable[dict], local_ids: Iterable[int] = ()) -> RemoteIdentityPlan:
+    """What to write so that cluster ``cluster``'s RemoteIdentities are ``desired``.
+
+    ``existing``: the objects labelled for this cluster; ``all_remote``: every
+    RemoteIdentity (all clusters), whose ids are off limits, as are ``local_ids`` (the
+    Identities': one made before the ranges were split may hold a remote-range id). An object keeps its id
+    for as long as its label set exists; a changed address list or namespace label set
+    is a replace; an object losing an id clash is deleted and its label set created
+    again with a new id. Hand-made objects are reported and never touched.
+    """
+    plan = RemoteIdentityPlan()
+    all_remote = list(all_remote)
+    winners = remote_id_winners(all_remote)
+    local_ids = set(local_ids)
+    for i in local_ids:
+        winners.pop(i, None)  # a local Identity holding the id wins it
+    used: Set[int] = {i for i in (_id_of(o) for o in all_remote) if i is not None} | local_ids
+    have: Dict[str, dict] = {}
+    for o in existing:
+        _, name = _meta(o)
+        if not is_managed(o):
+            plan.problems.append(Problem(REMOTE_KIND, "", name, "metadata.labels",
+                                         f"hand-made (no {MANAGED_BY}={MANAGER}); left alone, not trusted"))
+            continue
+        if ((o.get("metadata") or {}).get("labels") or {}).get(CLUSTER_OWNER) != cluster:
+            continue
+        i = _id_of(o)
+        if i is None or winners.get(i) is not o:
+            why = "id-out-of-range" if i is None or not REMOTE_ID_MIN <= i <= REMOTE_ID_MAX else "id-collision"
+            plan.problems.append(Problem(REMOTE_KIND, "", name, "spec.id",
+                                         f"{i!r}: {why}; re-allocating"))
+            plan.delete.append(o)
+            continue
+        have[name] = o
+    # a label set whose object lost its id (deleted above) has no entry in ``have``: created again below
+    for name in sorted(desired):
+        spec = desired[name]
+        cur = have.get(name)
+        if cur is not None:
+            i = _id_of(cur)
+            body = remote_identity_body(name, spec, i)
+            if cur.get("spec") != body["spec"] or (cur["metadata"].get("labels") or {}) != body["metadata"]["labels"]:
+                plan.replace.append((cur, body))
+            continue
+        try:
+            # the hash candidate of (cluster, namespace, pod labels), in the identity hash's shape
+            seed = {"namespaceLabels": {"cluster": cluster, "namespace": spec["namespace"]},
+                    "podLabels": spec["podLabels"]}
+            i = allocate_id(seed, used, REMOTE_ID_MIN, REMOTE_ID_MAX)
+        except RangeExhausted as e:
+            plan.problems.append(Problem(REMOTE_KIND, "", name, "spec.id", str(e)))
+            continue
+        used.add(i)
+        plan.create.append(remote_identity_body(name, spec, i))
+    for name, o in have.items():
+        if name not in desired:
+            plan.delete.append(o)
+    return plan

@@ -43,6 +43,15 @@ Semantics follow the API reference; the decisions that are ours:
 - Overlapping ipBlocks: an ipBlock peer admits its CIDR identity and every
   atom (:func:`~meshcni.controllers.ipcache.cidr_atoms`) it is part of, so an
   address inside several ipBlocks matches each of them.
+- Meshed clusters: every pod's labels include ``mesh-cni.dev/cluster`` (the local
+  cluster's name, the agent's ``--cluster-name``, for local pods; the remote
+  cluster's for the pods of a RemoteIdentity; a label a pod sets itself is
+  overwritten). A peer whose ``podSelector`` has no term on that key matches
+  local pods only; with one (matchLabels or any matchExpressions operator) it
+  matches local and remote pods by that term, in the namespaces its
+  ``namespaceSelector`` matches by the remote namespaces' own labels (the same
+  namespace name without one). Policies select (apply to) local pods only.
+  Remote pods have no container ports here: named ports match none of them.
 - Size: entries are a set (multiple rules and policies are a union), an
   "any peer" rule is one entry per selected identity, and an (identity,
   direction) with an allow-everything entry keeps only that one.
@@ -55,8 +64,8 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 from .model import EGRESS, INGRESS, PolicyEntry
-from .identity import NS_NAME_LABEL, _norm_block, cidr_identity_name, is_managed
-from .ipcache import ID_HOST, CidrAtoms, cidr_atoms, identity_index, pod_identity
+from .identity import CLUSTER_LABEL, NS_NAME_LABEL, _norm_block, cidr_identity_name, is_managed
+from .ipcache import ID_HOST, CidrAtoms, cidr_atoms, identity_index, pod_identity, remote_groups
 from .services import Problem
 
 KIND = "NetworkPolicy"
@@ -87,10 +96,11 @@ class _Bad(Exception):
 
 class _Group:
     """Pods of one namespace with one label set: they share an identity (and a selection)."""
-    __slots__ = ("ns", "labels", "ident", "named")
+    __slots__ = ("ns", "labels", "ident", "named", "cluster")
 
-    def __init__(self, ns: str, labels: Dict[str, str], ident: int):
+    def __init__(self, ns: str, labels: Dict[str, str], ident: int, cluster: Optional[str] = None):
         self.ns, self.labels, self.ident = ns, labels, ident
+        self.cluster = cluster  # None: a local group; else the remote cluster's name
         self.named: Dict[Tuple[str, int], Set[int]] = {}  # (port name, proto) -> numbers
 
 
@@ -214,7 +224,7 @@ def _container_ports(pod: Mapping):
 class _Cluster:
     """Pods grouped by (namespace, labels), with memoised selections (policies repeat selectors)."""
 
-    def __init__(self, pods, namespaces, identities):
+    def __init__(self, pods, namespaces, identities, remote=(), cluster_name: str = "default"):
         namespaces = list(namespaces)
         ns_labels, ids = identity_index(namespaces, identities)
         self.groups_by_ns: Dict[str, List[_Group]] = {}
@@ -233,7 +243,7 @@ class _Cluster:
             key = (ns, frozenset(labels.items()))
             if key not in by_key:
                 ident = pod_identity(p, ns_labels, ids)
-                g = _Group(ns, dict(labels), ident) if ident is not None else None
+                g = _Group(ns, {**labels, CLUSTER_LABEL: cluster_name}, ident) if ident is not None else None
                 by_key[key] = g
                 if g is not None:
                     self.groups_by_ns.setdefault(ns, []).append(g)
@@ -244,6 +254,15 @@ class _Cluster:
                 g.named.setdefault((n, proto), set()).add(num)
         self._sel: Dict[tuple, Tuple[_Group, ...]] = {}
         self._nss: Dict[Reqs, List[str]] = {}
+        # remote pods (RemoteIdentities), by (cluster, namespace), with their namespaces' labels
+        self.remote_by_ns: Dict[Tuple[str, str], List[_Group]] = {}
+        self.remote_ns_labels: Dict[Tuple[str, str], Dict[str, str]] = {}
+        for r in remote:
+            k = (r.cluster, r.namespace)
+            self.remote_by_ns.setdefault(k, []).append(
+                _Group(r.namespace, {**r.labels, CLUSTER_LABEL: r.cluster}, r.ident, r.cluster))
+            self.remote_ns_labels[k] = {**r.namespace_labels, NS_NAME_LABEL: r.namespace}
+        self._rnss: Dict[Reqs, List[Tuple[str, str]]] = {}
 
     def all_groups(self) -> List[_Group]:
         return [g for gs in self.groups_by_ns.values() for g in gs]
@@ -255,14 +274,29 @@ class _Cluster:
                                      if _matches(reqs, self.ns_sel_labels.get(n) or {NS_NAME_LABEL: n})]
         return out
 
-    def select(self, ns: str, pod_reqs: Reqs, ns_reqs: Optional[Reqs]) -> Tuple[_Group, ...]:
-        """Groups matching ``pod_reqs`` in ``ns`` (``ns_reqs`` None) or in the namespaces ``ns_reqs`` matches."""
-        key = (ns if ns_reqs is None else None, pod_reqs, ns_reqs)
+    def remote_namespaces_matching(self, reqs: Reqs) -> List[Tuple[str, str]]:
+        out = self._rnss.get(reqs)
+        if out is None:
+            out = self._rnss[reqs] = [k for k in self.remote_by_ns if _matches(reqs, self.remote_ns_labels[k])]
+        return out
+
+    def select(self, ns: str, pod_reqs: Reqs, ns_reqs: Optional[Reqs], peer: bool = False) -> Tuple[_Group, ...]:
+        """Groups matching ``pod_reqs`` in ``ns`` (``ns_reqs`` None) or in the namespaces ``ns_reqs`` matches.
+
+        Local groups only, unless ``peer`` and ``pod_reqs`` has a term on ``mesh-cni.dev/cluster``:
+        then remote groups too, in the remote namespaces of that name (or matching ``ns_reqs``).
+        """
+        remote = peer and any(r[0] == CLUSTER_LABEL for r in pod_reqs)
+        key = (ns if ns_reqs is None else None, pod_reqs, ns_reqs, remote)
         out = self._sel.get(key)
         if out is None:
             nss = [ns] if ns_reqs is None else self.namespaces_matching(ns_reqs)
-            out = self._sel[key] = tuple(g for n in nss for g in self.groups_by_ns.get(n, ())
-                                         if _matches(pod_reqs, g.labels))
+            out = tuple(g for n in nss for g in self.groups_by_ns.get(n, ()) if _matches(pod_reqs, g.labels))
+            if remote:
+                rnss = [k for k in self.remote_by_ns if k[1] == ns] if ns_reqs is None \
+                    else self.remote_namespaces_matching(ns_reqs)
+                out += tuple(g for k in rnss for g in self.remote_by_ns[k] if _matches(pod_reqs, g.labels))
+            self._sel[key] = out
         return out
 
 
@@ -297,7 +331,7 @@ def _peers(raw, where: str, ns: str, cluster: _Cluster, cidr_ids: Dict[str, int]
                 raise _Bad(w, "needs podSelector, namespaceSelector or ipBlock")
             pod_reqs = _parse_selector(ps, f"{w}.podSelector")
             ns_reqs = None if nss is None else _parse_selector(nss, f"{w}.namespaceSelector")
-            groups = cluster.select(ns, pod_reqs, ns_reqs)
+            groups = cluster.select(ns, pod_reqs, ns_reqs, peer=True)
             out.append(({g.ident for g in groups}, groups))
         except _Bad as e:
             problems.append(Problem(KIND, ns, name, e.where, e.message))
@@ -457,7 +491,9 @@ def fail_closed_problems(closed: Iterable[Tuple[int, int]], ranks: PolicyRanks, 
 
 
 def compile_policies(policies: Iterable[dict], pods: Iterable[dict], namespaces: Iterable[dict],
-                     identities: Iterable[dict], cidr_identities: Iterable[dict]) -> CompiledPolicy:
+                     identities: Iterable[dict], cidr_identities: Iterable[dict], *,
+                     remote_identities: Iterable[dict] = (), clusters: Iterable[dict] = (),
+                     cluster_name: str = "default") -> CompiledPolicy:
     """All NetworkPolicies -> :class:`CompiledPolicy` (see the module doc for the semantics).
 
     ``stats``: ``per_policy`` ("ns/name" -> entries that policy contributes,
@@ -465,7 +501,10 @@ def compile_policies(policies: Iterable[dict], pods: Iterable[dict], namespaces:
     included), ``entries``, ``enforced``, ``policies`` (compiled), ``problems``.
     """
     problems: List[Problem] = []
-    cluster = _Cluster(pods, namespaces, identities)
+    # remote groups' problems are the ipcache reconciler's to report (it reads the same objects)
+    identities = list(identities)
+    remote, _ = remote_groups(remote_identities, clusters, identity_index((), identities)[1].values())
+    cluster = _Cluster(pods, namespaces, identities, remote, cluster_name)
     cidr_identities = list(cidr_identities)
     atoms = cidr_atoms(cidr_identities)
     cidr_ids: Dict[str, int] = {}

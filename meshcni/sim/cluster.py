@@ -418,6 +418,8 @@ class Cluster:
         with open(DAEMONSET) as f:
             pod = yaml.safe_load(f)["spec"]["template"]["spec"]
         argv, env = self.node_process(n, pod, pod["containers"][0])
+        # the cluster's name, as the controller gets it: its pods' mesh-cni.dev/cluster in NetworkPolicy
+        argv = [a for a in argv if not a.startswith("--cluster-name=")] + [f"--cluster-name={self.cfg.name}"]
         return argv + [f"--kubeconfig={self.node_kubeconfig}"], env
 
     def agent_argv(self, n: NodeSpec) -> List[str]:

@@ -21,11 +21,25 @@ when the source's egress admits it and the destination's ingress admits it:
   cluster only (pod IPs have pod identities; node IPs are "remote-node");
   a pod can always reach itself: the packets never leave it (the upstream
   suite's ``AllowLoopback``).
+
+Meshed clusters (meshcni's cluster rule, README "NetworkPolicy"): a pod has a
+``cluster``; each cluster has its own :class:`World` (its policies, its
+namespaces' labels, the other clusters it currently meshes with and their
+namespaces' labels as they have them), and :func:`allowed_mesh` takes the
+source's egress from the source's cluster and the destination's ingress
+from the destination's. Every pod carries the label ``mesh-cni.dev/cluster``
+with its cluster's name (whatever it set itself). A peer whose podSelector
+has no term on that key matches pods of the policy's own cluster only; with
+one, pods of the own cluster and of every meshed cluster, by that term, in
+the namespaces the namespaceSelector matches by the pod's own cluster's
+namespace labels (without one: namespaces of the policy's namespace name).
+A pod of a cluster no longer meshed is matched by no selector; ipBlocks
+never match pods of any cluster; named ports resolve on the own cluster's pods only.
 """
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 
@@ -38,10 +52,11 @@ class Pod:
     node: str
     # (port name, protocol) -> number, from the containers' ports
     named: Tuple[Tuple[str, str, int], ...] = ()
+    cluster: str = ""   # meshed clusters only: the cluster the pod lives in
 
     @property
     def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
+        return f"{self.cluster}:{self.namespace}/{self.name}" if self.cluster else f"{self.namespace}/{self.name}"
 
     def label_dict(self) -> Dict[str, str]:
         return dict(self.labels)
@@ -74,6 +89,13 @@ Endpoint = Union[Pod, Ext, Node]
 class World:
     namespaces: Dict[str, Dict[str, str]]          # name -> labels
     policies: List[dict] = field(default_factory=list)
+    # meshed clusters only: this world's cluster, and the clusters it meshes with now
+    # -> their namespaces' labels (as the remote cluster has them)
+    cluster: str = ""
+    remote_namespaces: Dict[str, Dict[str, Dict[str, str]]] = field(default_factory=dict)
+
+
+CLUSTER_LABEL = "mesh-cni.dev/cluster"
 
 
 # ------------------------------------------------------------------ label selectors
@@ -100,8 +122,11 @@ def selector_matches(sel: Optional[Mapping], labels: Mapping[str, str]) -> bool:
     return True
 
 
-def _ns_labels(world: World, ns: str) -> Dict[str, str]:
-    labels = dict(world.namespaces.get(ns, {}))
+def _ns_labels(world: World, ns: str, cluster: str = "") -> Dict[str, str]:
+    if cluster and cluster != world.cluster:
+        labels = dict(world.remote_namespaces.get(cluster, {}).get(ns, {}))
+    else:
+        labels = dict(world.namespaces.get(ns, {}))
     labels["kubernetes.io/metadata.name"] = ns  # set on every namespace by the API server
     return labels
 
@@ -121,9 +146,23 @@ def policy_types(pol: Mapping) -> List[str]:
 
 def _selects(world: World, pol: Mapping, pod: Pod) -> bool:
     meta = pol.get("metadata") or {}
-    if meta.get("namespace") != pod.namespace:
+    if meta.get("namespace") != pod.namespace or pod.cluster != world.cluster:
         return False
-    return selector_matches((pol.get("spec") or {}).get("podSelector") or {}, pod.label_dict())
+    return selector_matches((pol.get("spec") or {}).get("podSelector") or {}, _pod_labels(world, pod))
+
+
+def _pod_labels(world: World, pod: Pod) -> Dict[str, str]:
+    labels = pod.label_dict()
+    if world.cluster:
+        labels[CLUSTER_LABEL] = pod.cluster
+    return labels
+
+
+def _names_cluster(sel: Optional[Mapping]) -> bool:
+    if not sel:
+        return False
+    return CLUSTER_LABEL in (sel.get("matchLabels") or {}) or any(
+        e.get("key") == CLUSTER_LABEL for e in sel.get("matchExpressions") or [])
 
 
 def _peer_matches(world: World, pol_ns: str, peer: Mapping, other: Endpoint) -> bool:
@@ -143,12 +182,16 @@ def _peer_matches(world: World, pol_ns: str, peer: Mapping, other: Endpoint) -> 
     if not isinstance(other, Pod):
         return False
     ps, nss = peer.get("podSelector"), peer.get("namespaceSelector")
+    if other.cluster != world.cluster:
+        # another cluster's pod: only a podSelector naming the cluster label, only while meshed
+        if not _names_cluster(ps) or other.cluster not in world.remote_namespaces:
+            return False
     if nss is None:
         if other.namespace != pol_ns:
             return False
-    elif not selector_matches(nss, _ns_labels(world, other.namespace)):
+    elif not selector_matches(nss, _ns_labels(world, other.namespace, other.cluster)):
         return False
-    return selector_matches(ps or {}, other.label_dict())
+    return selector_matches(ps or {}, _pod_labels(world, other))
 
 
 def _port_matches(rule_ports: Optional[list], port: int, proto: str, receiver: Endpoint) -> bool:
@@ -189,6 +232,19 @@ def _direction_allows(world: World, pod: Pod, direction: str, other: Endpoint, p
             if _port_matches(rule.get("ports"), port, proto, receiver):
                 return True
     return not isolated
+
+
+def allowed_mesh(worlds: Mapping[str, World], src: Pod, dst: Pod, port: int, proto: str) -> bool:
+    """The verdict for a connection between pods of meshed clusters (``worlds``: cluster -> its World):
+    the source's egress as its cluster decides, the destination's ingress as its own decides."""
+    if src == dst:
+        return True
+    # the source's cluster knows no container ports of another cluster's pods: an egress rule's
+    # named port matches none of them
+    recv = dst if dst.cluster == src.cluster else replace(dst, named=())
+    if not _direction_allows(worlds[src.cluster], src, "Egress", dst, port, proto, recv):
+        return False
+    return _direction_allows(worlds[dst.cluster], dst, "Ingress", src, port, proto, dst)
 
 
 def allowed(world: World, src: Endpoint, dst: Endpoint, port: int, proto: str) -> bool:

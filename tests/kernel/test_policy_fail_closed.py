@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client
 
 from meshcni.agent.agent import Metrics, event_reason
-from meshcni.agent.reconcilers import POLICY_WATCHES, Policy
+from meshcni.agent.reconcilers import MESH_WATCHES, POLICY_WATCHES, Policy
 from meshcni.apiserver import APIServer
 from meshcni.bpf.decode import decode_enforce, decode_policy
 from meshcni.controllers.identity import identity_body, identity_labels
@@ -67,9 +67,9 @@ def test_priority_decides_who_fails_closed_and_each_pod_is_told(cluster, pin_roo
     lists = {"networkpolicies": net.list_network_policy_for_all_namespaces,
              "pods": core.list_pod_for_all_namespaces, "namespaces": core.list_namespace}
     caches = {n: Informer(f, name=n) for n, f in lists.items()}
-    for n in ("identities", "cidridentities"):
+    for n in ("identities", "cidridentities", "remoteidentities", "clusters"):
         caches[n] = Informer(custom.list_cluster_custom_object, "mesh-cni.dev", "v1alpha1", n, name=n)
-    assert set(caches) == set(POLICY_WATCHES)
+    assert set(caches) == set(POLICY_WATCHES + MESH_WATCHES)
     metrics = Metrics()
     with PolicyProgram(pin_root) as prog:
         dp = prog.datapath()

@@ -203,9 +203,10 @@ def test_remote_mesh_reader_is_read_only_and_only_with_the_mesh():
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "meshcni-clustermesh-remote", "namespace": NS}]
     granted = {(g, r): set(rule["verbs"]) for rule in one(docs, "ClusterRole", "meshcni-clustermesh-remote")["rules"]
                for g in rule["apiGroups"] for r in rule["resources"]}
-    # exactly what meshcni.controller.clustermesh.Remote's four informers list and watch
+    # exactly what meshcni.controller.clustermesh.Remote's five informers list and watch
     assert granted == {("", "services"): {"list", "watch"}, ("", "namespaces"): {"list", "watch"},
-                       ("", "nodes"): {"list", "watch"}, ("discovery.k8s.io", "endpointslices"): {"list", "watch"}}
+                       ("", "nodes"): {"list", "watch"}, ("", "pods"): {"list", "watch"},
+                       ("discovery.k8s.io", "endpointslices"): {"list", "watch"}}
     docs, _ = render({})
     assert not [d for d in docs if d["metadata"]["name"] == "meshcni-clustermesh-remote"]
 

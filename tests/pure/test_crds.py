@@ -17,9 +17,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CRD_DIR = os.path.join(ROOT, "deploy", "crds")
 LAYOUT_H = os.path.join(ROOT, "bpf", "include", "meshcni", "layout.h")
 GROUP = "mesh-cni.dev"
-FILES = ["clusters.yaml", "meshendpoints.yaml", "identities.yaml", "cidridentities.yaml"]
+FILES = ["clusters.yaml", "meshendpoints.yaml", "identities.yaml", "cidridentities.yaml", "remoteidentities.yaml"]
 KINDS = {"Cluster": "Cluster", "MeshEndpoint": "Namespaced",
-         "Identity": "Namespaced", "CIDRIdentity": "Cluster"}
+         "Identity": "Namespaced", "CIDRIdentity": "Cluster", "RemoteIdentity": "Cluster"}
 
 # The seed README's examples, verbatim except CIDRIdentity.cidrPrefixes: the
 # README lists 10.0.0.0/8 minus 10.240.0.0/12; these are 10.0.0.0/8 minus
@@ -202,7 +202,7 @@ def test_every_field_of_the_examples_is_declared(crds):
 
 def test_load_crds_sorted_and_complete(crds):
     names = [c["metadata"]["name"] for c in schema.load_crds(CRD_DIR)]
-    assert names == sorted(names) and len(names) == 4
+    assert names == sorted(names) and len(names) == 5
     assert set(crds) == set(KINDS)
 
 

@@ -364,6 +364,8 @@ def test_agent_rbac_is_what_it_needs_and_no_more():
         (GROUP, "identities"): R, (GROUP, "cidridentities"): R, (GROUP, "meshendpoints"): R,
         # status.nodes of remote clusters become routes (issue 17)
         (GROUP, "clusters"): R,
+        # remote pods' identities and addresses (issue 18)
+        (GROUP, "remoteidentities"): R,
         # meshcni/k8s/events.py: create; a repeat (409) is read and its count patched
         ("", "events"): {"create", "get", "patch"},
     }
@@ -384,6 +386,8 @@ def test_controller_rbac_is_what_it_needs_and_no_more():
         (GROUP, "clusters"): {"list", "watch", "patch"}, (GROUP, "clusters/status"): {"patch"},
         (GROUP, "meshendpoints"): {"list", "watch", "create", "update", "delete"},
         (GROUP, "meshendpoints/status"): {"patch"},
+        # remote pods' label sets (issue 18), written like MeshEndpoints
+        (GROUP, "remoteidentities"): {"list", "watch", "create", "update", "delete"},
         ("", "events"): {"create", "get", "patch"},
     }
     assert set(ns_roles) == {CONTROLLER_NS}
@@ -400,7 +404,7 @@ def test_mesh_uses_exactly_what_the_remote_role_grants():
     from meshcni.controller import clustermesh
     src = inspect.getsource(clustermesh.Remote.__init__)
     assert {"list_service_for_all_namespaces", "list_endpoint_slice_for_all_namespaces", "list_namespace",
-            "list_node"} == set(re.findall(r"\.(list_\w+)", src))
+            "list_node", "list_pod_for_all_namespaces"} == set(re.findall(r"\.(list_\w+)", src))
 
 
 # ---- kind ------------------------------------------------------------------
