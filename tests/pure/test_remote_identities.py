@@ -10,7 +10,7 @@ from meshcni.controllers.identity import (CLUSTER_LABEL, CLUSTER_OWNER, MANAGED_
                                           remote_identity_body)
 from meshcni.controllers.ipcache import ID_REMOTE_NODE, desired_ipcache, remote_groups
 from meshcni.controllers.netpol import compile_policies
-from meshcni.datapath.policy import EGRESS, INGRESS
+from meshcni.controllers.model import EGRESS, INGRESS
 
 from test_netpol_compile import World, keys, netpol, pod
 
@@ -299,6 +299,7 @@ def test_no_remote_identities_changes_nothing():
 
 # ---------------------------------------------------------------- what the CLI shows
 
+@pytest.mark.extension  # meshcni.bpf.decode reads rows in layout.h's dtypes from meshcni._libbpf
 def test_identity_labels_and_text_name_the_cluster():
     from meshcni.bpf import decode
     from meshcni.cli.bpf import _cluster_of
