@@ -8,7 +8,9 @@
  * ESTABLISHED; a FIN or RST from either side moves it to CLOSING. A SYN
  * without ACK is never a reply (so a reverse connection on the same ports
  * is a new connection and meets policy), and a forward SYN on a CLOSING
- * entry is a new connection. Entries past expires_ns count as absent; the
+ * entry is a new connection. ICMP (parse.h, mc_icmp_ports): only a request
+ * opens an entry and is looked up forward, only a reply is looked up as a
+ * reply, a message without a pair is never tracked. Entries past expires_ns count as absent; the
  * userspace GC (meshcni.datapath.policy.ct_gc) deletes them.
  */
 #ifndef MESHCNI_CONNTRACK_H
@@ -86,14 +88,16 @@ static __always_inline int mc_ct_lookup(const struct mc_tuple *t, __u8 dir,
 	int syn_only = t->proto == MC_PROTO_TCP &&
 		       (t->tcp_flags & (MC_TCP_SYN | MC_TCP_ACK)) == MC_TCP_SYN;
 
+	if (t->icmp_ct == MC_ICMP_CT_NONE)
+		return MC_CT_NEW;
 	mc_ct_key_of(&k, t, dir, 0);
-	e = bpf_map_lookup_elem(&mc_ct, &k);
+	e = t->icmp_ct == MC_ICMP_CT_REPLY ? 0 : bpf_map_lookup_elem(&mc_ct, &k);
 	if (e && e->expires_ns > now &&
 	    !(syn_only && e->state == MC_CT_STATE_CLOSING)) {
 		mc_ct_advance(e, t, 0, len, now);
 		return MC_CT_FORWARD;
 	}
-	if (syn_only)
+	if (syn_only || t->icmp_ct == MC_ICMP_CT_REQUEST)
 		return MC_CT_NEW;
 	mc_ct_key_of(&k, t, dir ^ 1, 1);
 	e = bpf_map_lookup_elem(&mc_ct, &k);
@@ -129,6 +133,8 @@ static __always_inline void mc_ct_create(const struct mc_tuple *t, __u8 dir,
 	struct mc_ct_key k = {};
 	struct mc_ct v = {};
 
+	if (t->icmp_ct == MC_ICMP_CT_REPLY || t->icmp_ct == MC_ICMP_CT_NONE)
+		return; /* Linux opens no ICMP flow with these either */
 	if (t->proto == MC_PROTO_TCP) {
 		if (t->tcp_flags & (MC_TCP_FIN | MC_TCP_RST))
 			return; /* nothing to track */

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR MIT) */
 /*
- * IP fragment tracking: a later fragment carries no L4 header, so the ports
- * its datagram's policy is decided on come from the first fragment, recorded
+ * IP fragment tracking: a later fragment carries no L4 header, so the ports,
+ * L4 protocol and ICMP pairing its datagram's policy and conntrack are decided
+ * on come from the first fragment (an IPv6 later fragment names only the
+ * header after the fragment header: dest-opts there is not the L4), recorded
  * in mc_frag (layout.h) under the datagram's reassembly key. The first
  * fragment is recorded on every hook it passes, whatever its verdict: the
  * later fragments then meet the same verdict (admitted by its conntrack
@@ -30,7 +32,8 @@ static __always_inline int mc_frag_ports(struct mc_tuple *t, __u8 dir)
 	k.proto = t->frag_proto;
 	k.dir = dir; /* a first fragment seen on the other hook is another datagram's */
 	if (!t->nonfirst_frag) {
-		struct mc_frag v = { .sport = t->sport, .dport = t->dport };
+		struct mc_frag v = { .sport = t->sport, .dport = t->dport,
+				     .proto = t->proto, .icmp_ct = t->icmp_ct };
 
 		bpf_map_update_elem(&mc_frag, &k, &v, BPF_ANY);
 		return 0;
@@ -40,6 +43,9 @@ static __always_inline int mc_frag_ports(struct mc_tuple *t, __u8 dir)
 		return -1;
 	t->sport = f->sport;
 	t->dport = f->dport;
+	if (f->proto) /* 0: recorded before the field existed (never an L4 in IPv6) */
+		t->proto = f->proto;
+	t->icmp_ct = f->icmp_ct;
 	t->nonfirst_frag = 0;
 	return 0;
 }

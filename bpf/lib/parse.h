@@ -21,6 +21,12 @@
  *     is not enforced and is dropped (MC_DROP_REASON_FRAGMENT) where it is;
  *   - an IPv4 TCP fragment at offset 8 bytes could rewrite the first
  *     fragment's ports on reassembly (RFC 1858): dropped as malformed;
+ *   - ICMP is paired as Linux conntrack pairs it (nf_conntrack_proto_icmp.c,
+ *     _icmpv6.c): a request (IPv4 echo, timestamp, info, address mask;
+ *     ICMPv6 echo, node information query) opens a flow keyed by its
+ *     identifier, only its own reply type with that identifier is its reply;
+ *     any other non-error ICMP is untracked (always a new flow, meets policy);
+ *     errors are related to the flow they quote (conntrack.h);
  *   - an unknown L4 protocol has ports 0: only an "any protocol" rule or a
  *     rule for that protocol with "any port" admits it. ICMPv6 in IPv4 and
  *     ICMP in IPv6 are unknown L4 (no echo, error or ND meaning).
@@ -48,6 +54,14 @@
 #define MC_TCP_RST 0x04
 #define MC_TCP_ACK 0x10
 
+/* how conntrack treats an ICMP message (mc_tuple.icmp_ct) */
+enum {
+	MC_ICMP_CT_ANY = 0,     /* not ICMP of its family: forward and reply lookups */
+	MC_ICMP_CT_REQUEST = 1, /* opens a flow; forward lookup only */
+	MC_ICMP_CT_REPLY = 2,   /* reply lookup only; opens nothing */
+	MC_ICMP_CT_NONE = 3,    /* no pair: never tracked, always meets policy */
+};
+
 enum {
 	MC_PARSE_OK = 0,
 	MC_PARSE_NOT_IP = 1,
@@ -68,6 +82,7 @@ struct mc_tuple {
 	__u8 always_pass;   /* ICMPv6 neighbour discovery / MLD */
 	__u8 is_frag;       /* a fragment, first or later */
 	__u8 frag_proto;    /* IPv4 protocol / the IPv6 fragment header's next header */
+	__u8 icmp_ct;       /* MC_ICMP_CT_* */
 	__u32 inner_off;    /* offset of the ICMP error's inner IP header */
 	__u32 end;          /* end of the IP datagram (total / payload length) */
 	__be32 frag_id;     /* IP identification (IPv4: 16 bits), network order */
@@ -216,8 +231,46 @@ static __always_inline int mc_icmp6_is_err(__u8 type)
 }
 
 /*
- * L4: ports (ICMP echo: the identifier as sport of a request and dport of a
- * reply, so a reply reverses onto its request), TCP flags, ICMP errors.
+ * Ports of a non-error ICMP message of the packet's own family: a request
+ * has (identifier, its type), a reply (its request's type, identifier), so a
+ * reply reverses onto its request's key and onto no other pair's (the type
+ * is in the key, as in Linux's tuple). Types without a pair keep ports 0 and
+ * are MC_ICMP_CT_NONE.
+ */
+static __always_inline void mc_icmp_ports(struct mc_tuple *t, __u8 type, const __u8 *id)
+{
+	__u8 req = 0;
+
+	if (t->is_v6) {
+		if (type == 128 || type == 139)
+			req = type;
+		else if (type == 129 || type == 140)
+			req = type - 1;
+	} else {
+		if (type == 8 || type == 13 || type == 15 || type == 17)
+			req = type;
+		else if (type == 0)
+			req = 8;
+		else if (type == 14 || type == 16 || type == 18)
+			req = type - 1;
+	}
+	if (!req) {
+		t->icmp_ct = MC_ICMP_CT_NONE;
+		return;
+	}
+	if (req == type) {
+		__builtin_memcpy(&t->sport, id, 2);
+		t->dport = bpf_htons(req);
+		t->icmp_ct = MC_ICMP_CT_REQUEST;
+	} else {
+		t->sport = bpf_htons(req);
+		__builtin_memcpy(&t->dport, id, 2);
+		t->icmp_ct = MC_ICMP_CT_REPLY;
+	}
+}
+
+/*
+ * L4: ports (ICMP: mc_icmp_ports), TCP flags, ICMP errors.
  */
 static __always_inline int mc_parse_l4(struct __sk_buff *skb, __u32 off,
 				       struct mc_tuple *t)
@@ -261,14 +314,12 @@ static __always_inline int mc_parse_l4(struct __sk_buff *skb, __u32 off,
 		if (t->proto == MC_PROTO_ICMP ? mc_icmp4_is_err(h[0]) : mc_icmp6_is_err(h[0])) {
 			t->icmp_err = 1;
 			t->inner_off = off + 8;
-		} else if (h[0] == (t->proto == MC_PROTO_ICMP ? 8 : 128)) {
-			__builtin_memcpy(&t->sport, &h[4], 2); /* echo request */
-		} else if (h[0] == (t->proto == MC_PROTO_ICMP ? 0 : 129)) {
-			__builtin_memcpy(&t->dport, &h[4], 2); /* echo reply */
-		} else if (t->proto == MC_PROTO_ICMPV6 &&
-			   ((h[0] >= 130 && h[0] <= 137) || h[0] == 143)) {
-			t->always_pass = 1; /* MLD, RS/RA, NS/NA, redirect */
+			break;
 		}
+		mc_icmp_ports(t, h[0], &h[4]);
+		if (t->proto == MC_PROTO_ICMPV6 &&
+		    ((h[0] >= 130 && h[0] <= 137) || h[0] == 143))
+			t->always_pass = 1; /* MLD, RS/RA, NS/NA, redirect */
 		break;
 	default:
 		break; /* unknown L4: ports 0 */
@@ -321,11 +372,9 @@ static __always_inline int mc_parse_inner(struct __sk_buff *skb,
 	if (in->proto == MC_PROTO_TCP || in->proto == MC_PROTO_UDP || in->proto == MC_PROTO_SCTP) {
 		__builtin_memcpy(&in->sport, &h[0], 2);
 		__builtin_memcpy(&in->dport, &h[2], 2);
-	} else if (in->proto == MC_PROTO_ICMP || in->proto == MC_PROTO_ICMPV6) {
-		if (h[0] == 8 || h[0] == 128)
-			__builtin_memcpy(&in->sport, &h[4], 2);
-		else if (h[0] == 0 || h[0] == 129)
-			__builtin_memcpy(&in->dport, &h[4], 2);
+	} else if ((in->proto == MC_PROTO_ICMPV6) == in->is_v6 &&
+		   (in->proto == MC_PROTO_ICMP || in->proto == MC_PROTO_ICMPV6)) {
+		mc_icmp_ports(in, h[0], &h[4]); /* the key its flow was tracked under */
 	}
 	return MC_PARSE_OK;
 }

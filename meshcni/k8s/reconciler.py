@@ -33,7 +33,12 @@ The :class:`Runner` gives all of them the rest, the same way:
 - a run that raised is retried with per-reconciler (per-key) exponential backoff
   (``base_delay * 2**n``, at most ``max_delay`` seconds); a success resets it.
   A :class:`~meshcni.errors.MapFullError` is outcome ``map_full``: the
-  applier keeps what the map held, and the run is retried like any failure;
+  applier keeps what the map held, and the run is retried like any failure.
+  It is also counted by map (``meshcni_map_full_total{controller,map}``)
+  and reported once while it lasts as a ``MapFull`` Warning Event naming
+  the map and its capacity, on the process's Node (the recorder's
+  ``host``; a recorder without one only logs it); the first run that
+  applies again ends the report, so the next overflow is reported anew;
 - ``gate`` (a callable or a ``threading.Event``) closes the runner: while it
   is false nothing runs and dequeued work is dropped, and whoever opens it
   calls :meth:`Runner.kick_all` (the controller process runs its reconcilers
@@ -69,12 +74,14 @@ from typing import Callable, Dict, Hashable, Iterable, List, Mapping, Optional, 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from ..errors import MapFullError
+from .events import EventReport
 from .workqueue import WorkQueue, run_workers
 
 log = logging.getLogger("meshcni.k8s.reconciler")
 
 REQUEUE_AFTER = "requeueAfter"  # key of apply()'s stats: run again after this many seconds
 OUTCOMES = ("ok", "error", "map_full")
+MAP_FULL_REASON = "MapFull"  # Event reason of a reconcile refused by a full map
 
 
 @dataclass
@@ -128,6 +135,8 @@ class ReconcileMetrics:
                                   registry=self.registry)
         self.problems = Counter("meshcni_bad_input_total", "objects left out for bad input, by kind",
                                 ["kind"], registry=self.registry)
+        self.maps_full = Counter("meshcni_map_full_total", "reconciles refused because a map was full, by "
+                                 "controller and map", ["controller", "map"], registry=self.registry)
 
     def observe(self, controller: str, outcome: str, seconds: Optional[float] = None) -> None:
         self.reconciles.labels(controller, outcome).inc()
@@ -136,6 +145,9 @@ class ReconcileMetrics:
 
     def bad_input(self, problem) -> None:
         self.problems.labels(problem.kind).inc()
+
+    def map_full(self, controller: str, map_name: str) -> None:
+        self.maps_full.labels(controller, map_name).inc()
 
 
 class SyncTimeout(RuntimeError):
@@ -172,6 +184,7 @@ class Runner:
         self.sync_timeout = sync_timeout
         self.queue = WorkQueue(base_delay=base_delay, max_delay=max_delay, name=name)
         self.last: Dict[str, dict] = {}  # reconciler -> stats of its last successful run (+ seconds, at)
+        self._full: set = set()    # labels whose last run was refused by a full map (an Event stands)
         self._by_name: Dict[str, object] = {}
         self._keyed = set()        # names of keyed reconcilers
         watchers: Dict[str, List[str]] = {}
@@ -298,12 +311,17 @@ class Runner:
             stats = r.apply(d.state) or {}
         except MapFullError as e:
             self.metrics.observe(name, "map_full")
+            self.metrics.map_full(name, e.map_name)
             log.error("%s: %s (existing entries kept)", label, e)
+            self._report_map_full(label, e)
             raise
         except Exception:
             self.metrics.observe(name, "error")
             raise
         dt = time.perf_counter() - t0
+        if label in self._full:
+            self._full.discard(label)
+            self.events.report(f"{label}/map_full", [])
         self.metrics.observe(name, "ok", dt)
         after = stats.get(REQUEUE_AFTER)
         if after is not None:
@@ -314,5 +332,15 @@ class Runner:
         log.info("%s reconciled in %.1f ms%s", label, dt * 1000, f": {shown}" if shown else "")
         return self.last[name]
 
+    def _report_map_full(self, label: str, e: MapFullError) -> None:
+        # keyed by the map, so the retries of one overflow are one Event whatever their counts
+        host = getattr(self.events, "host", None)
+        self._full.add(label)
+        if not host:
+            return
+        msg = f"{label}: {e} (the entries there before are kept; the reconcile is retried)"
+        self.events.report(f"{label}/map_full", [EventReport("Node", "", host, MAP_FULL_REASON, msg,
+                                                             key=f"{label}/{e.map_name}")])
 
-__all__ = ["Desired", "Reconciler", "ReconcileMetrics", "Runner", "SyncTimeout", "REQUEUE_AFTER"]
+
+__all__ = ["MAP_FULL_REASON", "Desired", "Reconciler", "ReconcileMetrics", "Runner", "SyncTimeout", "REQUEUE_AFTER"]

@@ -32,6 +32,10 @@ REMOTE6 = [PEER6, WORLD6, "fe80::1", "ff02::1", "::ffff:10.0.1.1", "fd00::2"]
 PORTS = [80, 53, 22, 443, 1234, 40000, 0, 65535]
 V4_ERRORS, V6_ERRORS = (3, 4, 5, 11, 12), (1, 2, 3, 4)
 ND_TYPES = set(range(130, 138)) | {143}
+# Linux conntrack's ICMP pairs (nf_conntrack_proto_icmp.c / _icmpv6.c invmap and valid_new):
+# request type -> its reply type; only a request opens a flow, only its reply answers it, and
+# any other non-error message is not tracked at all
+ICMP_PAIRS = {4: {8: 0, 13: 14, 15: 16, 17: 18}, 6: {128: 129, 139: 140}}
 EXT_TYPES = (0, 43, 60, 51, 44)
 
 
@@ -165,7 +169,7 @@ def fresh_spec(draw, hook: str) -> Spec:
     if proto == TCP:
         s.flags = draw(st.sampled_from([SYN, SYN, ACK, SYN | ACK, PSH | ACK, FIN | ACK, RST, 0, 0xFF]))
     if proto in (ICMP, ICMP6):
-        types = ([8, 0, 13, 14, 9] + list(V4_ERRORS)) if proto == ICMP else \
+        types = ([8, 0, 13, 14, 15, 16, 17, 18, 9] + list(V4_ERRORS)) if proto == ICMP else \
             ([128, 129, 139, 135, 136, 133, 143, 200] + list(V6_ERRORS))
         s.itype = draw(st.one_of(st.sampled_from(types), st.integers(0, 255)))
         s.iid = draw(st.sampled_from([7, 77, 1234]))
@@ -208,7 +212,7 @@ def mirror(s: Spec, draw) -> Spec:
     r = Spec(**{**s.__dict__})
     if draw(st.integers(0, 3)):
         r.src, r.dst, r.sport, r.dport = s.dst, s.src, s.dport, s.sport
-        r.itype = {8: 0, 0: 8, 128: 129, 129: 128, 13: 14, 139: 140}.get(s.itype, s.itype)
+        r.itype = {8: 0, 0: 8, 128: 129, 129: 128, 13: 14, 15: 16, 17: 18, 139: 140}.get(s.itype, s.itype)
     if r.proto == TCP:
         r.flags = draw(st.sampled_from([SYN | ACK, ACK, PSH | ACK, FIN | ACK, RST, SYN]))
     r.frag, r.l4_raw = None, False
@@ -298,12 +302,17 @@ class Sem:
     nd: bool = False               # ICMPv6 ND/MLD
     error_inner: Optional[Tuple] = None   # flow tuple quoted by an ICMP error
     is_error: bool = False
+    icmp_ct: str = "any"           # ICMP: "request" | "reply" | "none" (no pair: never tracked)
     later_frag: Optional[Tuple] = None    # reassembly key of a non-first fragment
     first_frag: Optional[Tuple] = None    # reassembly key of a first fragment
     why: str = ""
 
     def flow(self):
         return (self.src, self.dst, self.proto, self.sport, self.dport)
+
+    def tracked(self):
+        """The flow with what conntrack may do with it: (flow, may open / be forward, may be a reply)."""
+        return (self.flow(), self.icmp_ct in ("any", "request"), self.icmp_ct in ("any", "reply"))
 
 
 def _v4_mapped(a: bytes) -> bytes:
@@ -333,18 +342,24 @@ def _l4(sem: Sem, fam: int, p: bytes, strict: bool, quoted: bool = False) -> Non
                 raise Bad("UDP length")
     elif icmp_here:
         t = p[0]
-        if t == (8 if fam == 4 else 128):     # echo request / reply of this family only
-            sem.sport = struct.unpack("!H", p[4:6])[0]
-        elif t == (0 if fam == 4 else 129):
-            sem.dport = struct.unpack("!H", p[4:6])[0]
+        pairs = ICMP_PAIRS[fam]
+        replies = {v: k for k, v in pairs.items()}
+        ident = ("id", struct.unpack("!H", p[4:6])[0])
+        if t in pairs:        # a request: its flow is (type, identifier), as Linux keys it
+            sem.sport, sem.dport, sem.icmp_ct = ident, ("type", t), "request"
+        elif t in replies:    # reverses onto its own request type's flow only
+            sem.sport, sem.dport, sem.icmp_ct = ("type", replies[t]), ident, "reply"
+        elif t not in (V4_ERRORS if fam == 4 else V6_ERRORS):
+            sem.icmp_ct = "none"
+        if sem.icmp_ct != "any":
+            if not quoted and fam == 6 and t in ND_TYPES:
+                sem.nd = True
         elif not quoted and (t in V4_ERRORS if fam == 4 else t in V6_ERRORS):
             sem.is_error = True
             try:
                 sem.error_inner = parse_l3(p[8:], fam, strict=False, quoted=True).flow()
             except Bad:
                 sem.error_inner = None
-        elif not quoted and fam == 6 and t in ND_TYPES:
-            sem.nd = True
 
 
 def parse_l3(b: bytes, fam: int, strict: bool = True, quoted: bool = False) -> Sem:
@@ -477,7 +492,7 @@ class Oracle:
 
     def seen(self, hook: str, sem: Sem) -> None:
         if sem.kind == "ip" and sem.first_frag and not sem.is_error and not sem.nd:
-            self.seen_firsts[DIR[hook]][sem.first_frag] = sem.flow()
+            self.seen_firsts[DIR[hook]][sem.first_frag] = sem.tracked()
 
     def explain(self, hook: str, frame: bytes, sem: Sem) -> Optional[str]:
         """Why a pass of this frame is admissible; None if it is not."""
@@ -492,10 +507,12 @@ class Oracle:
         if sem.later_frag:
             if self.firsts[d].get(sem.later_frag):
                 return "fragment of an admitted datagram"
-            flow = self.seen_firsts[d].get(sem.later_frag)
-            if flow is None:
+            first = self.seen_firsts[d].get(sem.later_frag)
+            if first is None:
                 return None
-            if flow in self.opened[d] or _reverse(flow) in self.opened[OPPOSITE[d]] or policy_admits(d, flow):
+            flow, forward, reply = first
+            if (forward and flow in self.opened[d]) or (reply and _reverse(flow) in self.opened[OPPOSITE[d]]) \
+                    or policy_admits(d, flow):
                 return "fragment of a datagram admitted now"
             return None
         flow = sem.flow()
@@ -505,10 +522,11 @@ class Oracle:
                 return "related"
             flow = (sem.src, sem.dst, sem.proto, 0, 0)
         else:
-            if flow in self.opened[d]:
+            _, forward, reply = sem.tracked()
+            if forward and flow in self.opened[d]:
                 return "forward"
             syn_only = sem.proto == TCP and sem.flags & (SYN | ACK) == SYN
-            if not syn_only and _reverse(flow) in self.opened[OPPOSITE[d]]:
+            if reply and not syn_only and _reverse(flow) in self.opened[OPPOSITE[d]]:
                 return "reply"
         if policy_admits(d, flow):
             return "policy"
@@ -521,9 +539,10 @@ class Oracle:
                 continue
             if s.later_frag:
                 f = self.firsts[d].get(s.later_frag)
-                if f:
-                    self.opened[d].add(f)
+                if f and f[1]:
+                    self.opened[d].add(f[0])
                 continue
-            self.opened[d].add(s.flow())
+            if s.tracked()[1]:  # an ICMP reply or unpaired message opens nothing
+                self.opened[d].add(s.flow())
             if s.first_frag:
-                self.firsts[d][s.first_frag] = s.flow()
+                self.firsts[d][s.first_frag] = s.tracked()

@@ -1,21 +1,33 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
 """Issue 15, fault "every map full in turn": a clear error naming the map and its capacity, the
 reconcile counted ``map_full``, the entries there before intact (a desired state that does not fit
-leaves the previous one whole), and the next desired state that fits applied.
+leaves the previous one whole), and the next desired state that fits applied. Through the agent's
+own Services and ipcache reconcilers on real informers, the overflow is also a ``MapFull`` Event on
+the node and ``meshcni_map_full_total{controller,map}``.
 
 Each map the control plane writes is created small (``MeshMaps(capacities=...)``) on a private
 bpffs and driven past capacity through its real applier. Policy failing closed when mc_policy is
 full is tests/kernel/test_policy_fail_closed.py (the reconciler fits the policy to the map's size).
 """
-import pytest
+import logging
+from pathlib import Path
 
+import pytest
+from kubernetes import client
+
+from meshcni.agent.agent import Metrics, event_reason, make_informers
+from meshcni.agent.reconcilers import IPCache, Services
+from meshcni.apiserver import APIServer
 from meshcni.bpf import MeshMaps
+from meshcni.controllers.services import ServiceIDs
 from meshcni.datapath.endpoints import EndpointDatapath, IPCacheDatapath
 from meshcni.datapath.policy import PolicyDatapath, PolicyEntry
 from meshcni.datapath.services import Backend, Frontend, Service, ServiceDatapath
 from meshcni.errors import MapFullError
 from meshcni.k8s.events import EventRecorder
-from meshcni.k8s.reconciler import Desired, Reconciler, Runner
+from meshcni.k8s import api_client
+from meshcni.k8s.reconciler import MAP_FULL_REASON, Desired, Reconciler, Runner
+from testutil import eventually
 
 pytestmark = pytest.mark.kernel
 CAP = 8
@@ -167,3 +179,93 @@ def test_policy_maps_full(pin_root, which):
         with pytest.raises(MapFullError, match=f"map {which} is full \\(max_entries {caps[which]}\\)"):
             dp.apply(entries, enforced)
         assert contents(maps, "mc_policy", "mc_enforce") == before  # the previous policy still enforced, whole
+
+
+# ---- the agent's own Services and ipcache reconcilers: a full map is an Event and a metric ----
+
+CRDS = Path(__file__).resolve().parents[2] / "deploy" / "crds"
+
+
+@pytest.fixture
+def agent_api(tmp_path):
+    with APIServer(crd_dir=str(CRDS), bookmark_interval=0.2) as srv:
+        api = api_client(srv.write_kubeconfig(str(tmp_path / "kubeconfig")))
+        core = client.CoreV1Api(api)
+        core.create_namespace({"metadata": {"name": "mf"}})
+        yield api, core
+
+
+def _service(i):
+    return {"metadata": {"name": f"s{i}", "namespace": "mf"},
+            "spec": {"clusterIP": f"10.96.7.{i}", "ports": [{"port": 80, "protocol": "TCP"}]}}
+
+
+def _node(i):
+    return {"metadata": {"name": f"n{i}"},
+            "status": {"addresses": [{"type": "InternalIP", "address": f"192.168.50.{i}"}]}}
+
+
+def _map_full_events(core):
+    return [e for e in core.list_namespaced_event("default").items if e.reason == MAP_FULL_REASON]
+
+
+@pytest.mark.parametrize("which", ["mc_svc", "mc_ipcache"])
+def test_agent_reconciler_on_a_full_map_reports_an_event_and_a_metric(pin_root, agent_api, which):
+    """A Service or Node too many for mc_svc / mc_ipcache: the agent's reconciler is refused
+    whole (the map keeps what it held), a MapFull Warning Event on this node names the map and
+    its capacity (one while it lasts, however often the retries hit it), and
+    meshcni_map_full_total{controller, map} counts it. Once it fits again the state is applied,
+    and the next overflow is reported anew."""
+    api, core = agent_api
+    cap = 4
+    metrics = Metrics()
+    with MeshMaps(pin_root, capacities={which: cap}) as maps:
+        if which == "mc_svc":
+            rec = Services(ServiceDatapath(maps), ServiceIDs(), metrics, logging.getLogger("test"))
+            make, delete = (lambda i: core.create_namespaced_service("mf", _service(i)),
+                            lambda i: core.delete_namespaced_service(f"s{i}", "mf"))
+        else:
+            rec = IPCache(IPCacheDatapath(maps.ipcache), EndpointDatapath(maps.endpoints), "n1", lambda: [], metrics)
+            make, delete = (lambda i: core.create_node(_node(i)), lambda i: core.delete_node(f"n{i}"))
+        for i in (1, 2, 3):
+            make(i)
+        caches = {i.name: i for i in make_informers(api) if i.name in rec.watches}
+        events = EventRecorder(core, "meshcni-agent", "n1", host="n1", reason=event_reason)
+        runner = Runner("agent", caches, [rec], events, metrics.reconcile, base_delay=0.05, max_delay=0.2)
+        try:
+            runner.start()
+
+            def full_count():
+                return metrics.registry.get_sample_value("meshcni_map_full_total",
+                                                         {"controller": rec.name, "map": which}) or 0
+
+            def ok_count():
+                return metrics.registry.get_sample_value("meshcni_reconcile_total",
+                                                         {"controller": rec.name, "outcome": "ok"}) or 0
+
+            make(4)
+            eventually(lambda: len(contents(maps, which)[which]) == cap, 15, "the map filled", interval=0.05)
+            before = contents(maps, which)
+            make(5)
+            eventually(lambda: full_count() >= 3, 15, "retries refused by the full map", interval=0.05)
+            evs = _map_full_events(core)
+            assert len(evs) == 1, [e.message for e in evs]
+            ev = evs[0]
+            assert (ev.involved_object.kind, ev.involved_object.name, ev.type) == ("Node", "n1", "Warning")
+            assert f"map {which} is full (max_entries {cap})" in ev.message and ev.message.startswith(rec.name)
+            assert ev.count == 1                                     # retries are the same report
+            assert metrics.registry.get_sample_value("meshcni_reconcile_total",
+                                                     {"controller": rec.name, "outcome": "map_full"}) >= 3
+            assert contents(maps, which) == before                   # nothing half-applied
+            # it fits again: applied, and the report ends
+            n_ok, n_full = ok_count(), full_count()
+            delete(5)
+            eventually(lambda: ok_count() > n_ok, 15, "a reconcile that fits", interval=0.05)
+            assert contents(maps, which) == before and full_count() == n_full
+            # the same overflow again is reported again (its Event's count goes up)
+            make(6)
+            eventually(lambda: [e.count for e in _map_full_events(core)] == [2], 15, "the Event bumped",
+                       interval=0.05)
+            assert contents(maps, which) == before
+        finally:
+            runner.stop()

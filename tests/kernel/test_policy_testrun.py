@@ -574,3 +574,108 @@ def test_fragment_ports_are_per_hook(dp):
     assert from_pod(dp, eth(ip4(PEER4, POD4, UDP, b"\0" * 16, frag=9, ident=78))) == OK
     c = dp.drop_counts()
     assert c["policy"][0] == 1 and c["fragment"][0] == 1
+
+
+def test_icmp_pairs_only_what_linux_conntrack_pairs(dp):
+    """Non-echo ICMP carried ports 0, so after the pod sent any unpaired ICMP message to a
+    peer, any unpaired ICMP message from that peer passed as its reply, and an echo reply the
+    pod sent opened the way for the peer's echo request. Now a request (IPv4 echo, timestamp,
+    info, address mask; ICMPv6 echo, node information query) opens a flow under its type and
+    identifier, only its own reply type with that identifier comes back, replies open
+    nothing, and every other non-error message meets the policy each time."""
+    dp.apply([PolicyEntry(POD, EGRESS, peer=PEER)], [(POD, INGRESS), (POD, EGRESS)])
+    # unpaired types: egress admits them, nothing comes back as a reply
+    assert from_pod(dp, out4(icmp(9), ICMP)) == OK                    # router advertisement
+    assert to_pod(dp, in4(icmp(9), ICMP)) == SHOT
+    assert to_pod(dp, in4(icmp(10), ICMP)) == SHOT
+    assert to_pod(dp, in4(icmp(14, ident=0), ICMP)) == SHOT           # a reply without request
+    # each request type and its own reply, by identifier
+    for req, rep in ((8, 0), (13, 14), (15, 16), (17, 18)):
+        assert from_pod(dp, out4(icmp(req, ident=500 + req), ICMP)) == OK
+        assert to_pod(dp, in4(icmp(rep, ident=501 + req), ICMP)) == SHOT   # other identifier
+        others = [r for _q, r in ((8, 0), (13, 14), (15, 16), (17, 18)) if r != rep]
+        for other in others:                                           # another pair's reply
+            assert to_pod(dp, in4(icmp(other, ident=500 + req), ICMP)) == SHOT
+        assert to_pod(dp, in4(icmp(rep, ident=500 + req), ICMP)) == OK
+        assert to_pod(dp, in4(icmp(rep, ident=500 + req), ICMP)) == OK     # a second reply
+    # a reply the pod sends opens nothing: the peer's request is a new flow
+    assert from_pod(dp, out4(icmp(0, ident=9), ICMP)) == OK
+    assert to_pod(dp, in4(icmp(8, ident=9), ICMP)) == SHOT
+    # IPv6: echo and node information query pair; anything else does not
+    out6 = lambda m: eth(ip6(POD6, PEER6, ICMP6, m), v6=True)  # noqa: E731
+    in6 = lambda m: eth(ip6(PEER6, POD6, ICMP6, m), v6=True)   # noqa: E731
+    assert from_pod(dp, out6(icmp(200))) == OK
+    assert to_pod(dp, in6(icmp(200))) == SHOT
+    assert to_pod(dp, in6(icmp(129, ident=0))) == SHOT
+    assert from_pod(dp, out6(icmp(128, ident=31))) == OK
+    assert to_pod(dp, in6(icmp(140, ident=31))) == SHOT
+    assert to_pod(dp, in6(icmp(129, ident=31))) == OK
+    assert from_pod(dp, out6(icmp(139, ident=32))) == OK
+    assert to_pod(dp, in6(icmp(140, ident=32))) == OK
+    # only requests left entries: ICMP entries are keyed (identifier, request type)
+    keys, _ = dp.obj.map("mc_ct").dump()
+    icmp_keys = {(int(k["proto"]), int(k["sport"]), int(k["dport"]))
+                 for k in keys if int(k["proto"]) in (ICMP, ICMP6)}
+    assert icmp_keys == {(ICMP, 508, 8), (ICMP, 513, 13), (ICMP, 515, 15), (ICMP, 517, 17),
+                         (ICMP6, 31, 128), (ICMP6, 32, 139)}
+
+
+def test_icmp_error_quoting_a_paired_request_is_related(dp):
+    dp.apply([PolicyEntry(POD, EGRESS, peer=PEER)], [(POD, INGRESS), (POD, EGRESS)])
+    sent = ip4(POD4, PEER4, ICMP, icmp(13, ident=44))
+    assert from_pod(dp, eth(sent)) == OK
+    assert to_pod(dp, in4(icmp(3, 1, rest=b"\0" * 4 + sent[:28]), ICMP, src="10.9.9.9")) == OK
+    other = ip4(POD4, PEER4, ICMP, icmp(8, ident=44))                    # same id, another pair
+    assert to_pod(dp, in4(icmp(3, 1, rest=b"\0" * 4 + other[:28]), ICMP, src="10.9.9.9")) == SHOT
+    unpaired = ip4(POD4, PEER4, ICMP, icmp(9))
+    assert from_pod(dp, eth(unpaired)) == OK
+    assert to_pod(dp, in4(icmp(3, 1, rest=b"\0" * 4 + unpaired[:28]), ICMP, src="10.9.9.9")) == SHOT
+
+
+def test_fragmented_icmp_keeps_its_pairing(dp):
+    """A later fragment has no ICMP header: it is handled with its first fragment's pairing,
+    so the fragments of a large echo reply pass, and those of an unpaired message do not."""
+    dp.apply([PolicyEntry(POD, EGRESS, peer=PEER)], [(POD, INGRESS), (POD, EGRESS)])
+    assert from_pod(dp, out4(icmp(8, ident=61), ICMP)) == OK
+    assert to_pod(dp, in4(icmp(0, ident=61) + b"p" * 64, ICMP, mf=True, ident=5)) == OK
+    assert to_pod(dp, in4(b"p" * 64, ICMP, frag=9, ident=5)) == OK
+    assert from_pod(dp, out4(icmp(9) + b"p" * 64, ICMP, mf=True, ident=6)) == OK
+    assert to_pod(dp, in4(icmp(9) + b"p" * 64, ICMP, mf=True, ident=6)) == SHOT
+    assert to_pod(dp, in4(b"p" * 64, ICMP, frag=9, ident=6)) == SHOT
+
+
+def test_ipv6_later_fragment_behind_another_extension_header(dp):
+    """A first fragment with destination options after its fragment header: the later
+    fragments' fragment header names dest-opts (60), not UDP, as the next header. They were
+    looked up as protocol 60 and dropped; they now meet the first fragment's verdict."""
+    dp.apply([PolicyEntry(POD, INGRESS, peer=PEER, proto=UDP, port=53),
+              PolicyEntry(POD, EGRESS, peer=PEER, proto=UDP, port=53)], [(POD, INGRESS), (POD, EGRESS)])
+    dstopts = bytes([UDP, 0]) + b"\x01\x04\0\0\0\0"
+
+    def frag(off, more, ident):
+        return struct.pack("!BBHI", 60, 0, (off << 3) | int(more), ident)
+
+    def first(src, dst, dport, ident):
+        return eth(ip6(src, dst, 44, udp(5000, dport, b"q" * 64), ext=frag(0, True, ident) + dstopts), v6=True)
+
+    def later(src, dst, ident, off=9, more=False):
+        return eth(ip6(src, dst, 44, b"r" * 64, ext=frag(off, more, ident)), v6=True)
+
+    # ingress: admitted by the policy
+    assert to_pod(dp, first(PEER6, POD6, 53, 0xA1)) == OK
+    assert to_pod(dp, later(PEER6, POD6, 0xA1, 9, True)) == OK
+    assert to_pod(dp, later(PEER6, POD6, 0xA1, 18)) == OK
+    # denied datagram: its later fragments are denied too
+    assert to_pod(dp, first(PEER6, POD6, 54, 0xA2)) == SHOT
+    assert to_pod(dp, later(PEER6, POD6, 0xA2)) == SHOT
+    # egress, then the fragmented answer admitted by conntrack (the DNS case)
+    assert from_pod(dp, first(POD6, PEER6, 53, 0xB1)) == OK
+    assert from_pod(dp, later(POD6, PEER6, 0xB1)) == OK
+    answer = eth(ip6(PEER6, POD6, 44, udp(53, 5000, b"a" * 64), ext=frag(0, True, 0xC1) + dstopts), v6=True)
+    assert to_pod(dp, answer) == OK
+    assert to_pod(dp, later(PEER6, POD6, 0xC1)) == OK
+    c = dp.drop_counts()
+    assert c["policy"][0] == 2 and "fragment" not in c
+    keys, vals = dp.obj.map("mc_frag").dump()
+    got = {(int(k["id"]), int(k["proto"]), int(v["proto"])) for k, v in zip(keys, vals)}
+    assert {(0xA1, 60, UDP), (0xA2, 60, UDP), (0xB1, 60, UDP), (0xC1, 60, UDP)} <= got

@@ -169,3 +169,36 @@ def test_fragmented_udp_passes_where_policy_admits_it(pin_root, veth):
     finally:
         for s in servers:
             s.stop()
+
+
+def test_ipv6_fragments_behind_a_destination_options_header(pin_root, veth):
+    """Real IPv6 fragments whose fragment header is followed by destination options: the later
+    fragment names dest-opts (60), not UDP, as its next header. It used to be looked up as
+    protocol 60 and dropped, so the admitted datagram never arrived; it now meets its first
+    fragment's verdict, and the receiving kernel reassembles it (checksum and all)."""
+    h, p, ifindex = veth
+    servers = [_UdpServer(h, HOST6, 5353, 0), _UdpServer(h, HOST6, 5354, 0)]
+    try:
+        with PolicyProgram(pin_root) as prog:
+            prog.attach("vh", netns=h)
+            d = prog.datapath()
+            d.set_endpoint(ifindex, POD, POD_IP)
+            d.set_ipcache({POD_IP + "/32": POD, HOST_IP + "/32": HOST_ID, POD6 + "/128": POD,
+                           HOST6 + "/128": HOST_ID})
+            try:
+                d.apply([PolicyEntry(POD, EGRESS, peer=HOST_ID, proto=17, port=5353)], [(POD, EGRESS)])
+                for port in (5353, 5354):
+                    out = subprocess.run(["ip", "netns", "exec", p, sys.executable, UDPFRAG, "send6-dstopts",
+                                          POD6, HOST6, str(port), "2000"],
+                                         check=True, capture_output=True, text=True).stdout
+                    assert out.strip() == "sent"
+                assert servers[0].got() == [2000]
+                assert servers[1].got() == []
+                counts = d.drop_counts()
+                assert counts["policy"][0] == 2 and "fragment" not in counts  # both of 5354's, none of 5353's
+            finally:
+                d.close()
+            prog.detach("vh", netns=h)
+    finally:
+        for s in servers:
+            s.stop()

@@ -295,8 +295,10 @@ struct mc_ct {
 };
 
 /* ---- IP fragments ----
- * The ports of a fragmented datagram, taken from its first fragment, for the
- * fragments that follow it (they carry no L4 header). Keyed the way the IP
+ * The ports, L4 protocol and ICMP pairing of a fragmented datagram, taken
+ * from its first fragment, for the fragments that follow it (they carry no
+ * L4 header, and an IPv6 one names only the header after the fragment
+ * header, which need not be the L4 one). Keyed the way the IP
  * layer reassembles: addresses, protocol (IPv6: the fragment header's next
  * header) and the identification (16 bits in IPv4, 32 in IPv6), network
  * order, plus the policy direction of the hook (a datagram's fragments all
@@ -316,7 +318,9 @@ struct mc_frag_key {
 struct mc_frag {
 	__be16 sport;
 	__be16 dport;
-	__u32 pad;
+	__u8 proto;   /* the L4 protocol (IPv6: past any header after the fragment header) */
+	__u8 icmp_ct; /* MC_ICMP_CT_* of the first fragment (bpf/lib/parse.h) */
+	__u16 pad;
 };
 
 /* ---- visibility ----
