@@ -47,6 +47,7 @@ from ..k8s.events import DEFAULT_REASON
 from ..k8s.trim import trim_endpointslice, trim_pod, trim_service
 from .localapi import LocalAPI
 from .reconcilers import IPCache, Pins, Policy, Routes, Services
+from .uplink import Uplink, UplinkOptions
 
 log = logging.getLogger("meshcni.agent")
 STARTUP_TAINT = "mesh-cni.dev/startup"
@@ -76,6 +77,7 @@ class AgentConfig:
     cni_fallback: bool = True  # the Python plugin beside the shim (only where this interpreter is the node's)
     sync_timeout: float = 60.0
     pin_check_interval: float = 10.0  # seconds between checks of the datapath's pins
+    uplink: Optional[UplinkOptions] = None  # NodePort from outside and masquerade (None: the defaults)
 
 
 class Metrics:
@@ -176,6 +178,7 @@ class Agent:
                        Pins(dp.check_pins, cfg.node_name, events, m, cfg.pin_check_interval)]
         if cfg.routes:
             reconcilers.append(Routes(RouteDatapath(), cfg.node_name))
+        reconcilers.append(Uplink.for_agent(cfg.bpf_root, dp.maps, cfg.node_name, cfg.uplink))
 
         self.localapi = LocalAPI(cfg.socket, self.status, on_change=self._endpoints_changed,
                                  views={"/v1/services": self.services.view, "/v1/policy": self.policy.view,

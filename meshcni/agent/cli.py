@@ -9,6 +9,7 @@ import sys
 import threading
 
 from ..cli.parser import flag
+from .uplink import add_flags as uplink_flags, options as uplink_options
 
 
 def add_parser(sub) -> None:
@@ -46,6 +47,7 @@ def add_parser(sub) -> None:
                    help="seconds between checks that every pin under --bpf-root still holds the agent's object "
                         "(deleted ones are pinned again; default %(default)s)")
     p.add_argument("--metrics-address", default="127.0.0.1:9962", help="HOST:PORT of /healthz /readyz /metrics")
+    uplink_flags(p)
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.set_defaults(fn=cmd_agent)
 
@@ -89,7 +91,7 @@ def cmd_agent(args) -> int:
                               cni_conf_dir=args.cni_conf_dir, chained=args.chained, socket=args.socket,
                               state_dir=args.state_dir, ipam_dir=args.ipam_dir, routes=args.routes, cni_shim=args.cni_shim,
                               cni_fallback=args.cni_fallback, metrics_address=args.metrics_address,
-                              pin_check_interval=args.pin_check_interval))
+                              pin_check_interval=args.pin_check_interval, uplink=uplink_options(args)))
     try:
         agent.start()
     except Exception as e:

@@ -202,13 +202,26 @@ class NodePortDatapath(Closing):
 
 def detach(ifname: str, netns: Optional[str] = None) -> int:
     """The uplink programs off ``ifname`` (the clsact qdisc stays); how many went."""
-    n = 0
     with in_netns(netns):
-        ifindex = _ifindex(ifname)
-        for _, where in HOOKS:
-            if lib.mc_tc_detach(ifindex, where, TC_HANDLE, TC_PRIORITY) == 0:
-                n += 1
+        return detach_ifindex(_ifindex(ifname))
+
+
+def detach_ifindex(ifindex: int) -> int:
+    n = 0
+    for _, where in HOOKS:
+        if lib.mc_tc_detach(ifindex, where, TC_HANDLE, TC_PRIORITY) == 0:
+            n += 1
     return n
+
+
+def attached_ifindex(ifindex: int) -> Dict[str, Optional[int]]:
+    """prog -> id attached at the uplink's tc handle on ifindex (None: nothing)."""
+    out = {}
+    pid = ffi.new("uint32_t *")
+    for prog, where in HOOKS:
+        rc = lib.mc_tc_query(ifindex, where, TC_HANDLE, TC_PRIORITY, pid)
+        out[prog] = pid[0] if rc == 0 else None
+    return out
 
 
 def nat_gc(nat, now_ns: Optional[int] = None, batch: int = 4096) -> int:

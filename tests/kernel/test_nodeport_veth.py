@@ -130,3 +130,35 @@ def test_masquerade_off_and_detach(topo, uplink, servers):
     assert set(uplink.attached("eth0").values()) != {None}
     assert uplink.apply(UplinkConfig(devices=[])) == {"devices": 0, "cidrs": 0}
     assert set(uplink.attached("eth0").values()) == {None}
+
+
+def test_agent_reconciler_finds_the_uplink_and_masquerades(topo, pin_root, servers):
+    """The agent's Uplink reconciler: the device is the one holding the Node's InternalIP."""
+    from meshcni.agent.uplink import Uplink, UplinkOptions, desired_uplink
+    from meshcni.datapath.policy import in_netns
+
+    servers(topo.ext, "0.0.0.0", 9000)
+    nodes = [{"metadata": {"name": "n1"}, "spec": {"podCIDRs": [POD1_CIDR]},
+              "status": {"addresses": [{"type": "InternalIP", "address": NODE1}]}},
+             {"metadata": {"name": "n2"}, "spec": {"podCIDRs": ["10.1.2.0/24"]},
+              "status": {"addresses": [{"type": "InternalIP", "address": NODE2}]}}]
+    with MeshMaps(pin_root) as maps:
+        r = Uplink.for_agent(pin_root, maps, "n1", UplinkOptions())
+        r.datapath.netns = topo.node1
+        try:
+            with in_netns(topo.node1):
+                out = r.apply(desired_uplink(nodes, "n1", UplinkOptions()).state)
+            assert out["devices"] == 1 and out["natExpired"] == 0 and out["requeueAfter"] == 30.0
+            assert [(d.ifname, d.addr4, d.masquerade) for d in r.devices] == [("eth0", NODE1, True)]
+            assert ask(topo.pod1, "tcp", EXT, 9000)[0] == NODE1
+            # applied again: nothing changes, the programs stay
+            ids = r.datapath.attached("eth0")
+            with in_netns(topo.node1):
+                r.apply(desired_uplink(nodes, "n1", UplinkOptions()).state)
+            assert r.datapath.attached("eth0") == ids
+            with in_netns(topo.node1):
+                r.apply(desired_uplink(nodes, "n1", UplinkOptions(masquerade=False)).state)
+            assert ask(topo.pod1, "udp", EXT, 9000, timeout=0.5) is None
+        finally:
+            r.datapath.remove()
+            r.datapath.close()
