@@ -216,11 +216,14 @@ static __always_inline __u64 mc_nat_timeout(__u8 proto, __u8 state)
 	return MC_NAT_TIMEOUT_ICMP_S * MC_NSEC_S;
 }
 
-/* TCP state from one packet: FIN/RST close for good, any ACK establishes */
+/* TCP state from one packet: FIN/RST close, any ACK establishes, and a SYN
+ * on a closed tuple is a new connection (a reused client port) */
 static __always_inline __u8 mc_nat_state(const struct mc_tuple *t, __u8 old)
 {
 	if (t->proto != MC_PROTO_TCP)
 		return MC_CT_STATE_DATAGRAM;
+	if ((t->tcp_flags & (MC_TCP_SYN | MC_TCP_ACK | MC_TCP_RST | MC_TCP_FIN)) == MC_TCP_SYN)
+		return MC_CT_STATE_SYN_SENT;
 	if (old == MC_CT_STATE_CLOSING || (t->tcp_flags & (MC_TCP_FIN | MC_TCP_RST)))
 		return MC_CT_STATE_CLOSING;
 	if (t->tcp_flags & MC_TCP_ACK)

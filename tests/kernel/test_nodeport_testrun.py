@@ -281,3 +281,24 @@ def test_nat_gc_removes_expired_entries_only(np_):
     keys, vals = np_.nat.dump()
     assert set(keys["proto"].tolist()) == {TCP} and len(keys) == 2
     assert np_.gc(now + 7 * 3600 * 10 ** 9) == 2 and len(np_.nat) == 0
+
+
+def test_tcp_timeouts_follow_the_connection(np_):
+    def expiry(proto):
+        keys, vals = np_.nat.dump()
+        return sorted(int(v) for v in vals["expires_ns"][keys["proto"] == proto])
+
+    run_in(np_, packet(CLIENT, NODE, TCP, 40100, 30080, flags=SYN))
+    now = time.monotonic_ns()
+    assert all(now < e <= now + 61 * 10 ** 9 for e in expiry(TCP))          # SYN: 60 s
+    run_out(np_, packet(LOCAL_POD, CLIENT, TCP, 8080, 40100, flags=SYN | ACK))
+    assert all(e > now + 3600 * 10 ** 9 for e in expiry(TCP))               # established: 6 h
+    run_in(np_, packet(CLIENT, NODE, TCP, 40100, 30080, flags=0x04))        # RST
+    now = time.monotonic_ns()
+    assert all(e <= now + 11 * 10 ** 9 for e in expiry(TCP))                # closing: 10 s
+    run_out(np_, packet(LOCAL_POD, CLIENT, TCP, 8080, 40100, flags=ACK))    # stays closing
+    assert all(e <= now + 11 * 10 ** 9 for e in expiry(TCP))
+    # the client reuses its port for a new connection: a SYN opens it again
+    rc, out = run_in(np_, packet(CLIENT, NODE, TCP, 40100, 30080, flags=SYN))
+    assert rc == OK and Parsed(out).dst == LOCAL_POD
+    assert all(e > now + 30 * 10 ** 9 for e in expiry(TCP))
