@@ -83,6 +83,7 @@ class Problem:
 
 
 NODEPORT_CONFLICT = "NodePortConflict"
+FRONTEND_CONFLICT = "FrontendConflict"  # an address:port two Services claim otherwise (externalIPs, clusterIPs)
 NOT_SERVED = "ServiceNotServed"
 WILDCARD = {4: "0.0.0.0", 6: "::"}  # the NodePort frontend the socket LB retries for any node's address
 NODE_ADDRESS_TYPES = ("InternalIP", "ExternalIP")
