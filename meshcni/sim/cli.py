@@ -12,6 +12,7 @@
     meshcni sim host add|del|list [NAME] [--ip ADDR]
                                          external hosts on the underlay (clients from outside the cluster)
     meshcni sim exec host/NAME -- CMD    run on such a host
+    meshcni sim exec node/NODE -- CMD    run on a node (its netns, a cgroup under the node's: the socket LB applies)
     meshcni sim logs [COMPONENT]         daemon, cni-<node>, or a pod's NS/POD
     meshcni sim mesh A B [C ...]         in each cluster a Cluster + kubeconfig Secret for every other
     meshcni sim unmesh A B [C ...]       remove them again
@@ -299,6 +300,11 @@ def cmd_exec(args) -> int:
         if not cmd:
             raise SimError("nothing to run: meshcni sim exec host/NAME -- CMD ...")
         return subprocess.run(host_argv(root, args.name, name, cmd)).returncode
+    if ns == "node":
+        cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
+        if not cmd:
+            raise SimError("nothing to run: meshcni sim exec node/NODE -- CMD ...")
+        return subprocess.run(_node_argv(root, args.name, name, cmd)).returncode
     rec = read_pod_record(os.path.join(cluster_dir(root, args.name), "pods"), ns, name)
     if rec is None:
         raise SimError(f"pod {ns}/{name} is not running in cluster {args.name}")
@@ -334,6 +340,24 @@ def cmd_host(args) -> int:
         return 1
     print(f"host {args.host} deleted")
     return 0
+
+
+def _node_argv(root: str, cluster: str, node: str, cmd: List[str]) -> List[str]:
+    """cmd as a process of node ``node``: its network namespace and a cgroup under the node's (a node's own
+    processes are under the cgroup its agent attaches the socket LB to, as on a real node)."""
+    from .cluster import cluster_dir, read_config
+    from .topology import Ledger, plan_nodes
+    cfg = read_config(root, cluster)
+    n = next((x for x in plan_nodes(cluster, cfg.index, cfg.nodes, cfg.pod_cidr, root) if x.name == node), None)
+    if n is None:
+        raise SimError(f"no node {node} in cluster {cluster}")
+    d = cluster_dir(root, cluster)
+    cg = os.path.join(d, "cgroup2", f"meshcni-sim-{cluster}", node, "node-exec")
+    if not os.path.isdir(cg):
+        os.makedirs(cg, exist_ok=True)
+        Ledger(os.path.join(d, "ledger.json")).add("cgroup", cg)
+    script = 'echo $$ > "$1/cgroup.procs" && exec nsenter --net="$2" -- "${@:3}"'
+    return ["bash", "-c", script, "on-node", cg, n.netns_path] + list(cmd)
 
 
 def cmd_logs(args) -> int:
