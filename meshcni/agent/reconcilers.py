@@ -75,7 +75,7 @@ class Services(Reconciler):
             ns_name = b.split(":", 1)[0]
             ns, _, name = ns_name.partition("/")
             problems.append(Problem("Service", ns, name, "spec",
-                                    f"a frontend of {b} is already used by {a}: {b} not served", FRONTEND_CONFLICT))
+                                    f"a frontend of {b} is already used by {a}: {b} not served", reason=FRONTEND_CONFLICT))
         return Desired(([s for s in svcs if s.name not in dropped], conflicts), problems)
 
     def apply(self, state: Tuple[List[Service], List[Tuple[str, str]]]) -> dict:

@@ -44,7 +44,7 @@ import os
 import socket
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..datapath.services import (F_ETP_LOCAL, F_EXTERNAL, F_ITP_LOCAL, F_NODEPORT, F_SRC_RANGES, F_TWO_SCOPES,
@@ -76,7 +76,9 @@ class Problem:
     name: str
     field: str
     message: str
-    reason: str = ""  # the Event's reason; empty: the recorder's default (InvalidField)
+    # the Event's reason; empty: the recorder's default (InvalidField). Keyword-only: subclasses
+    # (MeshProblem) add positional fields after message
+    reason: str = field(default="", kw_only=True)
 
     def __str__(self) -> str:
         return f"{self.kind} {self.namespace}/{self.name}: {self.field}: {self.message}"
@@ -333,19 +335,18 @@ def _external(spec: dict, status, ns: str, name: str, problems: List[Problem]) -
             if np_ is None:
                 if stype == "NodePort" or spec.get("allocateLoadBalancerNodePorts") is not False:
                     problems.append(Problem("Service", ns, name, f"spec.ports[{i}].nodePort",
-                                            "not allocated: no NodePort frontend for this port", NOT_SERVED))
+                                            "not allocated: no NodePort frontend for this port", reason=NOT_SERVED))
                 continue
             if not _port_ok(np_):
                 problems.append(Problem("Service", ns, name, f"spec.ports[{i}].nodePort",
-                                        f"{np_!r} must be between 1 and 65535: no NodePort frontend", NOT_SERVED))
+                                        f"{np_!r} must be between 1 and 65535: no NodePort frontend", reason=NOT_SERVED))
                 continue
             ext.nodeports[i] = np_
     ips = spec.get("externalIPs") or []
     for i, a in enumerate(ips if isinstance(ips, list) else [ips]):
         c = _canon(a)
         if c is None:
-            problems.append(Problem("Service", ns, name, f"spec.externalIPs[{i}]", f"{a!r} is not an IP address",
-                                    NOT_SERVED))
+            problems.append(Problem("Service", ns, name, f"spec.externalIPs[{i}]", f"{a!r} is not an IP address", reason=NOT_SERVED))
         else:
             ext.external.append((c[0], c[1], False, f"spec.externalIPs[{i}]"))
     if stype == "LoadBalancer":
@@ -355,7 +356,7 @@ def _external(spec: dict, status, ns: str, name: str, problems: List[Problem]) -
             c = _canon(ing["ip"])
             if c is None:
                 problems.append(Problem("Service", ns, name, f"status.loadBalancer.ingress[{i}].ip",
-                                        f"{ing['ip']!r} is not an IP address", NOT_SERVED))
+                                        f"{ing['ip']!r} is not an IP address", reason=NOT_SERVED))
             else:
                 ext.external.append((c[0], c[1], True, f"status.loadBalancer.ingress[{i}].ip"))
         ranges = spec.get("loadBalancerSourceRanges")
@@ -401,7 +402,7 @@ def nodeport_claims(services: Iterable[dict]) -> Tuple[set, List[Problem]]:
                 lost.add((ns, name, i))
                 problems.append(Problem("Service", ns, name, f"spec.ports[{i}].nodePort",
                                         f"{k[0]}/{k[1]} is already used by Service {owner[0]}/{owner[1]}: "
-                                        "not served on this nodePort", NODEPORT_CONFLICT))
+                                        "not served on this nodePort", reason=NODEPORT_CONFLICT))
     return lost, problems
 
 
@@ -459,7 +460,7 @@ def desired_services(services: Iterable[dict], slices: Iterable[dict], ids: Serv
             for a, fam, _, f in ext.external:
                 if fam not in fams:
                     problems.append(Problem("Service", ns, name, f, f"{a}: the Service has no IPv{fam} clusterIP, "
-                                            "so it has no IPv{fam} backends: not served".format(fam=fam), NOT_SERVED))
+                                            "so it has no IPv{fam} backends: not served".format(fam=fam), reason=NOT_SERVED))
         want_local = ext is not None and (ext.etp_local or ext.itp_local)
         affinity = None
         if spec.get("sessionAffinity") == "ClientIP":
@@ -548,7 +549,7 @@ def desired_services(services: Iterable[dict], slices: Iterable[dict], ids: Serv
                         if seen[k] != field:
                             problems.append(Problem("Service", ns, name, field,
                                                     f"{fe.ip}:{fe.port} is already this Service's {seen[k]}: "
-                                                    "served once", NOT_SERVED))
+                                                    "served once", reason=NOT_SERVED))
                         return
                     seen[k] = field
                     groups[is_local].append(fe)
@@ -627,11 +628,11 @@ def health_checks(services: Iterable[dict], slices: Iterable[dict],
         port = svc["spec"]["healthCheckNodePort"]
         if not _port_ok(port):
             problems.append(Problem("Service", ns, name, "spec.healthCheckNodePort",
-                                    f"{port!r} must be between 1 and 65535: not answered", NOT_SERVED))
+                                    f"{port!r} must be between 1 and 65535: not answered", reason=NOT_SERVED))
             continue
         if port in out:
             problems.append(Problem("Service", ns, name, "spec.healthCheckNodePort",
-                                    f"{port} is already answered for Service {out[port][0]}", NODEPORT_CONFLICT))
+                                    f"{port} is already answered for Service {out[port][0]}", reason=NODEPORT_CONFLICT))
             continue
         out[port] = (f"{ns}/{name}", len(local.get((ns, name), ())))
     return out, problems
