@@ -114,7 +114,7 @@ def cl(tmp_path_factory):
                  for n in core.list_node().items}
         n1, n2 = f"{CL}-node1", f"{CL}-node2"
         for h, via in (("ext1", n1), ("ext2", n2)):
-            sim(root, "host", "add", "--name", CL, h, "--ip", EXT[h])
+            sim(root, "host", "add", h, "--name", CL, "--ip", EXT[h])
             # the router in front of the cluster: external and LoadBalancer IPs go to one node
             sim(root, "exec", "--name", CL, f"host/{h}", "--", "ip", "route", "replace", "198.51.100.0/24", "via",
                 nodes[via])
