@@ -639,12 +639,13 @@ def health_checks(services: Iterable[dict], slices: Iterable[dict],
 
 
 def frontend_conflicts(services: Sequence[Service]) -> List[Tuple[str, str]]:
-    """Pairs of Services claiming one frontend (the second is dropped by the caller)."""
-    seen: Dict[Tuple[str, int, str], str] = {}
+    """Pairs of Services claiming one frontend (the second is dropped by the caller). The two masters of an
+    address, port and protocol at scopes EXT and INT are two frontends."""
+    seen: Dict[Tuple[str, int, str, int], str] = {}
     out = []
     for s in services:
         for f in s.frontends:
-            k = (f.ip, f.port, f.proto)
+            k = (f.ip, f.port, f.proto, f.scope)
             if k in seen:
                 out.append((seen[k], s.name))
             else:

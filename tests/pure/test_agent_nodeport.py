@@ -57,6 +57,15 @@ def test_services_reconciler_uses_its_nodes_addresses_and_the_cidr_filter():
         ("Node", "n1", "--nodeport-addresses: 'bad' is not a CIDR")]
 
 
+def test_etp_local_two_masters_of_one_address_are_not_a_clash():
+    c = caches([svc("a", "10.96.0.10", 30080, "2026-01-01T00:00:00Z", externalTrafficPolicy="Local",
+                    externalIPs=["198.51.100.7"])], nodes=[node("n1", "172.30.1.10")])
+    d = Services(None, ServiceIDs(), None, None, "n1").desired(c)
+    svcs, conflicts = d.state
+    assert conflicts == [] and not d.problems
+    assert sorted(s.name for s in svcs) == ["default/a:http/TCP/v4", "default/a:http/TCP/v4/local"]
+
+
 def test_nodeport_clash_is_a_nodeportconflict_event():
     c = caches([svc("b", "10.96.0.11", 30080, "2026-02-01T00:00:00Z"), svc("a", "10.96.0.10", 30080,
                                                                           "2026-01-01T00:00:00Z")],
