@@ -45,6 +45,7 @@ from ..health import HealthServer
 from ..k8s import EventRecorder, Informer, ReconcileMetrics, Runner, SyncTimeout, api_client
 from ..k8s.events import DEFAULT_REASON
 from ..k8s.trim import trim_endpointslice, trim_pod, trim_service
+from .healthcheck import HealthChecks
 from .localapi import LocalAPI
 from .reconcilers import IPCache, Pins, Policy, Routes, Services
 from .uplink import Uplink, UplinkOptions
@@ -55,8 +56,10 @@ CRD_INFORMERS = ("identities", "cidridentities", "meshendpoints", "clusters")
 
 
 def event_reason(problem) -> str:
-    """The Event reason of an agent problem: a pod whose policy failed closed, or bad input."""
-    return "PolicyFailClosed" if problem.field == FAIL_CLOSED_FIELD else DEFAULT_REASON
+    """The Event reason of an agent problem: its own (a Service not served), a pod whose policy failed
+    closed, or bad input."""
+    return getattr(problem, "reason", "") or ("PolicyFailClosed" if problem.field == FAIL_CLOSED_FIELD
+                                              else DEFAULT_REASON)
 
 
 @dataclass
@@ -78,6 +81,7 @@ class AgentConfig:
     sync_timeout: float = 60.0
     pin_check_interval: float = 10.0  # seconds between checks of the datapath's pins
     uplink: Optional[UplinkOptions] = None  # NodePort from outside and masquerade (None: the defaults)
+    nodeport_addresses: Optional[List[str]] = None  # CIDRs; None: the Node's InternalIP/ExternalIP addresses
 
 
 class Metrics:
@@ -127,6 +131,23 @@ def make_informers(api) -> List[Informer]:
             Informer(custom.list_cluster_custom_object, "mesh-cni.dev", "v1alpha1", "clusters", name="clusters")]
 
 
+def local_addresses() -> List[str]:
+    """Every address on this network namespace's interfaces but loopback and link-local (the candidates
+    ``--nodeport-addresses`` chooses from)."""
+    import ipaddress
+    from pyroute2 import IPRoute
+    out = []
+    with IPRoute() as ipr:
+        for msg in ipr.get_addr():
+            a = msg.get_attr("IFA_ADDRESS")
+            if a is None:
+                continue
+            ip = ipaddress.ip_address(a)
+            if not (ip.is_loopback or ip.is_link_local):
+                out.append(str(ip))
+    return out
+
+
 def pod_ip_names(pods) -> Dict[str, str]:
     """pod IP -> "namespace/name" (GET /v1/ips, for monitors)."""
     out = {}
@@ -150,6 +171,7 @@ class Agent:
         self.localapi: Optional[LocalAPI] = None
         self.caches: Dict[str, Informer] = {}
         self.services: Optional[Services] = None
+        self.healthchecks: Optional[HealthChecks] = None
         self.ipcache: Optional[IPCache] = None
         self.policy: Optional[Policy] = None
         self.runner: Optional[Runner] = None
@@ -170,11 +192,13 @@ class Agent:
                  ", ".join(f"{k} {v}" for k, v in sorted(dp.attached.items())))
         log.info("tc programs pinned under %s/progs: %s", cfg.bpf_root, dp.programs)
         m = self.metrics
-        self.services = Services(dp.services, ServiceIDs(os.path.join(cfg.state_dir, "service-ids.json")), m, log)
+        self.services = Services(dp.services, ServiceIDs(os.path.join(cfg.state_dir, "service-ids.json")), m, log,
+                                 cfg.node_name, cfg.nodeport_addresses, local_addresses)
+        self.healthchecks = HealthChecks(cfg.node_name, self.services.node_context)
         self.ipcache = IPCache(dp.ipcache, dp.endpoints, cfg.node_name, self._local_endpoints, m)
         self.policy = Policy(dp.policy, m)
         events = EventRecorder(self.core, "meshcni-agent", cfg.node_name, host=cfg.node_name, reason=event_reason)
-        reconcilers = [self.services, self.ipcache, self.policy,
+        reconcilers = [self.services, self.healthchecks, self.ipcache, self.policy,
                        Pins(dp.check_pins, cfg.node_name, events, m, cfg.pin_check_interval)]
         if cfg.routes:
             reconcilers.append(Routes(RouteDatapath(), cfg.node_name))
@@ -182,6 +206,7 @@ class Agent:
 
         self.localapi = LocalAPI(cfg.socket, self.status, on_change=self._endpoints_changed,
                                  views={"/v1/services": self.services.view, "/v1/policy": self.policy.view,
+                                        "/v1/healthchecks": self.healthchecks.view,
                                         "/v1/ips": lambda: pod_ip_names(self.caches["pods"].list())})
         self.localapi.load(cni_endpoints.all_records(cfg.state_dir))
         self.localapi.start()
@@ -280,6 +305,8 @@ class Agent:
             self.runner.stop()  # waits for a reconcile in flight: the maps stay open until it is done
         for inf in self.caches.values():
             inf.stop()  # those the runner never started (start failed before it)
+        if self.healthchecks is not None:
+            self.healthchecks.close()
         if self.localapi:
             self.localapi.stop()
         if self._http:
