@@ -116,8 +116,9 @@ def cl(tmp_path_factory):
         for h, via in (("ext1", n1), ("ext2", n2)):
             sim(root, "host", "add", h, "--name", CL, "--ip", EXT[h])
             # the router in front of the cluster: external and LoadBalancer IPs go to one node
+            # (src: the host sends from its documentation address, as the backend must see under eTP Local)
             sim(root, "exec", "--name", CL, f"host/{h}", "--", "ip", "route", "replace", "198.51.100.0/24", "via",
-                nodes[via])
+                nodes[via], "src", EXT[h])
         core.create_namespaced_pod("default", pod("be1", {"app": "be", "pair": "yes"}, n1))
         core.create_namespaced_pod("default", pod("be2", {"pair": "yes"}, n2))
         core.create_namespaced_pod("default", pod("c1", {"role": "client"}, n1, serve=False))
