@@ -17,6 +17,7 @@ program on the node's uplink (the datapath half of issue 20): those cells skip w
 import glob
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -138,7 +139,10 @@ def cl(tmp_path_factory):
         yield {"root": root, "core": core, "nodes": nodes, "n1": n1, "n2": n2,
                "pods": {p: core.read_namespaced_pod(p, "default").status.pod_ip for p in ("c1", "c2")}}
     finally:
+        hosts = json.loads(sim(root, "host", "list", "--name", CL, "-o", "json", check=False).stdout or "[]")
         sim(root, "down", "--all", check=False)
+        left = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
+        assert not {h["netns"] for h in hosts} & left, "sim down left an external host's namespace"
 
 
 def probe(root, where, targets, timeout=1.5):
@@ -296,3 +300,23 @@ def test_a_service_that_cannot_be_served_gets_an_event(cl):
 
     (e, *_) = wait(event, what="FrontendConflict Event")
     assert e.involved_object.kind == "Service" and "already used by" in e.message
+
+
+def test_external_hosts_are_listed_and_deleted(cl):
+    root = cl["root"]
+    hosts = json.loads(sim(root, "host", "list", "--name", CL, "-o", "json").stdout)
+    assert [(h["name"], h["extra"], h["present"]) for h in hosts] == [("ext1", EXT["ext1"], True),
+                                                                       ("ext2", EXT["ext2"], True)]
+    sim(root, "host", "add", "tmp", "--name", CL)
+    tmp = next(h for h in json.loads(sim(root, "host", "list", "--name", CL, "-o", "json").stdout)
+               if h["name"] == "tmp")
+    assert tmp["ip"].startswith("172.30.254.") and tmp["ip"] not in {h["ip"] for h in hosts}
+    # it reaches a node over the underlay (the agent's healthCheckNodePort listener answers there)
+    hc = cl["core"].read_namespaced_service("lb-local", "default").spec.health_check_node_port
+    connect = "import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3).close()"
+    assert sim(root, "exec", "--name", CL, "host/tmp", "--", sys.executable, "-c", connect, cl["nodes"][cl["n1"]],
+               str(hc), check=False).returncode == 0
+    assert "already exists" in sim(root, "host", "add", "tmp", "--name", CL, check=False).stderr
+    sim(root, "host", "del", "tmp", "--name", CL)
+    assert tmp["netns"] not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert sim(root, "host", "del", "tmp", "--name", CL, check=False).returncode == 1
