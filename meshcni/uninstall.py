@@ -8,8 +8,8 @@ agent's own paths. In order, so nothing new is wired while the rest goes:
    (:func:`meshcni.cni.install.uninstall`: a chained config gets its original back);
 2. the socket LB: every cgroup link pinned under ``<bpf-root>/links`` is
    detached at once (not when the last fd closes), whichever cgroup it is on;
-3. meshcni's tc filters (its handle and priority) on every interface of
-   this network namespace; other filters and the clsact qdisc stay, since
+3. meshcni's tc filters (its handles and priority: pod veths and the
+   uplink) on every interface of this network namespace; other filters and the clsact qdisc stay, since
    another tool may own them;
 4. routes of protocol 191 (the agent's own, never anyone else's) in the main table;
 5. every pin under ``--bpf-root`` (maps, programs, links);
@@ -62,13 +62,16 @@ def detach_cgroup_links(bpf_root: str) -> int:
 def detach_tc() -> Dict[str, int]:
     """meshcni's tc filters on every interface here: {ifname: filters removed}."""
     from pyroute2 import IPRoute
-    from .datapath import tcpins
+    from .datapath import nodeport, tcpins
     out = {}
     with IPRoute() as ipr:
         links = [(l["index"], l.get_attr("IFLA_IFNAME")) for l in ipr.get_links()]
     for ifindex, name in links:
         if any(v is not None for v in tcpins.attached(ifindex).values()):
             out[name] = tcpins.detach(ifindex)
+        # the uplink programs (NodePort, masquerade) have a handle of their own
+        if any(v is not None for v in nodeport.attached_ifindex(ifindex).values()):
+            out[name] = out.get(name, 0) + nodeport.detach_ifindex(ifindex)
     return out
 
 

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PKGS=(clang llvm libbpf-dev bpftool iproute2 iptables containernetworking-plugins
-          libelf-dev zlib1g-dev pkg-config gcc procps util-linux)
+          libelf-dev zlib1g-dev pkg-config gcc procps util-linux nftables iperf3)
 # kubectl for the API server's smoke tests: Debian's kubernetes-client unless
 # the machine already has one (a newer kubectl is kept as it is)
 command -v kubectl >/dev/null 2>&1 || APT_PKGS+=(kubernetes-client)

@@ -10,6 +10,7 @@
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 #include "lib/maps_def.h"
 
 #define MC_IPPROTO_TCP 6
@@ -118,6 +119,59 @@ static __always_inline __u32 mc_select_backend(void *ctx,
 }
 
 /*
+ * The master entry of the frontend in key (addr, port, proto set) for an
+ * in-cluster client. Scope EXT is the one every frontend has; TWO_SCOPES
+ * says in-cluster clients have their own backend set at scope INT (eTP
+ * Local keeps every backend for them, iTP Local restricts them to this
+ * node's). key->scope is left at the scope whose slots the master counts.
+ * An INT master that is missing while its EXT master says it exists is a
+ * write in progress: the EXT backends serve until it lands.
+ */
+static __always_inline struct mc_svc_value *mc_lb_master(struct mc_svc_key *key)
+{
+	struct mc_svc_value *svc, *in;
+
+	key->scope = MC_SVC_SCOPE_EXT;
+	key->slot = 0;
+	svc = bpf_map_lookup_elem(&mc_svc, key);
+	if (svc && (svc->flags & MC_SVC_F_TWO_SCOPES)) {
+		key->scope = MC_SVC_SCOPE_INT;
+		in = bpf_map_lookup_elem(&mc_svc, key);
+		if (in)
+			return in;
+		key->scope = MC_SVC_SCOPE_EXT;
+	}
+	return svc;
+}
+
+/* Is addr a node's address (ipcache identity host or remote-node)? */
+static __always_inline int mc_lb_is_node_addr(const __u8 addr[16])
+{
+	struct mc_ipcache_key k = { .prefixlen = 128 };
+	struct mc_ipcache *v;
+
+	__builtin_memcpy(k.addr, addr, 16);
+	v = bpf_map_lookup_elem(&mc_ipcache, &k);
+	return v && (v->identity == MC_ID_HOST || v->identity == MC_ID_REMOTE_NODE);
+}
+
+/* addr -> the all-zero address of its family (::ffff:0.0.0.0 or ::) */
+static __always_inline void mc_lb_wildcard(__u8 addr[16])
+{
+	int v4 = addr[10] == 0xff && addr[11] == 0xff;
+	int i;
+
+#pragma unroll
+	for (i = 0; i < 10; i++)
+		v4 = v4 && addr[i] == 0;
+	__builtin_memset(addr, 0, 16);
+	if (v4) {
+		addr[10] = 0xff;
+		addr[11] = 0xff;
+	}
+}
+
+/*
  * Translate (addr, port, proto) in place if it is a frontend. On success
  * records (socket cookie, backend) -> frontend so that recvmsg and
  * getpeername can show the service address again.
@@ -135,7 +189,15 @@ static __always_inline int mc_lb_xlate(void *ctx, __u8 addr[16], __be16 *port,
 	__builtin_memcpy(key.addr, addr, 16);
 	key.port = *port;
 	key.proto = proto;
-	svc = bpf_map_lookup_elem(&mc_svc, &key);
+	svc = mc_lb_master(&key);
+	if (!svc && mc_lb_is_node_addr(addr)) {
+		/* another node's (or this node's unlisted) address: a NodePort
+		 * answers on every node, so the wildcard frontend decides */
+		mc_lb_wildcard(key.addr);
+		svc = mc_lb_master(&key);
+		if (svc && !(svc->flags & MC_SVC_F_NODEPORT))
+			svc = NULL;
+	}
 	if (!svc)
 		return MC_LB_PASS;
 	if (svc->count == 0)

@@ -45,8 +45,10 @@ from ..health import HealthServer
 from ..k8s import EventRecorder, Informer, ReconcileMetrics, Runner, SyncTimeout, api_client
 from ..k8s.events import DEFAULT_REASON
 from ..k8s.trim import trim_endpointslice, trim_pod, trim_service
+from .healthcheck import HealthChecks
 from .localapi import LocalAPI, identities_view
 from .reconcilers import IPCache, Pins, Policy, Routes, Services
+from .uplink import Uplink, UplinkOptions
 
 log = logging.getLogger("meshcni.agent")
 STARTUP_TAINT = "mesh-cni.dev/startup"
@@ -54,8 +56,10 @@ CRD_INFORMERS = ("identities", "cidridentities", "meshendpoints", "clusters", "r
 
 
 def event_reason(problem) -> str:
-    """The Event reason of an agent problem: a pod whose policy failed closed, or bad input."""
-    return "PolicyFailClosed" if problem.field == FAIL_CLOSED_FIELD else DEFAULT_REASON
+    """The Event reason of an agent problem: its own (a Service not served), a pod whose policy failed
+    closed, or bad input."""
+    return getattr(problem, "reason", "") or ("PolicyFailClosed" if problem.field == FAIL_CLOSED_FIELD
+                                              else DEFAULT_REASON)
 
 
 @dataclass
@@ -77,6 +81,8 @@ class AgentConfig:
     sync_timeout: float = 60.0
     pin_check_interval: float = 10.0  # seconds between checks of the datapath's pins
     cluster_name: str = "default"     # mesh-cni.dev/cluster of this cluster's pods (NetworkPolicy peers)
+    uplink: Optional[UplinkOptions] = None  # NodePort from outside and masquerade (None: the defaults)
+    nodeport_addresses: Optional[List[str]] = None  # CIDRs; None: the Node's InternalIP/ExternalIP addresses
 
 
 class Metrics:
@@ -128,6 +134,23 @@ def make_informers(api) -> List[Informer]:
                      name="remoteidentities")]
 
 
+def local_addresses() -> List[str]:
+    """Every address on this network namespace's interfaces but loopback and link-local (the candidates
+    ``--nodeport-addresses`` chooses from)."""
+    import ipaddress
+    from pyroute2 import IPRoute
+    out = []
+    with IPRoute() as ipr:
+        for msg in ipr.get_addr():
+            a = msg.get_attr("IFA_ADDRESS")
+            if a is None:
+                continue
+            ip = ipaddress.ip_address(a)
+            if not (ip.is_loopback or ip.is_link_local):
+                out.append(str(ip))
+    return out
+
+
 def pod_ip_names(pods, remote_identities=()) -> Dict[str, str]:
     """pod IP -> "namespace/name", or "cluster:namespace/name" for a remote cluster's pod
     (GET /v1/ips, for monitors)."""
@@ -157,6 +180,7 @@ class Agent:
         self.localapi: Optional[LocalAPI] = None
         self.caches: Dict[str, Informer] = {}
         self.services: Optional[Services] = None
+        self.healthchecks: Optional[HealthChecks] = None
         self.ipcache: Optional[IPCache] = None
         self.policy: Optional[Policy] = None
         self.runner: Optional[Runner] = None
@@ -177,17 +201,21 @@ class Agent:
                  ", ".join(f"{k} {v}" for k, v in sorted(dp.attached.items())))
         log.info("tc programs pinned under %s/progs: %s", cfg.bpf_root, dp.programs)
         m = self.metrics
-        self.services = Services(dp.services, ServiceIDs(os.path.join(cfg.state_dir, "service-ids.json")), m, log)
+        self.services = Services(dp.services, ServiceIDs(os.path.join(cfg.state_dir, "service-ids.json")), m, log,
+                                 cfg.node_name, cfg.nodeport_addresses, local_addresses)
+        self.healthchecks = HealthChecks(cfg.node_name, self.services.node_context)
         self.ipcache = IPCache(dp.ipcache, dp.endpoints, cfg.node_name, self._local_endpoints, m)
         self.policy = Policy(dp.policy, m, cluster_name=cfg.cluster_name)
         events = EventRecorder(self.core, "meshcni-agent", cfg.node_name, host=cfg.node_name, reason=event_reason)
-        reconcilers = [self.services, self.ipcache, self.policy,
+        reconcilers = [self.services, self.healthchecks, self.ipcache, self.policy,
                        Pins(dp.check_pins, cfg.node_name, events, m, cfg.pin_check_interval)]
         if cfg.routes:
             reconcilers.append(Routes(RouteDatapath(), cfg.node_name))
+        reconcilers.append(Uplink.for_agent(cfg.bpf_root, dp.maps, cfg.node_name, cfg.uplink))
 
         self.localapi = LocalAPI(cfg.socket, self.status, on_change=self._endpoints_changed,
                                  views={"/v1/services": self.services.view, "/v1/policy": self.policy.view,
+                                        "/v1/healthchecks": self.healthchecks.view,
                                         "/v1/ips": lambda: pod_ip_names(self.caches["pods"].list(),
                                                                         self.caches["remoteidentities"].list()),
                                         # meshcni identity list / bpf ipcache list: labels and cluster per id
@@ -291,6 +319,8 @@ class Agent:
             self.runner.stop()  # waits for a reconcile in flight: the maps stay open until it is done
         for inf in self.caches.values():
             inf.stop()  # those the runner never started (start failed before it)
+        if self.healthchecks is not None:
+            self.healthchecks.close()
         if self.localapi:
             self.localapi.stop()
         if self._http:

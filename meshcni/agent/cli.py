@@ -9,6 +9,7 @@ import sys
 import threading
 
 from ..cli.parser import flag
+from .uplink import add_flags as uplink_flags, options as uplink_options
 
 
 def add_parser(sub) -> None:
@@ -48,9 +49,31 @@ def add_parser(sub) -> None:
     p.add_argument("--pin-check-interval", type=float, default=10.0,
                    help="seconds between checks that every pin under --bpf-root still holds the agent's object "
                         "(deleted ones are pinned again; default %(default)s)")
+    p.add_argument("--nodeport-addresses", metavar="CIDR,...", type=_cidrs, default=None,
+                   help="NodePorts (and healthCheckNodePorts) answer only on this node's addresses inside these "
+                   "CIDRs (the Node's InternalIP/ExternalIP addresses and the node's interface addresses); "
+                   "default: every InternalIP/ExternalIP address of the Node object")
     p.add_argument("--metrics-address", default="127.0.0.1:9962", help="HOST:PORT of /healthz /readyz /metrics")
+    uplink_flags(p)
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.set_defaults(fn=cmd_agent)
+
+
+def _cidrs(text: str) -> list:
+    import argparse
+    import ipaddress
+    out = []
+    for c in (x.strip() for x in text.split(",")):
+        if not c:
+            continue
+        try:
+            ipaddress.ip_network(c, strict=False)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{c!r} is not a CIDR") from None
+        out.append(c)
+    if not out:
+        raise argparse.ArgumentTypeError("no CIDR given")
+    return out
 
 
 def add_node_paths(p) -> None:
@@ -92,7 +115,8 @@ def cmd_agent(args) -> int:
                               cni_conf_dir=args.cni_conf_dir, chained=args.chained, socket=args.socket,
                               state_dir=args.state_dir, ipam_dir=args.ipam_dir, routes=args.routes, cni_shim=args.cni_shim,
                               cni_fallback=args.cni_fallback, metrics_address=args.metrics_address,
-                              pin_check_interval=args.pin_check_interval, cluster_name=args.cluster_name))
+                              pin_check_interval=args.pin_check_interval, cluster_name=args.cluster_name,
+                              uplink=uplink_options(args), nodeport_addresses=args.nodeport_addresses))
     try:
         agent.start()
     except Exception as e:

@@ -17,12 +17,13 @@ from ..controllers.model import INGRESS
 from ..controllers.netpol import (DEFAULT_RANK, CompiledPolicy, compile_policies, fail_closed_problems,
                                   policy_ranks)
 from ..controllers.routes import desired_routes
-from ..controllers.services import ServiceIDs, desired_services, frontend_conflicts, remote_backends
+from ..controllers.services import (FRONTEND_CONFLICT, NodeContext, Problem, ServiceIDs, desired_services,
+                                    frontend_conflicts, nodeport_addresses, remote_backends)
 from ..datapath.pinwatch import REPAIRED, REPLACED
 from ..datapath.endpoints import EndpointDatapath, EndpointRow, IPCacheDatapath
 from ..datapath.policy import PolicyDatapath, PolicyEntry, fit_policy
 from ..datapath.routes import RouteDatapath
-from ..datapath.services import Service, ServiceDatapath
+from ..datapath.services import FLAG_NAMES, SCOPE_INT, Service, ServiceDatapath
 from ..k8s.reconciler import REQUEUE_AFTER, Desired, Reconciler
 
 POLICY_WATCHES = ("networkpolicies", "pods", "namespaces", "identities", "cidridentities")
@@ -33,29 +34,50 @@ class Services(Reconciler):
     """Services + EndpointSlices (+ MeshEndpoints for meshed Services) -> the socket LB's maps.
 
     A frontend claimed by two Services stays with the first; the other is
-    left out (and logged on every reconcile while the clash lasts). Only
-    MeshEndpoints the controller made count (see
-    :func:`~meshcni.controllers.services.remote_backends`).
+    left out, logged and reported on the Service (Event ``FrontendConflict``)
+    while the clash lasts. Only MeshEndpoints the controller made count (see
+    :func:`~meshcni.controllers.services.remote_backends`). This node's Node
+    object decides where NodePorts answer (its InternalIP/ExternalIP
+    addresses, or those of ``nodeport_cidrs`` among them and
+    ``local_addresses()``) and which endpoints are local.
     """
     name = "services"
-    watches = ("services", "endpointslices", "meshendpoints")
+    watches = ("services", "endpointslices", "meshendpoints", "nodes")
 
-    def __init__(self, datapath: ServiceDatapath, ids: ServiceIDs, metrics, log):
+    def __init__(self, datapath: ServiceDatapath, ids: ServiceIDs, metrics, log, node_name: str = "",
+                 nodeport_cidrs: Optional[List[str]] = None, local_addresses: Callable[[], List[str]] = list):
         self.datapath = datapath
         self.ids = ids
         self.metrics = metrics
         self.log = log
+        self.node_name = node_name
+        self.nodeport_cidrs = nodeport_cidrs
+        self.local_addresses = local_addresses
         self.programmed: List[Service] = []
+
+    def node_context(self, caches) -> Tuple[NodeContext, List[str]]:
+        node = next((n for n in caches["nodes"].list() if (n.get("metadata") or {}).get("name") == self.node_name),
+                    None) if self.node_name and "nodes" in caches else None
+        addrs, errors = nodeport_addresses(node, self.nodeport_cidrs,
+                                           self.local_addresses() if self.nodeport_cidrs else ())
+        return NodeContext(self.node_name, addrs), errors
 
     def desired(self, caches) -> Desired:
         # ServiceIDs hands out (and persists) svc_ids for new Services: an id is
         # part of what is desired, since revnat and affinity entries are keyed by it
         remote, mesh_problems = remote_backends(caches["meshendpoints"].list())
+        node, errors = self.node_context(caches)
         svcs, problems = desired_services(caches["services"].list(), caches["endpointslices"].list(), self.ids,
-                                          remote=remote)
-        problems = mesh_problems + problems
+                                          remote=remote, node=node)
+        problems = mesh_problems + problems + [Problem("Node", "", self.node_name, "status.addresses", e)
+                                               for e in errors]
         conflicts = frontend_conflicts(svcs)
         dropped = {b for _, b in conflicts}
+        for a, b in conflicts:
+            ns_name = b.split(":", 1)[0]
+            ns, _, name = ns_name.partition("/")
+            problems.append(Problem("Service", ns, name, "spec",
+                                    f"a frontend of {b} is already used by {a}: {b} not served", reason=FRONTEND_CONFLICT))
         return Desired(([s for s in svcs if s.name not in dropped], conflicts), problems)
 
     def apply(self, state: Tuple[List[Service], List[Tuple[str, str]]]) -> dict:
@@ -72,11 +94,21 @@ class Services(Reconciler):
     def view(self) -> list:
         """GET /v1/services: what was programmed last."""
         return [{"name": s.name, "id": s.svc_id,
-                 "frontends": [f"{f.ip}:{f.port}/{f.proto}" for f in s.frontends],
+                 "frontends": [_frontend_text(f) for f in s.frontends],
                  "backends": [f"{b.ip}:{b.port}" for b in s.backends],
                  # remote backends only (MeshEndpoints): "ip:port" -> the cluster it lives in
                  "backendClusters": {f"{b.ip}:{b.port}": c for b, c in (s.clusters or {}).items()},
-                 "affinityTimeout": s.affinity_timeout} for s in self.programmed]
+                 "affinityTimeout": s.affinity_timeout,
+                 **({"sourceRanges": [str(r) for r in s.src_ranges]} if s.src_ranges else {})}
+                for s in self.programmed]
+
+
+def _frontend_text(f) -> str:
+    """ip:port/proto, then the frontend's kind and policy flags and its scope when it is not a plain one."""
+    tags = [n for bit, n in sorted(FLAG_NAMES.items()) if f.flags & bit]
+    if f.scope == SCOPE_INT:
+        tags.append("scope=int")
+    return f"{f.ip}:{f.port}/{f.proto}" + (f" ({','.join(tags)})" if tags else "")
 
 
 @dataclass

@@ -98,6 +98,8 @@ def prepare_update(store, rt: res.ResourceType, new: dict, cur: dict, strict: bo
         for f in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
             if f not in spec and f in old:
                 spec[f] = copy.deepcopy(old[f])
+        if "healthCheckNodePort" not in spec and old.get("healthCheckNodePort") and _needs_health_check(spec):
+            spec["healthCheckNodePort"] = old["healthCheckNodePort"]
         old_ports = {(p.get("port"), p.get("protocol", "TCP")): p for p in old.get("ports") or ()}
         for p in spec.get("ports") or ():
             if isinstance(p, dict) and "nodePort" not in p:
@@ -105,6 +107,7 @@ def prepare_update(store, rt: res.ResourceType, new: dict, cur: dict, strict: bo
                 if prev and "nodePort" in prev and spec.get("type") in ("NodePort", "LoadBalancer"):
                     p["nodePort"] = prev["nodePort"]
         _default_service(new)
+        drop_type_dependent_fields(new, cur)
     elif rt.key == res.NAMESPACE_KEY:
         _name_label(new["metadata"])
         new.setdefault("spec", copy.deepcopy(cur.get("spec") or {}))
@@ -303,32 +306,84 @@ def _validate_crd(obj) -> list:
 
 # ---------------------------------------------------------------- allocation
 
-class IPAllocator:
-    """Cluster IPs from the service CIDR (default 10.96.0.0/12) and node ports from 30000-32767."""
+def parse_port_range(text: str) -> range:
+    """``--service-node-port-range``: "LOW-HIGH" (inclusive, as kube-apiserver reads it) or one port."""
+    lo, sep, hi = str(text).partition("-")
+    try:
+        lo_i, hi_i = int(lo), int(hi if sep else lo)
+    except ValueError:
+        raise ValueError(f"--service-node-port-range {text!r}: not LOW-HIGH") from None
+    if not 0 < lo_i <= hi_i < 65536:
+        raise ValueError(f"--service-node-port-range {text!r}: need 1 <= LOW <= HIGH <= 65535")
+    return range(lo_i, hi_i + 1)
 
-    def __init__(self, service_cidr=SERVICE_CIDR):
+
+def _needs_node_ports(spec) -> bool:
+    return isinstance(spec, dict) and spec.get("type") in ("NodePort", "LoadBalancer") and not (
+        spec.get("type") == "LoadBalancer" and spec.get("allocateLoadBalancerNodePorts") is False)
+
+
+def _needs_health_check(spec) -> bool:
+    return isinstance(spec, dict) and spec.get("type") == "LoadBalancer" \
+        and spec.get("externalTrafficPolicy") == "Local"
+
+
+def _node_ports(spec) -> list:
+    """(index, nodePort) of a spec's ports that carry one."""
+    ports = spec.get("ports") if isinstance(spec, dict) else None
+    return [(i, p["nodePort"]) for i, p in enumerate(ports if isinstance(ports, list) else ())
+            if isinstance(p, dict) and p.get("nodePort")]
+
+
+def drop_type_dependent_fields(new: dict, old: dict) -> None:
+    """kube's dropTypeDependentFields: a type (or traffic policy) change that no longer needs the node
+    ports or the health check port clears them, unless the update changed them itself."""
+    spec, ospec = new.get("spec"), old.get("spec") or {}
+    if not isinstance(spec, dict):
+        return
+    if _needs_node_ports(ospec) and not _needs_node_ports(spec) and _node_ports(spec) == _node_ports(ospec) \
+            and not (spec.get("type") == "LoadBalancer"):
+        for p in spec.get("ports") or ():
+            if isinstance(p, dict):
+                p.pop("nodePort", None)
+    if _needs_health_check(ospec) and not _needs_health_check(spec) \
+            and spec.get("healthCheckNodePort") == ospec.get("healthCheckNodePort"):
+        spec.pop("healthCheckNodePort", None)
+
+
+class IPAllocator:
+    """Cluster IPs from the service CIDR (default 10.96.0.0/12); node ports and health check node ports
+    from the node port range (default 30000-32767), as kube-apiserver allocates them: a port asked for
+    must be in the range and free, an absent one is picked, and both are released when the Service goes
+    or stops needing them (type change)."""
+
+    def __init__(self, service_cidr=SERVICE_CIDR, node_port_range: range = NODE_PORTS):
         self.cidr = ipaddress.ip_network(service_cidr)
         self.ips: set[str] = {str(self.cidr.network_address + 1)}  # kubernetes.default
         self.ports: set[int] = set()
+        self.port_range = node_port_range
         self._next_ip = 10
         self._next_port = 0
+
+    @staticmethod
+    def _all_ports(spec) -> list:
+        out = [p for _, p in _node_ports(spec)]
+        if isinstance(spec, dict) and spec.get("healthCheckNodePort"):
+            out.append(spec["healthCheckNodePort"])
+        return [p for p in out if isinstance(p, int) and not isinstance(p, bool)]
 
     def reserve(self, svc):
         spec = svc.get("spec") or {}
         for ip in spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else []):
             if ip != "None":
                 self.ips.add(ip)
-        for p in spec.get("ports") or ():
-            if isinstance(p, dict) and p.get("nodePort"):
-                self.ports.add(p["nodePort"])
+        self.ports.update(self._all_ports(spec))
 
     def release(self, svc):
         spec = svc.get("spec") or {}
         for ip in spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else []):
             self.ips.discard(ip)
-        for p in spec.get("ports") or ():
-            if isinstance(p, dict) and p.get("nodePort"):
-                self.ports.discard(p["nodePort"])
+        self.ports.difference_update(self._all_ports(spec))
 
     def _new_ip(self) -> str:
         size = self.cidr.num_addresses
@@ -339,13 +394,58 @@ class IPAllocator:
                 return cand
         raise RuntimeError(f"service CIDR {self.cidr} exhausted")
 
-    def _new_port(self) -> int:
-        for _ in range(len(NODE_PORTS)):
-            cand = NODE_PORTS[self._next_port % len(NODE_PORTS)]
+    def _new_port(self, taken=()) -> int:
+        rng = self.port_range
+        for _ in range(len(rng)):
+            cand = rng[self._next_port % len(rng)]
             self._next_port += 1
-            if cand not in self.ports:
+            if cand not in self.ports and cand not in taken:
                 return cand
-        raise RuntimeError("node port range exhausted")
+        raise RuntimeError(f"node port range {rng.start}-{rng.stop - 1} exhausted")
+
+    def _range_text(self) -> str:
+        return f"{self.port_range.start}-{self.port_range.stop - 1}"
+
+    def _node_port_fields(self, invalid, name, spec, own=frozenset()):
+        """Check the node ports asked for and pick the absent ones (``own``: the ports the Service held
+        before this update, which it may keep)."""
+        taken: dict = {}  # nodePort -> the port number it serves in this Service
+        ports = spec.get("ports")
+        ports = ports if isinstance(ports, list) else []
+
+        def check(field_, v):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise _svc_invalid(invalid, name, field_, v, "must be an integer")
+            if v in own:
+                return
+            if v not in self.port_range:
+                raise _svc_invalid(invalid, name, field_, v, "provided port is not in the valid range. "
+                                   f"The range of valid ports is {self._range_text()}")
+            if v in self.ports:
+                raise _svc_invalid(invalid, name, field_, v, "provided port is already allocated")
+
+        if _needs_node_ports(spec):
+            for i, p in enumerate(ports):
+                if isinstance(p, dict) and p.get("nodePort"):
+                    check(f"spec.ports[{i}].nodePort", p["nodePort"])
+                    taken.setdefault(p["nodePort"], p.get("port"))
+            for p in ports:
+                if not isinstance(p, dict) or p.get("nodePort"):
+                    continue
+                # one port number served over two protocols (DNS on 53 TCP and UDP) shares its node port
+                same = next((q["nodePort"] for q in ports if isinstance(q, dict) and q is not p
+                             and q.get("nodePort") and q.get("port") == p.get("port")), None)
+                p["nodePort"] = same or self._new_port(taken)
+                taken.setdefault(p["nodePort"], p.get("port"))
+        if _needs_health_check(spec):
+            hc = spec.get("healthCheckNodePort")
+            if hc:
+                check("spec.healthCheckNodePort", hc)
+                if hc in taken:
+                    raise _svc_invalid(invalid, name, "spec.healthCheckNodePort", hc,
+                                       "must not be one of the Service's node ports")
+            else:
+                spec["healthCheckNodePort"] = self._new_port(taken)
 
     def allocate(self, svc, dry_run=False):
         """Fill clusterIP(s) and node ports of a new Service; conflicts are 422 like kube."""
@@ -377,22 +477,18 @@ class IPAllocator:
             else:
                 spec.setdefault("ipFamilyPolicy", "SingleStack")
                 spec.setdefault("ipFamilies", ["IPv4"])
-        if stype in ("NodePort", "LoadBalancer"):
-            ports = spec.get("ports")
-            for i, p in enumerate(ports if isinstance(ports, list) else ()):
-                if not isinstance(p, dict):
-                    continue
-                if p.get("nodePort"):
-                    if isinstance(p["nodePort"], bool) or not isinstance(p["nodePort"], int):
-                        raise _svc_invalid(invalid, name, f"spec.ports[{i}].nodePort", p["nodePort"],
-                                           "must be an integer")
-                    if p["nodePort"] in self.ports:
-                        raise _svc_invalid(invalid, name, f"spec.ports[{i}].nodePort", p["nodePort"],
-                                           "provided port is already allocated")
-                else:
-                    p["nodePort"] = self._new_port()
+        self._node_port_fields(invalid, name, spec)
         if not dry_run:
             self.reserve(svc)
+
+    def allocate_update(self, old, new):
+        """Node ports of an update: what the Service held it may keep, new ones are checked, absent ones
+        picked (reserved when the update commits: :meth:`reallocate`)."""
+        from .errors import invalid
+        spec = new.get("spec")
+        if isinstance(spec, dict):
+            self._node_port_fields(invalid, new["metadata"]["name"], spec,
+                                   own=frozenset(self._all_ports(old.get("spec") or {})))
 
     def reallocate(self, old, new):
         self.release(old)

@@ -41,8 +41,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="watch events kept for resumption; older versions get 410 Gone (default 1000)")
     flag(p, "--service-cidr", "--service-cluster-ip-range", dest="service_cidr", default="10.96.0.0/12", metavar="CIDR",
                    help="ClusterIPs are allocated from here (default %(default)s)")
+    p.add_argument("--service-node-port-range", default="30000-32767", metavar="LOW-HIGH", type=_port_range,
+                   help="nodePorts and healthCheckNodePorts are allocated from here, and one asked for outside it "
+                   "is refused (422; inclusive, default %(default)s)")
     p.set_defaults(fn=cmd_apiserver)
     return p
+
+
+def _port_range(text: str) -> str:
+    import argparse
+    from .admission import parse_port_range
+    try:
+        parse_port_range(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def cmd_apiserver(args) -> int:
@@ -51,7 +64,7 @@ def cmd_apiserver(args) -> int:
     try:
         return serve(host, port, crd_dir=args.crds or None, data_file=args.data,
                      kubeconfig=args.kubeconfig, history=args.history,
-                     service_cidr=args.service_cidr)
+                     service_cidr=args.service_cidr, node_port_range=args.service_node_port_range)
     except OSError as e:
         print(f"meshcni apiserver: cannot listen on {host}:{port}: {e}", file=sys.stderr)
         return 1

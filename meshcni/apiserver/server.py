@@ -10,6 +10,7 @@ import threading
 import yaml
 
 from . import resources as res
+from .admission import parse_port_range
 from .errors import APIError
 from .http import Server
 from .store import Store
@@ -30,7 +31,7 @@ class APIServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, crd_dir=None, data_file: str | None = None,
                  history: int = 1000, bookmark_interval: float = 1.0, watch_queue: int = 10000,
-                 service_cidr: str = "10.96.0.0/12"):
+                 service_cidr: str = "10.96.0.0/12", node_port_range: str = "30000-32767"):
         self.host = host
         self.port = port
         if crd_dir is None:
@@ -40,7 +41,8 @@ class APIServer:
         else:
             self.crd_dirs = [os.fspath(d) for d in crd_dir]
         self.data_file = data_file
-        self.store = Store(history=history, watch_queue=watch_queue, service_cidr=service_cidr)
+        self.store = Store(history=history, watch_queue=watch_queue, service_cidr=service_cidr,
+                           node_port_range=parse_port_range(node_port_range))
         self.bookmark_interval = bookmark_interval
         self._httpd: Server | None = None
         self._thread: threading.Thread | None = None
@@ -141,7 +143,7 @@ def load_crd_dir(directory: str) -> list[dict]:
 
 def serve(host: str = "127.0.0.1", port: int = 6443, crd_dir=None, data_file: str | None = None,
           kubeconfig: str | None = None, history: int = 1000, stop_event: threading.Event | None = None,
-          service_cidr: str = "10.96.0.0/12") -> int:
+          service_cidr: str = "10.96.0.0/12", node_port_range: str = "30000-32767") -> int:
     """Run an API server in the foreground until SIGINT/SIGTERM (or ``stop_event``); snapshot on exit."""
     import signal
     stop = stop_event or threading.Event()
@@ -150,7 +152,8 @@ def serve(host: str = "127.0.0.1", port: int = 6443, crd_dir=None, data_file: st
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
             old[sig] = signal.signal(sig, lambda *_: stop.set())
-    srv = APIServer(host, port, crd_dir=crd_dir, data_file=data_file, history=history, service_cidr=service_cidr)
+    srv = APIServer(host, port, crd_dir=crd_dir, data_file=data_file, history=history, service_cidr=service_cidr,
+                    node_port_range=node_port_range)
     try:
         srv.start()
     except BaseException:

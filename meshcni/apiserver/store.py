@@ -160,7 +160,8 @@ class Watcher:
 class Store:
     """All objects of all kinds, keyed by (group, plural) then (namespace, name)."""
 
-    def __init__(self, history: int = 1000, watch_queue: int = 10000, service_cidr=admission.SERVICE_CIDR):
+    def __init__(self, history: int = 1000, watch_queue: int = 10000, service_cidr=admission.SERVICE_CIDR,
+                 node_port_range: range = admission.NODE_PORTS):
         self.lock = threading.RLock()
         self.rv = 0
         self.history: collections.deque[Event] = collections.deque()
@@ -171,7 +172,7 @@ class Store:
         self.by_url: dict[tuple[str, str, str], res.ResourceType] = {}
         self.objects: dict[tuple[str, str], dict[tuple[str, str], dict]] = {}
         self.watchers: dict[tuple[str, str], set[Watcher]] = collections.defaultdict(set)
-        self.ips = admission.IPAllocator(service_cidr)
+        self.ips = admission.IPAllocator(service_cidr, node_port_range)
         for rt in res.BUILTIN:
             self._register(rt)
         for ns in INITIAL_NAMESPACES:
@@ -467,6 +468,8 @@ class Store:
                 else:
                     new.pop("status", None)
             admission.prepare_update(self, rt, new, cur, strict)
+            if rt.key == ("", "services"):
+                self.ips.allocate_update(cur, new)  # node ports asked for are checked, absent ones picked
         new["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"]
         errors = admission.validate(rt, new, cur)
         if errors:

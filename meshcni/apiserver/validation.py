@@ -834,6 +834,20 @@ def _validate_service(obj: dict, old, errs: _Errors):
     for i, ip in enumerate(errs.list_at(spec, "externalIPs", "spec") or ()):
         if not is_ip(ip):
             errs.invalid(_index("spec.externalIPs", i), ip, MSG_IP)
+    hc = spec.get("healthCheckNodePort")
+    if hc not in (None, 0):
+        if stype != "LoadBalancer" or spec.get("externalTrafficPolicy") != "Local":
+            errs.invalid("spec.healthCheckNodePort", hc,
+                         "may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'")
+        else:
+            _port_num(errs, "spec.healthCheckNodePort", hc)
+    ranges = errs.list_at(spec, "loadBalancerSourceRanges", "spec") or ()
+    if ranges and stype != "LoadBalancer":
+        errs.forbidden("spec.loadBalancerSourceRanges", "may only be used when `type` is 'LoadBalancer'")
+    for i, r in enumerate(ranges):
+        if not isinstance(r, str) or not is_cidr(r.strip()):
+            errs.invalid(_index("spec.loadBalancerSourceRanges", i), r,
+                         "must be a list of IP ranges. For example, 10.240.0.0/24,10.250.0.0/24 ")
 
     if old is not None:
         _validate_meta_update(obj, old, errs)

@@ -19,6 +19,22 @@ MeshEndpoints the controller made (``app.kubernetes.io/managed-by:
 meshcni-controller``) are used: anyone may create a MeshEndpoint, and one
 made by hand must not steer a Service's traffic. Every other Service never
 looks at ``remote``, so it costs them one dict lookup.
+
+Beyond ClusterIP (issue 20; the map contract is in docs/architecture.md,
+"Service frontends and scopes"): a NodePort or LoadBalancer Service's
+``nodePort`` becomes one NODEPORT frontend per address of this node that
+answers (:func:`nodeport_addresses`) plus the family's wildcard address;
+``externalIPs`` and ``status.loadBalancer.ingress[].ip`` become EXTERNAL
+frontends on the Service port. ``externalTrafficPolicy: Local`` gives those
+frontends two masters: scope EXT with this node's ready backends only
+(endpoints whose ``nodeName`` is this node) and scope INT with every backend,
+for in-cluster clients. ClusterIP with ``internalTrafficPolicy: Local`` has
+both masters hold this node's backends. ``loadBalancerSourceRanges`` guards
+the LoadBalancer ingress IPs (as kube-proxy does; NodePorts and externalIPs
+are not filtered). Frontends with another backend set than the clusterIP's
+are a second datapath Service (name suffix ``/local`` or ``/cluster``), as
+one svc_id has one backend list. A nodePort two Services claim stays with
+the older one; the other is reported (Event ``NodePortConflict``).
 """
 from __future__ import annotations
 
@@ -28,9 +44,11 @@ import os
 import socket
 import tempfile
 import threading
+from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .model import Backend, Frontend, Problem, Service  # noqa: F401 (other controllers import Problem from here)
+from .model import (F_ETP_LOCAL, F_EXTERNAL, F_ITP_LOCAL, F_NODEPORT, F_SRC_RANGES, F_TWO_SCOPES,  # noqa: F401
+                    SCOPE_EXT, SCOPE_INT, Backend, Frontend, Problem, Service)
 
 _inet_pton, _AF_INET = socket.inet_pton, socket.AF_INET
 
@@ -48,6 +66,62 @@ CLUSTER_OWNER_LABEL = "mesh-cni.dev/cluster-owner"
 # (namespace, Service name, Service port number, protocol) -> [(backend, cluster name)]
 RemoteKey = Tuple[str, str, int, str]
 Remote = Dict[RemoteKey, List[Tuple[Backend, str]]]
+
+
+NODEPORT_CONFLICT = "NodePortConflict"
+FRONTEND_CONFLICT = "FrontendConflict"  # an address:port two Services claim otherwise (externalIPs, clusterIPs)
+NOT_SERVED = "ServiceNotServed"
+WILDCARD = {4: "0.0.0.0", 6: "::"}  # the NodePort frontend the socket LB retries for any node's address
+NODE_ADDRESS_TYPES = ("InternalIP", "ExternalIP")
+
+
+@dataclass(frozen=True)
+class NodeContext:
+    """What the desired Services of one node depend on: its name (which endpoints are local) and the
+    addresses its NodePorts answer on (canonical text)."""
+    name: str
+    addresses: Tuple[str, ...] = ()
+
+
+def nodeport_addresses(node: Optional[dict], cidrs: Optional[Sequence[str]] = None,
+                       local_addresses: Iterable[str] = ()) -> Tuple[Tuple[str, ...], List[str]]:
+    """(addresses this node's NodePorts answer on, errors).
+
+    Without ``cidrs``: every InternalIP/ExternalIP of the Node object's
+    ``status.addresses``. With ``cidrs`` (``--nodeport-addresses``): those
+    and the node's own interface addresses (``local_addresses``) that fall in
+    one of them. Errors name the bad CIDR or address; the rest is used.
+    """
+    errors: List[str] = []
+    cand: List[str] = []
+    st = (node or {}).get("status") or {}
+    for a in st.get("addresses") or ():
+        if isinstance(a, dict) and a.get("type") in NODE_ADDRESS_TYPES:
+            c = _canon(a.get("address"))
+            if c is None:
+                errors.append(f"Node status.addresses: {a.get('address')!r} is not an IP address")
+            else:
+                cand.append(c[0])
+    nets = None
+    if cidrs:
+        nets = []
+        for c in cidrs:
+            try:
+                nets.append(ipaddress.ip_network(c, strict=False))
+            except ValueError:
+                errors.append(f"--nodeport-addresses: {c!r} is not a CIDR")
+        for a in local_addresses:
+            c = _canon(a)
+            if c is not None:
+                cand.append(c[0])
+    out: List[str] = []
+    for a in cand:
+        if a in out:
+            continue
+        if nets is not None and not any(ipaddress.ip_address(a) in n for n in nets):
+            continue
+        out.append(a)
+    return tuple(out), errors
 
 
 def _ip(s) -> Optional[ipaddress._BaseAddress]:
@@ -217,9 +291,109 @@ def _mesh_options(ann: dict, ns: str, name: str, problems: List[Problem]) -> Tup
     return True, aff
 
 
+@dataclass
+class _Ext:
+    """A Service's frontends beyond its clusterIPs, checked once per Service."""
+    nodeports: Dict[int, int]                  # spec.ports index -> nodePort
+    external: List[Tuple[str, int, bool, str]]  # (address, family, is a LoadBalancer ingress IP, field)
+    etp_local: bool
+    itp_local: bool
+    src_ranges: Optional[list]                 # loadBalancerSourceRanges as networks; None: not set
+
+
+def _external(spec: dict, status, ns: str, name: str, problems: List[Problem]) -> Optional[_Ext]:
+    """The NodePort, externalIPs, LoadBalancer and traffic-policy part of a Service, or None when it is a
+    plain ClusterIP Service (the common case costs a few dict lookups)."""
+    stype = spec.get("type") or "ClusterIP"
+    lb = (status.get("loadBalancer") or {}) if isinstance(status, dict) else {}
+    ingress = lb.get("ingress") if isinstance(lb, dict) else None
+    itp = spec.get("internalTrafficPolicy") == "Local"
+    if stype == "ClusterIP" and not spec.get("externalIPs") and not itp:
+        return None
+    ext = _Ext({}, [], spec.get("externalTrafficPolicy") == "Local", itp, None)
+    if stype in ("NodePort", "LoadBalancer"):
+        for i, sp in enumerate(spec.get("ports") or []):
+            if not isinstance(sp, dict):
+                continue
+            np_ = sp.get("nodePort")
+            if np_ is None:
+                if stype == "NodePort" or spec.get("allocateLoadBalancerNodePorts") is not False:
+                    problems.append(Problem("Service", ns, name, f"spec.ports[{i}].nodePort",
+                                            "not allocated: no NodePort frontend for this port", reason=NOT_SERVED))
+                continue
+            if not _port_ok(np_):
+                problems.append(Problem("Service", ns, name, f"spec.ports[{i}].nodePort",
+                                        f"{np_!r} must be between 1 and 65535: no NodePort frontend", reason=NOT_SERVED))
+                continue
+            ext.nodeports[i] = np_
+    ips = spec.get("externalIPs") or []
+    for i, a in enumerate(ips if isinstance(ips, list) else [ips]):
+        c = _canon(a)
+        if c is None:
+            problems.append(Problem("Service", ns, name, f"spec.externalIPs[{i}]", f"{a!r} is not an IP address", reason=NOT_SERVED))
+        else:
+            ext.external.append((c[0], c[1], False, f"spec.externalIPs[{i}]"))
+    if stype == "LoadBalancer":
+        for i, ing in enumerate(ingress if isinstance(ingress, list) else ()):
+            if not isinstance(ing, dict) or ing.get("ip") is None or ing.get("ipMode") == "Proxy":
+                continue  # a hostname, or a load balancer that proxies itself: nothing for this node to answer
+            c = _canon(ing["ip"])
+            if c is None:
+                problems.append(Problem("Service", ns, name, f"status.loadBalancer.ingress[{i}].ip",
+                                        f"{ing['ip']!r} is not an IP address", reason=NOT_SERVED))
+            else:
+                ext.external.append((c[0], c[1], True, f"status.loadBalancer.ingress[{i}].ip"))
+        ranges = spec.get("loadBalancerSourceRanges")
+        if ranges:
+            # set: the ingress IPs admit only these sources; a bad entry is left out and the rest still
+            # apply (with none left nobody from outside is served: never open by mistake)
+            ext.src_ranges = []
+            for i, r in enumerate(ranges if isinstance(ranges, list) else [ranges]):
+                try:
+                    ext.src_ranges.append(ipaddress.ip_network(r.strip(), strict=False))
+                except (AttributeError, ValueError):
+                    problems.append(Problem("Service", ns, name, f"spec.loadBalancerSourceRanges[{i}]",
+                                            f"{r!r} is not a CIDR; left out, the other ranges still apply"))
+    return ext
+
+
+def _service_order(svc: dict) -> Tuple[str, str, str]:
+    m = svc.get("metadata") or {}
+    return (str(m.get("creationTimestamp") or ""), m.get("namespace", ""), m.get("name", ""))
+
+
+def nodeport_claims(services: Iterable[dict]) -> Tuple[set, List[Problem]]:
+    """(the (namespace, name, spec.ports index) whose nodePort another Service holds, their problems).
+
+    The API server refuses a nodePort already allocated, so this only
+    happens with objects it did not check (another API server, a restore):
+    the oldest Service (creationTimestamp, then namespace/name) keeps it, as
+    one address:port can reach only one Service.
+    """
+    cands = [s for s in services if isinstance(s.get("spec"), dict)
+             and s["spec"].get("type") in ("NodePort", "LoadBalancer")]
+    claims: Dict[Tuple[int, str], Tuple[str, str]] = {}
+    lost, problems = set(), []
+    for svc in sorted(cands, key=_service_order):
+        m = svc.get("metadata") or {}
+        ns, name = m.get("namespace", ""), m.get("name", "?")
+        for i, sp in enumerate(svc["spec"].get("ports") or []):
+            if not isinstance(sp, dict) or not _port_ok(sp.get("nodePort")):
+                continue
+            k = (sp["nodePort"], sp.get("protocol", "TCP"))
+            owner = claims.setdefault(k, (ns, name))
+            if owner != (ns, name):
+                lost.add((ns, name, i))
+                problems.append(Problem("Service", ns, name, f"spec.ports[{i}].nodePort",
+                                        f"{k[0]}/{k[1]} is already used by Service {owner[0]}/{owner[1]}: "
+                                        "not served on this nodePort", reason=NODEPORT_CONFLICT))
+    return lost, problems
+
+
 def desired_services(services: Iterable[dict], slices: Iterable[dict], ids: ServiceIDs,
-                     remote: Optional[Remote] = None) -> Tuple[List[Service], List[Problem]]:
-    """(datapath Services, problems) for the whole cluster.
+                     remote: Optional[Remote] = None,
+                     node: Optional[NodeContext] = None) -> Tuple[List[Service], List[Problem]]:
+    """(datapath Services, problems) for the whole cluster, as this node serves it.
 
     ``remote`` (from :func:`remote_backends`) adds backends to the ports of
     meshed Services only. Affinity is decided per datapath Service, i.e. per
@@ -228,7 +402,14 @@ def desired_services(services: Iterable[dict], slices: Iterable[dict], ids: Serv
     only while it has no remote backend. Each Service's ``clusters`` names the
     cluster of every remote backend it got (a backend that is also local
     counts as local).
+
+    ``node`` (this node's name and NodePort addresses) decides which
+    endpoints are local (traffic policies ``Local``) and where NodePorts
+    answer; without it no endpoint is local and NodePorts get only the
+    wildcard frontend.
     """
+    node = node or NodeContext("")
+    services = services if isinstance(services, list) else list(services)
     problems: List[Problem] = []
     by_svc: Dict[Tuple[str, str], List[dict]] = {}
     for sl in slices:
@@ -239,6 +420,8 @@ def desired_services(services: Iterable[dict], slices: Iterable[dict], ids: Serv
         if sl.get("addressType") not in ("IPv4", "IPv6"):
             continue  # FQDN slices carry names, not addresses
         by_svc.setdefault((m.get("namespace", ""), name), []).append(sl)
+    lost, problems = nodeport_claims(services)
+    node_addrs = {4: [a for a in node.addresses if ":" not in a], 6: [a for a in node.addresses if ":" in a]}
 
     wanted: List[Tuple[str, Service]] = []
     for svc in services:
@@ -255,6 +438,14 @@ def desired_services(services: Iterable[dict], slices: Iterable[dict], ids: Serv
             continue  # a Service with a broken address is left out whole, never half-programmed
         meshed, locality = _mesh_options(m["annotations"], ns, name, problems) if m.get("annotations") \
             else (False, "none")
+        ext = _external(spec, svc.get("status"), ns, name, problems)
+        if ext is not None:
+            fams = {a.version for a in fronts}
+            for a, fam, _, f in ext.external:
+                if fam not in fams:
+                    problems.append(Problem("Service", ns, name, f, f"{a}: the Service has no IPv{fam} clusterIP, "
+                                            "so it has no IPv{fam} backends: not served".format(fam=fam), reason=NOT_SERVED))
+        want_local = ext is not None and (ext.etp_local or ext.itp_local)
         affinity = None
         if spec.get("sessionAffinity") == "ClientIP":
             t = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get("timeoutSeconds",
@@ -283,7 +474,7 @@ def desired_services(services: Iterable[dict], slices: Iterable[dict], ids: Serv
                 fips = [a for a in fronts if a.version == fam]
                 if not fips:
                     continue
-                backends = []
+                backends, local = [], []
                 for sl in by_svc.get((ns, name), []):
                     if (sl["addressType"] == "IPv4") != (fam == 4):
                         continue
@@ -301,6 +492,7 @@ def desired_services(services: Iterable[dict], slices: Iterable[dict], ids: Serv
                         # kube: a nil ready counts as ready; terminating endpoints are never new targets
                         if cond.get("ready") is False or cond.get("terminating") is True:
                             continue
+                        here = want_local and node.name and ep.get("nodeName") == node.name
                         for k, a in enumerate(ep.get("addresses") or []):
                             c = _canon(a)
                             if c is None or c[1] != fam:
@@ -309,6 +501,8 @@ def desired_services(services: Iterable[dict], slices: Iterable[dict], ids: Serv
                                                         f'"{a}" is not an {sl["addressType"]} address'))
                                 continue
                             backends.append(Backend(c[0], bport))
+                            if here:
+                                local.append(Backend(c[0], bport))
                 clusters = None
                 if meshed and remote:
                     # canonical text: an IPv6 address has a colon, an IPv4 one never
@@ -318,15 +512,65 @@ def desired_services(services: Iterable[dict], slices: Iterable[dict], ids: Serv
                     elif rb and locality == "remote":
                         backends = []
                     if rb:
-                        local = set(backends)
-                        clusters = {b: c for b, c in rb if b not in local} or None
+                        local_set = set(backends)
+                        clusters = {b: c for b, c in rb if b not in local_set} or None
                         backends += [b for b, _ in rb]
                 backends = sorted(set(backends), key=lambda b: (b.ip, b.port))
                 key = f"{ns}/{name}:{pname or port}/{proto}/v{fam}"
-                wanted.append((key, Service(name=key, frontends=[Frontend(str(a), port, PROTOCOLS[proto])
-                                                                 for a in fips],
-                                            backends=backends, svc_id=0, affinity_timeout=affinity,
-                                            clusters=clusters)))
+                pl = PROTOCOLS[proto]
+                if ext is None:  # a plain ClusterIP Service: one datapath Service
+                    wanted.append((key, Service(name=key, frontends=[Frontend(str(a), port, pl) for a in fips],
+                                                backends=backends, svc_id=0, affinity_timeout=affinity,
+                                                clusters=clusters)))
+                    continue
+                local = sorted(set(local), key=lambda b: (b.ip, b.port))
+                groups: Dict[bool, List[Frontend]] = {False: [], True: []}  # local backends? -> frontends
+                seen: Dict[Tuple[str, int, int], str] = {}
+
+                def add(is_local: bool, fe: Frontend, field: str) -> None:
+                    k = (fe.ip, fe.port, fe.scope)
+                    if k in seen:
+                        if seen[k] != field:
+                            problems.append(Problem("Service", ns, name, field,
+                                                    f"{fe.ip}:{fe.port} is already this Service's {seen[k]}: "
+                                                    "served once", reason=NOT_SERVED))
+                        return
+                    seen[k] = field
+                    groups[is_local].append(fe)
+
+                for a in fips:
+                    cf = "spec.clusterIPs"
+                    if ext.itp_local:  # in-cluster clients reach only this node's backends, at either scope
+                        for scope in (SCOPE_EXT, SCOPE_INT):
+                            add(True, Frontend(str(a), port, pl, F_ITP_LOCAL | F_TWO_SCOPES, scope), cf)
+                    else:
+                        add(False, Frontend(str(a), port, pl), cf)
+                xf: List[Tuple[str, int, int, str]] = []  # (address, port, flags, field)
+                np_ = ext.nodeports.get(i)
+                if np_ is not None and (ns, name, i) not in lost:
+                    for a in node_addrs[fam] + [WILDCARD[fam]]:
+                        xf.append((a, np_, F_NODEPORT, f"spec.ports[{i}].nodePort"))
+                for a, afam, is_lb, f in ext.external:
+                    if afam == fam:
+                        xf.append((a, port, F_EXTERNAL | (F_SRC_RANGES if is_lb and ext.src_ranges is not None
+                                                          else 0), f))
+                for a, p, flags, f in xf:
+                    if ext.etp_local:
+                        # outside clients: this node's backends, source kept; in-cluster: every backend
+                        add(True, Frontend(a, p, pl, flags | F_ETP_LOCAL | F_TWO_SCOPES, SCOPE_EXT), f)
+                        add(False, Frontend(a, p, pl, (flags & ~F_SRC_RANGES) | F_TWO_SCOPES, SCOPE_INT), f)
+                    else:
+                        add(False, Frontend(a, p, pl, flags, SCOPE_EXT), f)
+                base = ext.itp_local  # the group holding the clusterIPs keeps the plain key (and svc_id)
+                for is_local in (base, not base):
+                    fes = groups[is_local]
+                    if not fes:
+                        continue
+                    k = key if is_local == base else key + ("/local" if is_local else "/cluster")
+                    src = ext.src_ranges if any(f.flags & F_SRC_RANGES for f in fes) else ()
+                    wanted.append((k, Service(name=k, frontends=fes, backends=local if is_local else backends,
+                                              svc_id=0, affinity_timeout=affinity,
+                                              clusters=None if is_local else clusters, src_ranges=src or ())))
     idmap = ids.assign(k for k, _ in wanted)
     out = []
     for k, s in wanted:
@@ -335,13 +579,57 @@ def desired_services(services: Iterable[dict], slices: Iterable[dict], ids: Serv
     return out, problems
 
 
+def health_checks(services: Iterable[dict], slices: Iterable[dict],
+                  node_name: str) -> Tuple[Dict[int, Tuple[str, int]], List[Problem]]:
+    """healthCheckNodePort -> ("namespace/name", this node's ready endpoints) for every LoadBalancer
+    Service with ``externalTrafficPolicy: Local`` (what kube-proxy answers on that port), and problems
+    (a port two Services claim: the older keeps it)."""
+    cands = []
+    for svc in services:
+        spec = svc.get("spec")
+        if isinstance(spec, dict) and spec.get("type") == "LoadBalancer" \
+                and spec.get("externalTrafficPolicy") == "Local" and spec.get("healthCheckNodePort") is not None:
+            cands.append(svc)
+    if not cands:
+        return {}, []
+    local: Dict[Tuple[str, str], set] = {}
+    for sl in slices:
+        m = sl.get("metadata") or {}
+        svc_name = (m.get("labels") or {}).get(SERVICE_NAME_LABEL)
+        if not svc_name:
+            continue
+        for ep in sl.get("endpoints") or ():
+            cond = (ep.get("conditions") or {}) if isinstance(ep, dict) else {}
+            if isinstance(ep, dict) and ep.get("nodeName") == node_name and cond.get("ready") is not False \
+                    and cond.get("terminating") is not True:
+                local.setdefault((m.get("namespace", ""), svc_name), set()).update(
+                    a for a in ep.get("addresses") or () if isinstance(a, str))
+    out: Dict[int, Tuple[str, int]] = {}
+    problems: List[Problem] = []
+    for svc in sorted(cands, key=_service_order):
+        m = svc.get("metadata") or {}
+        ns, name = m.get("namespace", ""), m.get("name", "?")
+        port = svc["spec"]["healthCheckNodePort"]
+        if not _port_ok(port):
+            problems.append(Problem("Service", ns, name, "spec.healthCheckNodePort",
+                                    f"{port!r} must be between 1 and 65535: not answered", reason=NOT_SERVED))
+            continue
+        if port in out:
+            problems.append(Problem("Service", ns, name, "spec.healthCheckNodePort",
+                                    f"{port} is already answered for Service {out[port][0]}", reason=NODEPORT_CONFLICT))
+            continue
+        out[port] = (f"{ns}/{name}", len(local.get((ns, name), ())))
+    return out, problems
+
+
 def frontend_conflicts(services: Sequence[Service]) -> List[Tuple[str, str]]:
-    """Pairs of Services claiming one frontend (the second is dropped by the caller)."""
-    seen: Dict[Tuple[str, int, str], str] = {}
+    """Pairs of Services claiming one frontend (the second is dropped by the caller). The two masters of an
+    address, port and protocol at scopes EXT and INT are two frontends."""
+    seen: Dict[Tuple[str, int, str, int], str] = {}
     out = []
     for s in services:
         for f in s.frontends:
-            k = (f.ip, f.port, f.proto)
+            k = (f.ip, f.port, f.proto, f.scope)
             if k in seen:
                 out.append((seen[k], s.name))
             else:

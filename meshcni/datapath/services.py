@@ -33,7 +33,9 @@ from .. import layout
 from ..bpf import MeshMaps
 from ..bpf.maps import concat_records
 from .._closing import Closing
-from ..controllers.model import Backend, Frontend, Service  # noqa: F401 (Frontend: importers of this module use it)
+from ..controllers.model import (F_ETP_LOCAL, F_EXTERNAL, F_ITP_LOCAL, F_NODEPORT, F_SRC_RANGES,  # noqa: F401
+                                 F_TWO_SCOPES, FLAG_NAMES, FRONTEND_FLAGS, SCOPE_EXT, SCOPE_INT, Backend, Frontend,
+                                 Service)
 
 PROTOS = {"tcp": 6, "udp": 17, 6: 6, 17: 17}
 M = None  # MC_MAGLEV_M, read from the layout on first use
@@ -86,6 +88,22 @@ def _addr_port(who: str, what: str, ip, port) -> bytes:
         raise ServiceError(f"{who}: {what} ip {ip!r} is not an address") from None
 
 
+def _src_rows(svc: Service, who: str) -> List[Tuple[int, bytes]]:
+    """mc_lb_src_ranges (prefixlen, addr16) of ``svc``'s source ranges: the LPM prefix counts the svc_id's
+    32 bits and the range's prefix in the 16-byte form (an IPv4 /p is a /96+p)."""
+    out = []
+    for i, r in enumerate(svc.src_ranges or ()):
+        try:
+            n = r if isinstance(r, (ipaddress.IPv4Network, ipaddress.IPv6Network)) else ipaddress.ip_network(r)
+        except (TypeError, ValueError):
+            raise ServiceError(f"{who}: src_ranges[{i}] {r!r} is not a network (host bits must be zero)") from None
+        if n.version == 4:
+            out.append((32 + 96 + n.prefixlen, _V4MAPPED + n.network_address.packed))
+        else:
+            out.append((32 + n.prefixlen, n.network_address.packed))
+    return out
+
+
 def _parse_front(svc: Service, who: str) -> Tuple[int, List[bytes]]:
     """Check svc_id and frontends: (proto, frontend addr16s)."""
     if not isinstance(svc.svc_id, int) or not 0 < svc.svc_id < 2 ** 32:
@@ -98,6 +116,11 @@ def _parse_front(svc: Service, who: str) -> Tuple[int, List[bytes]]:
         p = PROTOS.get(fe.proto.lower() if isinstance(fe.proto, str) else fe.proto)
         if p is None:
             raise ServiceError(f"{who}: frontend {i} protocol {fe.proto!r} not tcp/udp")
+        if type(fe.flags) is not int or fe.flags & ~FRONTEND_FLAGS:
+            raise ServiceError(f"{who}: frontend {i} flags {fe.flags!r} not a set of MC_SVC_F_NODEPORT.."
+                               "MC_SVC_F_ITP_LOCAL bits")
+        if fe.scope not in (SCOPE_EXT, SCOPE_INT) or type(fe.scope) is not int:
+            raise ServiceError(f"{who}: frontend {i} scope {fe.scope!r} is not 0 (EXT) or 1 (INT)")
         protos.add(p)
         fe_addrs.append(_addr_port(who, "frontend", fe.ip, fe.port))
     if len(protos) > 1:
@@ -109,6 +132,7 @@ def _parse_tail(svc: Service, who: str) -> None:
     """The checks after the backends'."""
     if svc.affinity_timeout is not None and not 0 < svc.affinity_timeout < 2 ** 32:
         raise ServiceError(f"{who}: affinity_timeout {svc.affinity_timeout} out of range")
+    _src_rows(svc, who)
     if len(svc.backends) > _MAX_SLOTS:
         raise ServiceError(f"{who}: {len(svc.backends)} backends, more than the {_MAX_SLOTS} slots a frontend has")
 
@@ -138,6 +162,7 @@ def _parse(svc: Service) -> Tuple[int, List[bytes], List[Ident]]:
 
 
 _get_ip, _get_port, _get_proto = attrgetter("ip"), attrgetter("port"), attrgetter("proto")
+_get_flags, _get_scope, _get_src = attrgetter("flags"), attrgetter("scope"), attrgetter("src_ranges")
 _get_svc_id, _get_frontends, _get_backends = attrgetter("svc_id"), attrgetter("frontends"), attrgetter("backends")
 _get_affinity = attrgetter("affinity_timeout")
 
@@ -167,9 +192,11 @@ def _addrs_bulk(ips: List) -> Optional[List[bytes]]:
 class _Parsed:
     """Services checked, every address parsed once; frontends and backends
     flat, in order."""
-    __slots__ = ("svcs", "protos", "fe_counts", "fe_addr", "fe_port", "counts", "idents", "bids")
+    __slots__ = ("svcs", "protos", "fe_counts", "fe_addr", "fe_port", "counts", "idents", "bids", "fe_flags",
+                 "fe_scope")
 
-    def __init__(self, svcs, protos, fe_counts, fe_addr, fe_port, counts, idents, bids=None):
+    def __init__(self, svcs, protos, fe_counts, fe_addr, fe_port, counts, idents, bids=None, fe_flags=None,
+                 fe_scope=None):
         self.svcs: List[Service] = svcs
         self.protos: List[int] = protos        # per Service
         self.fe_counts: List[int] = fe_counts  # frontends per Service
@@ -178,10 +205,12 @@ class _Parsed:
         self.counts: List[int] = counts        # backends per Service
         self.idents: List[Ident] = idents      # every Service's backends, flat
         self.bids: Optional[List[int]] = bids  # their ids, flat
+        self.fe_flags: List[int] = fe_flags if fe_flags is not None else []  # every frontend's own flags, flat
+        self.fe_scope: List[int] = fe_scope if fe_scope is not None else []  # and scope
 
     @classmethod
     def empty(cls) -> "_Parsed":
-        return cls([], [], [], [], [], [], [], [])
+        return cls([], [], [], [], [], [], [], [], [], [])
 
     def add(self, svc: Service, proto: int, fe_addrs: List[bytes], idents: List[Ident]) -> None:
         self.svcs.append(svc)
@@ -189,6 +218,8 @@ class _Parsed:
         self.fe_counts.append(len(fe_addrs))
         self.fe_addr += fe_addrs
         self.fe_port += [fe.port for fe in svc.frontends]
+        self.fe_flags += [fe.flags for fe in svc.frontends]
+        self.fe_scope += [fe.scope for fe in svc.frontends]
         self.counts.append(len(idents))
         self.idents += idents
 
@@ -235,6 +266,10 @@ def _parse_bulk(services: Sequence[Service]) -> Optional[_Parsed]:
     fe_addr = _addrs_bulk(list(map(_get_ip, fes))) if _ints_in(fe_port, 1, 65536) else None
     if fe_addr is None:
         return None
+    fe_flags, fe_scope = list(map(_get_flags, fes)), list(map(_get_scope, fes))
+    if not _ints_in(fe_flags, 0, 256) or any(map((~FRONTEND_FLAGS & 0xff).__and__, fe_flags)) \
+            or not _ints_in(fe_scope, 0, 2):
+        return None
     lists = list(map(_get_backends, svcs))
     counts = list(map(len, lists))
     if max(counts) > _MAX_SLOTS:
@@ -253,7 +288,12 @@ def _parse_bulk(services: Sequence[Service]) -> Optional[_Parsed]:
             o += c
     if not _ints_in([a for a in map(_get_affinity, svcs) if a is not None], 1, 2 ** 32):
         return None
-    return _Parsed(svcs, protos, fe_counts, fe_addr, fe_port, counts, idents)
+    try:
+        for svc in compress(svcs, map(_get_src, svcs)):
+            _src_rows(svc, "")
+    except ServiceError:
+        return None
+    return _Parsed(svcs, protos, fe_counts, fe_addr, fe_port, counts, idents, None, fe_flags, fe_scope)
 
 
 def _h(s: str, salt: bytes) -> int:
@@ -326,6 +366,8 @@ class ServiceTables:
     maglev_keys: np.ndarray
     maglev_values: np.ndarray
     pairs: set = field(default_factory=set)  # (svc_id, backend_id) in the desired state
+    src_keys: Optional[np.ndarray] = None     # mc_lb_src_ranges
+    src_values: Optional[np.ndarray] = None
 
 
 def backend_identity(be: Backend, proto: int) -> Ident:
@@ -360,9 +402,11 @@ def _check_svc_id(svc: Service, seen_id: Dict[int, str]) -> None:
 
 def _check_frontends(svc: Service, proto: int, fe_addrs: List[bytes], seen_fe: Dict[tuple, str]) -> None:
     for fe, addr in zip(svc.frontends, fe_addrs):
-        fk = (addr, fe.port, proto)
+        fk = (addr, fe.port, proto, fe.scope)
         if fk in seen_fe:
-            raise ServiceError(f"Service {svc.name}: frontend {fe.ip}:{fe.port}/{fe.proto} already used by Service {seen_fe[fk]}")
+            where = "" if fe.scope == SCOPE_EXT else " (scope INT)"
+            raise ServiceError(f"Service {svc.name}: frontend {fe.ip}:{fe.port}/{fe.proto}{where} already used by "
+                               f"Service {seen_fe[fk]}")
         seen_fe[fk] = svc.name
 
 
@@ -381,7 +425,7 @@ def _tables(p: _Parsed, previous_maglev: Optional[Dict[int, np.ndarray]]) -> Ser
     fs = np.repeat(np.arange(len(svcs), dtype=np.int64), p.fe_counts)  # each frontend's Service
     protos = np.array(p.protos, np.int64)
     if len(set(sids)) != len(sids) or \
-            len(set(zip(p.fe_addr, p.fe_port, protos[fs].tolist()))) != len(p.fe_addr):
+            len(set(zip(p.fe_addr, p.fe_port, protos[fs].tolist(), p.fe_scope))) != len(p.fe_addr):
         seen_id: Dict[int, str] = {}
         seen_fe: Dict[tuple, str] = {}
         o = 0
@@ -414,6 +458,7 @@ def _tables(p: _Parsed, previous_maglev: Optional[Dict[int, np.ndarray]]) -> Ser
         sk["addr"] = np.repeat(_u8x16(p.fe_addr), reps, axis=0)
         sk["port"] = np.repeat(np.array(p.fe_port, np.int64), reps)
         sk["proto"] = np.repeat(protos[fs], reps)
+        sk["scope"] = np.repeat(np.array(p.fe_scope, np.int64), reps)
         slot = pos + 1
         slot[master] = 0
         sk["slot"] = slot
@@ -424,7 +469,7 @@ def _tables(p: _Parsed, previous_maglev: Optional[Dict[int, np.ndarray]]) -> Ser
         flags = np.array([(1 if s.affinity_timeout else 0) | (2 if s.maglev else 0) for s in svcs], np.int64)
         aff = np.array([s.affinity_timeout or 0 for s in svcs], np.int64)
         sv["count"][master] = cnt[fs]
-        sv["flags"][master] = flags[fs]
+        sv["flags"][master] = flags[fs] | np.array(p.fe_flags, np.int64)
         sv["affinity_timeout"][master] = aff[fs]
 
     # mc_backends, by id (the last identity given an id wins, as a dict does)
@@ -456,7 +501,20 @@ def _tables(p: _Parsed, previous_maglev: Optional[Dict[int, np.ndarray]]) -> Ser
         mk[i]["svc_id"] = s
         mv[i]["backend_ids"] = tbl
     pairs = set(zip(chain.from_iterable(map(repeat, sids, counts)), bids))
-    return ServiceTables(sk, sv, bk, bv, rk, rv, mk, mv, pairs)
+
+    # mc_lb_src_ranges: (prefixlen, svc_id, addr16) per source range of a Service
+    src = {}
+    for svc in compress(svcs, map(_get_src, svcs)):
+        for plen, addr in _src_rows(svc, f"Service {svc.name}"):
+            src[(plen, svc.svc_id, addr)] = None
+    lk = np.zeros(len(src), dt("mc_lb_src_range_key"))
+    lv = np.zeros(len(src), dt("mc_lb_src_range"))
+    if src:
+        rows = list(src)
+        lk["prefixlen"] = [r[0] for r in rows]
+        lk["svc_id"] = [r[1] for r in rows]
+        lk["addr"] = _u8x16([r[2] for r in rows])
+    return ServiceTables(sk, sv, bk, bv, rk, rv, mk, mv, pairs, lk, lv)
 
 
 def _isin_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -543,7 +601,7 @@ class ServiceDatapath(Closing):
         # a desired state that does not fit is refused before anything is written: the maps keep
         # the previous state whole (a half-written one could point frontends at missing backends)
         for name, k in (("svc", t.svc_keys), ("backends", t.backend_keys), ("revnat", t.revnat_keys),
-                        ("maglev", t.maglev_keys)):
+                        ("maglev", t.maglev_keys), ("lb_src_ranges", t.src_keys)):
             m = getattr(mm, name)
             if len(k) > m.spec.max_entries:
                 raise m.full_error(len(k))
@@ -551,7 +609,8 @@ class ServiceDatapath(Closing):
         unions = []
         for name, k, v in (("backends", t.backend_keys, t.backend_values),
                            ("revnat", t.revnat_keys, t.revnat_values),
-                           ("maglev", t.maglev_keys, t.maglev_values)):
+                           ("maglev", t.maglev_keys, t.maglev_values),
+                           ("lb_src_ranges", t.src_keys, t.src_values)):
             m = getattr(mm, name)
             uk, uv = self._union(m, k, v)
             if len(uk) > m.spec.max_entries:
@@ -565,7 +624,8 @@ class ServiceDatapath(Closing):
         res["svc"] = mm.svc.reconcile(t.svc_keys, t.svc_values)
         # 3. what nothing points at any more (diffed against what step 1
         # just wrote: the map object's cache of it, no second dump)
-        for name, k, v in (("maglev", t.maglev_keys, t.maglev_values),
+        for name, k, v in (("lb_src_ranges", t.src_keys, t.src_values),
+                           ("maglev", t.maglev_keys, t.maglev_values),
                            ("revnat", t.revnat_keys, t.revnat_values),
                            ("backends", t.backend_keys, t.backend_values)):
             res[name] = getattr(mm, name).reconcile(k, v, cache=True)

@@ -91,17 +91,26 @@ def _meta(m, annotations_prefix: str = "") -> dict:
 
 
 _SVC_SPEC = ("type", "clusterIP", "clusterIPs", "ports", "sessionAffinity", "sessionAffinityConfig",
-             "ipFamilies", "externalName", "internalTrafficPolicy")
+             "ipFamilies", "externalName", "internalTrafficPolicy", "externalTrafficPolicy", "externalIPs",
+             "loadBalancerSourceRanges", "healthCheckNodePort", "allocateLoadBalancerNodePorts")
 
 
 def trim_service(svc: dict) -> dict:
     """A Service as the agent's Services controller reads it (its mesh-cni.dev/ annotations kept)."""
     if not isinstance(svc, dict):
         return svc
-    out: dict = {"metadata": _meta(svc.get("metadata"), "mesh-cni.dev/")}
+    meta = svc.get("metadata")
+    out: dict = {"metadata": _meta(meta, "mesh-cni.dev/")}
+    if isinstance(meta, dict) and "creationTimestamp" in meta:  # the older of two Services keeps a nodePort
+        out["metadata"]["creationTimestamp"] = meta["creationTimestamp"]
     if "spec" in svc:
         spec = svc["spec"]
         out["spec"] = {k: spec[k] for k in _SVC_SPEC if k in spec} if isinstance(spec, dict) else spec
+    st = svc.get("status")
+    lb = st.get("loadBalancer") if isinstance(st, dict) else None
+    ingress = lb.get("ingress") if isinstance(lb, dict) else None
+    if ingress:  # LoadBalancer ingress IPs are frontends; the rest of status is not read
+        out["status"] = {"loadBalancer": {"ingress": ingress}}
     return out
 
 

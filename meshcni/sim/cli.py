@@ -9,6 +9,10 @@
     meshcni sim delete -f FILE|DIR
     meshcni sim get KIND [-n NS | -A] [-o json]
     meshcni sim exec NS/POD -- CMD ...   run inside the pod (its netns and cgroup)
+    meshcni sim host add|del|list [NAME] [--ip ADDR]
+                                         external hosts on the underlay (clients from outside the cluster)
+    meshcni sim exec host/NAME -- CMD    run on such a host
+    meshcni sim exec node/NODE -- CMD    run on a node (its netns, a cgroup under the node's: the socket LB applies)
     meshcni sim logs [COMPONENT]         daemon, cni-<node>, or a pod's NS/POD
     meshcni sim mesh A B [C ...]         in each cluster a Cluster + kubeconfig Secret for every other
     meshcni sim unmesh A B [C ...]       remove them again
@@ -286,10 +290,21 @@ def cmd_exec(args) -> int:
     from .kubelet import in_pod_argv, read_pod_record
     root = _root(args)
     if "/" not in args.pod:
-        raise SimError(f"{args.pod!r}: give the pod as NAMESPACE/NAME")
+        raise SimError(f"{args.pod!r}: give the pod as NAMESPACE/NAME (or host/NAME for an external host)")
     ns, name = args.pod.split("/", 1)
     if not daemon_pid(root, args.name):
         raise SimError(f"cluster {args.name} is not up")
+    if ns == "host":  # an external host (sim host add); pods are never in a namespace called "host" here
+        from .hosts import host_argv
+        cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
+        if not cmd:
+            raise SimError("nothing to run: meshcni sim exec host/NAME -- CMD ...")
+        return subprocess.run(host_argv(root, args.name, name, cmd)).returncode
+    if ns == "node":
+        cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
+        if not cmd:
+            raise SimError("nothing to run: meshcni sim exec node/NODE -- CMD ...")
+        return subprocess.run(_node_argv(root, args.name, name, cmd)).returncode
     rec = read_pod_record(os.path.join(cluster_dir(root, args.name), "pods"), ns, name)
     if rec is None:
         raise SimError(f"pod {ns}/{name} is not running in cluster {args.name}")
@@ -297,6 +312,52 @@ def cmd_exec(args) -> int:
     if not cmd:
         raise SimError("nothing to run: meshcni sim exec NS/POD -- CMD ...")
     return subprocess.run(in_pod_argv(rec, cmd)).returncode
+
+
+def cmd_host(args) -> int:
+    from . import hosts
+    root = _root(args)
+    if args.action == "list":
+        rows = hosts.list_hosts(root, args.name)
+        if args.output == "json":
+            print(json.dumps(rows, indent=2))
+        elif rows:
+            _table(["NAME", "IP", "EXTRA-IP", "NETNS"], [[h["name"], h["ip"], h.get("extra") or "-",
+                                                          h["netns"] + ("" if h["present"] else " (gone)")]
+                                                         for h in rows])
+        else:
+            print(f"no hosts in cluster {args.name}")
+        return 0
+    if not args.host:
+        raise SimError(f"meshcni sim host {args.action} NAME: which host?")
+    if args.action == "add":
+        h = hosts.add_host(root, args.name, args.host, args.ip)
+        print(f"host {h['name']}: netns {h['netns']}, IP {h['ip']}" + (f", sends from {h['extra']}"
+                                                                        if h.get("extra") else ""))
+        return 0
+    if not hosts.del_host(root, args.name, args.host):
+        print(f"host {args.host} not found")
+        return 1
+    print(f"host {args.host} deleted")
+    return 0
+
+
+def _node_argv(root: str, cluster: str, node: str, cmd: List[str]) -> List[str]:
+    """cmd as a process of node ``node``: its network namespace and a cgroup under the node's (a node's own
+    processes are under the cgroup its agent attaches the socket LB to, as on a real node)."""
+    from .cluster import cluster_dir, read_config
+    from .topology import Ledger, plan_nodes
+    cfg = read_config(root, cluster)
+    n = next((x for x in plan_nodes(cluster, cfg.index, cfg.nodes, cfg.pod_cidr, root) if x.name == node), None)
+    if n is None:
+        raise SimError(f"no node {node} in cluster {cluster}")
+    d = cluster_dir(root, cluster)
+    cg = os.path.join(d, "cgroup2", f"meshcni-sim-{cluster}", node, "node-exec")
+    if not os.path.isdir(cg):
+        os.makedirs(cg, exist_ok=True)
+        Ledger(os.path.join(d, "ledger.json")).add("cgroup", cg)
+    script = 'echo $$ > "$1/cgroup.procs" && exec nsenter --net="$2" -- "${@:3}"'
+    return ["bash", "-c", script, "on-node", cg, n.netns_path] + list(cmd)
 
 
 def cmd_logs(args) -> int:
@@ -377,8 +438,15 @@ def add_parser(sub) -> None:
     x.add_argument("-A", "--all-namespaces", action="store_true")
     x.add_argument("-o", "--output", choices=("table", "json"), default="table")
     x.set_defaults(fn=_with_errors(cmd_get))
-    x = named(ssub.add_parser("exec", help="run a command inside a pod"))
-    x.add_argument("pod", help="NAMESPACE/NAME")
+    x = named(ssub.add_parser("host", help="external hosts on the underlay: add, del, list"))
+    x.add_argument("action", choices=("add", "del", "list"))
+    x.add_argument("host", nargs="?", metavar="NAME")
+    x.add_argument("--ip", metavar="ADDR", help="an extra address the host sends from (e.g. 203.0.113.7); the "
+                   "cluster's nodes route it to the host")
+    x.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    x.set_defaults(fn=_with_errors(cmd_host))
+    x = named(ssub.add_parser("exec", help="run a command inside a pod, or on an external host"))
+    x.add_argument("pod", help="NAMESPACE/NAME, or host/NAME")
     x.add_argument("command", nargs=argparse.REMAINDER)
     x.set_defaults(fn=_with_errors(cmd_exec))
     x = named(ssub.add_parser("demo", help="2 nodes, the demo app, and what works today, checked live"))

@@ -5,8 +5,12 @@
 
 TCP: on connect, writes ``NS/POD\\n`` (then echoes what it receives until the
 peer closes, so long-lived connections can be tested); UDP: every datagram
-is answered with ``NS/POD``. Listens on all addresses of the pod (IPv4 and
-IPv6). Standard library only: it starts for every pod.
+is answered with ``NS/POD``. The one message ``PEER`` (TCP: the line
+``PEER\\n``) is answered with the client's address as the pod saw it
+instead (TCP ``peer IP\\n``, UDP ``NS/POD IP``): what tests of source
+address preservation (``externalTrafficPolicy: Local``) read. Listens on
+all addresses of the pod (IPv4 and IPv6). Standard library only: it starts
+for every pod.
 """
 from __future__ import annotations
 
@@ -36,6 +40,12 @@ def _listeners(port: int, kind: int) -> list:
     return out
 
 
+def _host(peer) -> str:
+    """The client's address as text; an IPv4 client of a dual-stack socket without its ::ffff: prefix."""
+    h = peer[0]
+    return h[7:] if h.startswith("::ffff:") else h
+
+
 def serve(name: str, tcp: list, udp: list) -> None:
     reply = name.encode()
     sel = selectors.DefaultSelector()
@@ -51,24 +61,26 @@ def serve(name: str, tcp: list, udp: list) -> None:
             s = key.fileobj
             try:
                 if key.data == "accept":
-                    c, _ = s.accept()
+                    c, peer = s.accept()
                     c.setblocking(False)
                     c.send(reply + b"\n")
-                    sel.register(c, selectors.EVENT_READ, "conn")
-                elif key.data == "conn":
+                    sel.register(c, selectors.EVENT_READ, ("conn", _host(peer)))
+                elif key.data != "udp":
                     data = s.recv(65536)
-                    if data:
+                    if data == b"PEER\n":
+                        s.send(b"peer " + key.data[1].encode() + b"\n")
+                    elif data:
                         s.send(data)
                     else:
                         sel.unregister(s)
                         s.close()
                 else:
-                    _, peer = s.recvfrom(65536)
-                    s.sendto(reply, peer)
+                    data, peer = s.recvfrom(65536)
+                    s.sendto(reply + b" " + _host(peer).encode() if data == b"PEER" else reply, peer)
             except (BlockingIOError, InterruptedError):
                 continue
             except OSError:
-                if key.data == "conn":
+                if key.data != "udp" and key.data != "accept":
                     sel.unregister(s)
                     s.close()
 

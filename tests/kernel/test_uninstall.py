@@ -21,6 +21,7 @@ import pytest
 
 from meshcni.cni.install import install, shim_binary
 from meshcni.datapath import SockLB
+from meshcni.datapath.nodeport import NodePortDatapath
 from meshcni.datapath.policy import PolicyProgram
 from meshcni.datapath.socklb import query
 
@@ -46,6 +47,11 @@ def node(netns, tmp_path, pin_root, cgroup2_child):
     with PolicyProgram(pin_root) as prog:
         prog.pin_programs(pin_root)
         assert prog.attach("mcpod0", netns=ns) == {"mc_from_pod": "attached", "mc_to_pod": "attached"}
+    # the node's uplink with the NodePort/masquerade programs, as the agent leaves it
+    sh("ip", "-n", ns, "link", "add", "mcup0", "type", "veth", "peer", "name", "mcup1")
+    sh("ip", "-n", ns, "link", "set", "mcup0", "up")
+    with NodePortDatapath(pin_root, netns=ns) as up:
+        assert up.attach("mcup0") == {"mc_uplink_in": "attached", "mc_uplink_out": "attached"}
     with SockLB(pin_root) as lb:
         assert set(lb.attach(cgroup2_child).values()) == {"attached"}
         attach_types = {p: lb.attach_type(p) for p in lb.programs}
@@ -83,7 +89,7 @@ def test_uninstall_leaves_nothing_of_meshcni_and_is_idempotent(node):
 
     done = _uninstall(ns, dirs, pin_root)
     assert done["cgroupLinks"] == len(attach_types)
-    assert done["tcFilters"] == {"mcpod0": 2}
+    assert done["tcFilters"] == {"mcpod0": 2, "mcup0": 2}
     assert done["routes"] == 1
     assert done["pins"] > 0 and done["state"] == 2 and done["ipam"] == 1
     assert sorted(os.path.basename(p) for p in done["cni"]["removed"]) == ["05-meshcni.conflist", "meshcni-cni"]
@@ -91,10 +97,12 @@ def test_uninstall_leaves_nothing_of_meshcni_and_is_idempotent(node):
     # the socket LB: no program left on the cgroup
     assert {p: query(cgroup, t) for p, t in attach_types.items()} == {p: [] for p in attach_types}
     # tc: nothing at meshcni's handle on the veth (the interface itself stays)
-    from meshcni.datapath import tcpins
+    from meshcni.datapath import nodeport, tcpins
     from meshcni.datapath.policy import in_netns
     with in_netns(ns):
         assert tcpins.attached(socket.if_nametoindex("mcpod0")) == {"mc_from_pod": None, "mc_to_pod": None}
+        assert nodeport.attached_ifindex(socket.if_nametoindex("mcup0")) == {"mc_uplink_in": None,
+                                                                            "mc_uplink_out": None}
     # routes: meshcni's gone, the foreign one kept
     protos = {(r["dst"], r.get("protocol")) for r in _routes(ns)}
     assert ("198.51.100.0/24", "191") not in protos and not any(d == "198.51.100.0/24" for d, _ in protos)

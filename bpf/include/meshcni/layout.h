@@ -57,6 +57,10 @@
 #define MC_FRAG_MAX 8192
 #define MC_DROP_REASONS 64
 #define MC_LB_SRC_RANGES_MAX 16384
+#define MC_NAT_MAX 262144
+#define MC_NAT_DEVS_MAX 64
+#define MC_NAT_CIDRS_MAX 4096
+#define MC_NP_AFFINITY_MAX 65536
 #define MC_EVENTS_BYTES 1048576
 
 /* ---- service frontends (socket LB) ----
@@ -178,6 +182,115 @@ struct mc_lb_src_range_key {
 
 struct mc_lb_src_range {
 	__u32 flags;
+	__u32 pad;
+};
+
+/* ---- the node's uplink: NodePort/external frontends and masquerade ----
+ * bpf/nodeport.bpf.c on every uplink (agent --devices). Per device: the
+ * node's addresses traffic is translated to and whether pod traffic is
+ * masqueraded. An all-zero address: the device has none of that family.
+ */
+struct mc_nat_dev_key {
+	__u32 ifindex;
+};
+
+#define MC_NAT_DEV_F_MASQ 1
+
+struct mc_nat_dev {
+	__u8 addr4[16];
+	__u8 addr6[16];
+	__u32 flags;
+	__u32 pad;
+};
+
+/* What an address is to the uplink, LPM over the unified form. The longest
+ * prefix decides, so userspace ORs into each prefix the flags of every
+ * prefix containing it. */
+#define MC_NAT_CIDR_LOCAL_POD 1 /* a pod CIDR of this node */
+#define MC_NAT_CIDR_POD 2       /* any pod CIDR of the cluster */
+#define MC_NAT_CIDR_SERVICE 4   /* a service CIDR */
+#define MC_NAT_CIDR_NO_MASQ 8   /* --non-masquerade-cidr */
+
+struct mc_nat_cidr_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+struct mc_nat_cidr {
+	__u32 flags;
+	__u32 pad;
+};
+
+/*
+ * NAT state: one entry per translated flow and hook, keyed by the packet as
+ * it is seen on that hook of the uplink (dir MC_NAT_DIR_IN: arriving, tc
+ * ingress; MC_NAT_DIR_OUT: leaving, tc egress), so every packet of a
+ * translated flow is one lookup. The value says what to rewrite it to.
+ * Entries come in pairs (the flow and its reply); a hit refreshes both, the
+ * other being the translated packet's reversed tuple under peer_dir.
+ *   NodePort, local backend (DNAT): IN client->frontend => dst backend;
+ *     OUT backend->client => src frontend.
+ *   NodePort, remote backend (DNAT+SNAT): IN client->frontend => src
+ *     node:port, dst backend; IN backend->node:port => src frontend, dst
+ *     client; both redirected out (the stack would drop a packet arriving
+ *     with the node's own source).
+ *   Masquerade: OUT pod->outside => src node:port; IN outside->node:port
+ *     => dst pod.
+ * ICMP echo uses the identifier as the port. Entries past expires_ns are
+ * absent; userspace GC deletes them (meshcni.datapath.nodeport.nat_gc).
+ */
+#define MC_NAT_DIR_IN 0
+#define MC_NAT_DIR_OUT 1
+
+struct mc_nat_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 dir;
+	__u16 pad2;
+};
+
+#define MC_NAT_X_SRC 1      /* rewrite the source to saddr:sport */
+#define MC_NAT_X_DST 2      /* rewrite the destination to daddr:dport */
+#define MC_NAT_X_REDIRECT 4 /* send out by FIB lookup, not up the stack */
+
+#define MC_NAT_KIND_DNAT 1
+#define MC_NAT_KIND_SNAT 2
+#define MC_NAT_KIND_MASQ 3
+
+/* translated source ports (and ICMP echo identifiers): outside Linux's
+ * default ephemeral range (32768-60999) and the NodePort range, so the
+ * node's own connections never meet a translated flow's reply tuple */
+#define MC_NAT_PORT_MIN 61000
+#define MC_NAT_PORT_MAX 65535
+#define MC_NAT_PORT_TRIES 32
+
+#define MC_NAT_TIMEOUT_TCP_SYN_S 60
+#define MC_NAT_TIMEOUT_TCP_ESTABLISHED_S 21600
+#define MC_NAT_TIMEOUT_TCP_CLOSING_S 10
+#define MC_NAT_TIMEOUT_UDP_S 60
+#define MC_NAT_TIMEOUT_ICMP_S 30
+
+struct mc_nat {
+	__u64 expires_ns;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be16 sport;
+	__be16 dport;
+	__u8 xlate;
+	__u8 state;     /* MC_CT_STATE_* */
+	__u8 kind;      /* MC_NAT_KIND_* */
+	__u8 peer_dir;
+	__u32 svc_id;
+	__u32 pad;
+};
+
+/* ClientIP affinity of uplink traffic: keyed by the client's address */
+struct mc_np_affinity_key {
+	__u8 addr[16];
+	__u32 svc_id;
 	__u32 pad;
 };
 
@@ -331,6 +444,9 @@ struct mc_frag {
 #define MC_DROP_REASON_POLICY_DENY 2
 #define MC_DROP_REASON_MALFORMED 3
 #define MC_DROP_REASON_FRAGMENT 4
+#define MC_DROP_REASON_NO_BACKEND 5
+#define MC_DROP_REASON_SOURCE_RANGE 6
+#define MC_DROP_REASON_NAT_PORTS 7
 
 struct mc_drop_key {
 	__u32 reason;

@@ -42,6 +42,14 @@
 	  MC_CT_MAX, 0)                                                        \
 	X(mc_frag, BPF_MAP_TYPE_LRU_HASH, struct mc_frag_key, struct mc_frag,  \
 	  MC_FRAG_MAX, 0)                                                      \
+	X(mc_nat, BPF_MAP_TYPE_LRU_HASH, struct mc_nat_key, struct mc_nat,     \
+	  MC_NAT_MAX, 0)                                                       \
+	X(mc_nat_devs, BPF_MAP_TYPE_HASH, struct mc_nat_dev_key,               \
+	  struct mc_nat_dev, MC_NAT_DEVS_MAX, 0)                               \
+	X(mc_nat_cidrs, BPF_MAP_TYPE_LPM_TRIE, struct mc_nat_cidr_key,         \
+	  struct mc_nat_cidr, MC_NAT_CIDRS_MAX, BPF_F_NO_PREALLOC)             \
+	X(mc_np_affinity, BPF_MAP_TYPE_LRU_HASH, struct mc_np_affinity_key,    \
+	  struct mc_affinity, MC_NP_AFFINITY_MAX, 0)                           \
 	X(mc_drops, BPF_MAP_TYPE_PERCPU_ARRAY, struct mc_drop_key,             \
 	  struct mc_drop_count, MC_DROP_REASONS, 0)
 

@@ -1,0 +1,164 @@
+# SPDX-License-Identifier: MIT OR Apache-2.0
+"""The uplink program with real packets: an external host, two nodes and their pods in test netns.
+
+node1's eth0 carries bpf/nodeport.bpf.c; node2 is a plain router for its pod
+(the remote backend). The pods answer with the address they saw, so each
+test checks who the backend believes it talks to (helpers/uplinktopo.py).
+"""
+import contextlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+from meshcni.bpf import MeshMaps
+from meshcni.datapath.nodeport import Device, NodePortDatapath, UplinkConfig
+
+HELPERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers")
+sys.path.insert(0, HELPERS)
+from svcrows import write_frontend, write_ipcache  # noqa: E402
+from uplinktopo import EXT, NODE1, NODE2, POD1, POD1_CIDR, PODS_CIDR, POD2, Topology  # noqa: E402
+
+pytestmark = pytest.mark.kernel
+PEER = os.path.join(HELPERS, "peerecho.py")
+
+
+@pytest.fixture
+def topo():
+    with contextlib.ExitStack() as stack:
+        yield Topology(stack)
+
+
+@pytest.fixture
+def servers():
+    procs = []
+
+    def start(ns, ip, port):
+        p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, PEER, "serve", ip, str(port)],
+                             stdout=subprocess.PIPE, text=True)
+        procs.append(p)
+        assert p.stdout.readline().strip() == "ready"
+
+    yield start
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def ask(ns, proto, ip, port, timeout=2.0):
+    """(ip, port) the server saw, or None when nothing came back."""
+    p = subprocess.run(["ip", "netns", "exec", ns, sys.executable, PEER, "ask", proto, ip, str(port), str(timeout)],
+                       capture_output=True, text=True, timeout=timeout + 10)
+    if p.returncode:
+        return None
+    ip_, port_ = p.stdout.split()
+    return ip_, int(port_)
+
+
+@pytest.fixture
+def uplink(topo, pin_root):
+    maps = MeshMaps(pin_root)
+    d = NodePortDatapath(pin_root, maps, netns=topo.node1)
+    d.apply(UplinkConfig(devices=[Device("eth0", NODE1)], local_pod_cidrs=[POD1_CIDR], pod_cidrs=[PODS_CIDR],
+                         service_cidrs=["10.96.0.0/12"]))
+    write_ipcache(maps, {NODE1 + "/32": 1, NODE2 + "/32": 6})
+    d.maps_ = maps
+    try:
+        yield d
+    finally:
+        d.remove()
+        d.close()
+        maps.close()
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+def test_nodeport_to_a_local_backend_keeps_the_client_address(topo, uplink, servers, proto):
+    servers(topo.pod1, "0.0.0.0", 8080)
+    write_frontend(uplink.maps_, NODE1, 30080, proto, 1, [(POD1, 8080)], flags=("nodeport",))
+    assert ask(topo.ext, proto, NODE1, 30080)[0] == EXT
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+def test_nodeport_to_a_remote_backend_is_snated_to_the_node(topo, uplink, servers, proto):
+    servers(topo.pod2, "0.0.0.0", 8080)
+    write_frontend(uplink.maps_, NODE1, 30081, proto, 2, [(POD2, 8080)], flags=("nodeport",))
+    for _ in range(3):
+        seen = ask(topo.ext, proto, NODE1, 30081)
+        assert seen is not None and seen[0] == NODE1 and 61000 <= seen[1] <= 65535
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+def test_etp_local_keeps_the_client_and_no_local_backend_drops(topo, uplink, servers, proto):
+    servers(topo.pod1, "0.0.0.0", 8080)
+    write_frontend(uplink.maps_, NODE1, 30082, proto, 3, [(POD1, 8080)],
+                   flags=("nodeport", "etp_local", "two_scopes"))
+    write_frontend(uplink.maps_, NODE1, 30083, proto, 4, [], flags=("nodeport", "etp_local", "two_scopes"))
+    assert ask(topo.ext, proto, NODE1, 30082)[0] == EXT
+    assert ask(topo.ext, proto, NODE1, 30083, timeout=0.5) is None
+
+
+def test_external_ip_frontend(topo, uplink, servers):
+    # an externalIP routed to node1 by the external host
+    servers(topo.pod2, "0.0.0.0", 8080)
+    subprocess.run(["ip", "-n", topo.ext, "route", "add", "198.51.100.50/32", "via", NODE1], check=True)
+    subprocess.run(["ip", "-n", topo.node1, "addr", "add", "198.51.100.50/32", "dev", "lo"], check=True)
+    write_frontend(uplink.maps_, "198.51.100.50", 80, "tcp", 5, [(POD2, 8080)], flags=("external",))
+    assert ask(topo.ext, "tcp", "198.51.100.50", 80)[0] == NODE1
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+def test_pod_traffic_to_the_outside_is_masqueraded(topo, uplink, servers, proto):
+    servers(topo.ext, "0.0.0.0", 9000)
+    seen = ask(topo.pod1, proto, EXT, 9000)
+    assert seen is not None and seen[0] == NODE1
+
+
+def test_pod_to_pod_and_pod_to_node_are_not_masqueraded(topo, uplink, servers):
+    servers(topo.pod2, "0.0.0.0", 8080)
+    servers(topo.node2, "0.0.0.0", 8081)
+    assert ask(topo.pod1, "tcp", POD2, 8080)[0] == POD1
+    assert ask(topo.pod1, "tcp", NODE2, 8081)[0] == POD1
+
+
+def test_masquerade_off_and_detach(topo, uplink, servers):
+    servers(topo.ext, "0.0.0.0", 9000)
+    uplink.apply(UplinkConfig(devices=[Device("eth0", NODE1, masquerade=False)], local_pod_cidrs=[POD1_CIDR],
+                              pod_cidrs=[PODS_CIDR]))
+    # no masquerade: the external host has no route back to the pod, nothing returns
+    assert ask(topo.pod1, "udp", EXT, 9000, timeout=0.5) is None
+    assert set(uplink.attached("eth0").values()) != {None}
+    assert uplink.apply(UplinkConfig(devices=[])) == {"devices": 0, "cidrs": 0}
+    assert set(uplink.attached("eth0").values()) == {None}
+
+
+def test_agent_reconciler_finds_the_uplink_and_masquerades(topo, pin_root, servers):
+    """The agent's Uplink reconciler: the device is the one holding the Node's InternalIP."""
+    from meshcni.agent.uplink import Uplink, UplinkOptions, desired_uplink
+    from meshcni.datapath.policy import in_netns
+
+    servers(topo.ext, "0.0.0.0", 9000)
+    nodes = [{"metadata": {"name": "n1"}, "spec": {"podCIDRs": [POD1_CIDR]},
+              "status": {"addresses": [{"type": "InternalIP", "address": NODE1}]}},
+             {"metadata": {"name": "n2"}, "spec": {"podCIDRs": ["10.1.2.0/24"]},
+              "status": {"addresses": [{"type": "InternalIP", "address": NODE2}]}}]
+    with MeshMaps(pin_root) as maps:
+        r = Uplink.for_agent(pin_root, maps, "n1", UplinkOptions())
+        r.datapath.netns = topo.node1
+        try:
+            with in_netns(topo.node1):
+                out = r.apply(desired_uplink(nodes, "n1", UplinkOptions()).state)
+            assert out["devices"] == 1 and out["natExpired"] == 0 and out["requeueAfter"] == 30.0
+            assert [(d.ifname, d.addr4, d.masquerade) for d in r.devices] == [("eth0", NODE1, True)]
+            assert ask(topo.pod1, "tcp", EXT, 9000)[0] == NODE1
+            # applied again: nothing changes, the programs stay
+            ids = r.datapath.attached("eth0")
+            with in_netns(topo.node1):
+                r.apply(desired_uplink(nodes, "n1", UplinkOptions()).state)
+            assert r.datapath.attached("eth0") == ids
+            with in_netns(topo.node1):
+                r.apply(desired_uplink(nodes, "n1", UplinkOptions(masquerade=False)).state)
+            assert ask(topo.pod1, "udp", EXT, 9000, timeout=0.5) is None
+        finally:
+            r.datapath.remove()
+            r.datapath.close()
