@@ -5,9 +5,12 @@ import json
 import urllib.error
 import urllib.request
 
+import noext
 import pytest
 
-from meshcni.agent.agent import event_reason
+noext.require_extension("the agent's modules wire its datapath appliers, which load meshcni._libbpf")
+
+from meshcni.agent.agent import event_reason  # noqa: E402
 from meshcni.agent.healthcheck import HealthChecks
 from meshcni.agent.reconcilers import Services
 from meshcni.controllers.services import FRONTEND_CONFLICT, NODEPORT_CONFLICT, NodeContext, ServiceIDs

@@ -1,11 +1,14 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
 """The uplink's desired state: Nodes + flags -> addresses and ranges; ranges -> LPM rows."""
+import noext
 import pytest
 
-from meshcni import layout
-from meshcni.agent.uplink import UplinkOptions, desired_uplink
-from meshcni.datapath.nodeport import UplinkConfig, nat_cidr_rows
-from meshcni.datapath.policy import addr16
+noext.require_extension("the uplink's rows are laid out in layout.h's dtypes (meshcni._libbpf)")
+
+from meshcni import layout  # noqa: E402
+from meshcni.agent.uplink import UplinkOptions, desired_uplink  # noqa: E402
+from meshcni.datapath.nodeport import UplinkConfig, nat_cidr_rows  # noqa: E402
+from meshcni.datapath.policy import addr16  # noqa: E402
 
 pytestmark = pytest.mark.pure
 C = layout.constants()
