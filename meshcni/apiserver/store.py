@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 
+from .. import fastjson
 from . import admission
 from . import resources as res
 from .errors import (
@@ -73,7 +74,7 @@ class Event:
 
 
 def _frame(type_, obj) -> bytes:
-    return (json.dumps({"type": type_, "object": obj}, separators=(",", ":")) + "\n").encode()
+    return fastjson.dumps({"type": type_, "object": obj}) + b"\n"
 
 
 class Watcher:
