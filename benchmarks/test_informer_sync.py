@@ -118,3 +118,73 @@ def test_informer_sync(benchmark, cluster, codec, shape):
     benchmark.extra_info.update(services_list_s=statistics.median(a for a, _ in lists),
                                 slices_list_s=statistics.median(b for _, b in lists),
                                 sync_s=benchmark.stats.stats.median, when=time.strftime("%Y-%m-%d %H:%M"))
+
+
+_MEM_SCRIPT = r"""
+import contextlib, gc, json, sys
+sys.path.insert(0, sys.argv[1])
+from kubernetes import client
+from meshcni import fastjson
+from meshcni.k8s import Informer, api_client
+from meshcni.k8s.trim import trim_pod
+if sys.argv[3] == "stdlib":
+    fastjson.loads, fastjson.dumps, fastjson.gc_paused = json.loads, fastjson._std_dumps, contextlib.nullcontext
+def rss():
+    gc.collect()
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+core = client.CoreV1Api(api_client(sys.argv[2]))
+core.list_namespace()  # connection pool and client code paths warm before the baseline
+base = rss()
+inf = Informer(core.list_pod_for_all_namespaces, name="pods", transform=trim_pod, page_size=500)
+inf.start()
+assert inf.wait_for_sync(300)
+after = rss()
+print(json.dumps({"base": base, "after": after, "n": len(inf)}))
+inf.stop()
+"""
+
+
+@pytest.mark.parametrize("codec", ["stdlib", "fastjson"])
+def test_agent_pod_cache_memory(benchmark, tmp_path, codec):
+    """The agent's pod informer (trim_pod, pages of 500) in its own process, synced from the API
+    server: VmRSS growth per cached Pod. Pods as test_service_programming.pod() gives them, plus
+    a real cluster's managedFields (loaded as a snapshot: the store serves them as stored)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from meshcni.apiserver import APIServer, write_kubeconfig
+    from test_service_programming import N_PODS, pod
+
+    managed = [{"manager": "kubelet", "operation": "Update", "apiVersion": "v1", "time": "2026-12-02T00:00:00Z",
+                "fieldsType": "FieldsV1", "subresource": "status",
+                "fieldsV1": {"f:status": {"f:conditions": {f"k:{{\"type\":\"{t}\"}}": {
+                    ".": {}, "f:lastProbeTime": {}, "f:lastTransitionTime": {}, "f:status": {}, "f:type": {}}
+                    for t in ("ContainersReady", "Initialized", "PodScheduled", "Ready")},
+                    "f:containerStatuses": {}, "f:hostIP": {}, "f:phase": {}, "f:podIP": {},
+                    "f:podIPs": {".": {}, "k:{\"ip\":\"10.244.0.1\"}": {".": {}, "f:ip": {}}},
+                    "f:startTime": {}}}}]
+    objs = [{"group": "", "plural": "namespaces", "object": {
+        "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "uid": "ns", "resourceVersion": "1"}}}]
+    for g in range(N_PODS):
+        p = pod(g)
+        p["metadata"]["managedFields"] = managed
+        objs.append({"group": "", "plural": "pods", "object": p})
+    res = {}
+    with APIServer() as srv:
+        srv.store.load({"resourceVersion": 200_000 + N_PODS, "objects": objs})
+        kc = write_kubeconfig(str(tmp_path / "kc"), srv.url)
+
+        def run():
+            p = subprocess.run([sys.executable, "-c", _MEM_SCRIPT, str(Path(__file__).resolve().parents[1]), kc,
+                                codec], capture_output=True, text=True, check=True, timeout=600)
+            res.update(json.loads(p.stdout.strip().splitlines()[-1]))
+
+        benchmark.group = "informer-pod-memory"
+        benchmark.pedantic(run, rounds=1, iterations=1)
+    assert res["n"] == N_PODS
+    per_pod = (res["after"] - res["base"]) / N_PODS
+    benchmark.extra_info.update(method=codec, pods=N_PODS, rss_kib=res, kib_per_pod=per_pod,
+                                timed="subprocess wall time: start, list 10k pods in pages, sync")
