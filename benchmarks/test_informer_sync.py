@@ -14,10 +14,12 @@ the existing ``svcprog-informer`` benchmark.
 
 stdlib
     the path before meshcni.fastjson: ``json.dumps`` in the server, ``json.loads`` in the
-    informer, the garbage collector running throughout.
+    informer, the garbage collector running throughout, and the store's list as it was (every
+    page sorts and scans all keys; the function is kept below and patched in).
 fastjson
     ``meshcni.fastjson``: orjson on both ends, the collector held off while a list is decoded
-    and cached, ``managedFields`` dropped as objects are decoded.
+    and cached, ``managedFields`` dropped as objects are decoded; paged lists bisect keys
+    sorted once per write.
 
 ``shape``: ``whole`` caches every object as served (one list call each, as the benchmark in
 test_service_programming.py); ``agent`` is the agent's own informers (``trim_service`` /
@@ -43,15 +45,69 @@ ROUNDS = 5
 
 @contextlib.contextmanager
 def stdlib_codec():
-    """The codec as it was: the standard library, the collector on."""
-    saved = fastjson.loads, fastjson.dumps, fastjson.gc_paused
+    """The path as it was: the standard library, the collector on, every page sorting all keys."""
+    from meshcni.apiserver.store import Store
+    saved = fastjson.loads, fastjson.dumps, fastjson.gc_paused, Store.list
     fastjson.loads = json.loads
     fastjson.dumps = fastjson._std_dumps
     fastjson.gc_paused = contextlib.nullcontext
+    Store.list = _list_sorting_every_page
     try:
         yield
     finally:
-        fastjson.loads, fastjson.dumps, fastjson.gc_paused = saved
+        fastjson.loads, fastjson.dumps, fastjson.gc_paused, Store.list = saved
+
+
+# meshcni.apiserver.store.Store.list before keys were sorted once per write (verbatim)
+import base64  # noqa: E402  (names the old body uses)
+
+from meshcni.apiserver import resources as res  # noqa: E402
+from meshcni.apiserver.store import bad_request  # noqa: E402
+
+
+def _list_sorting_every_page(self, rt, ns, labels, fields, limit=0, cont=None):
+    """(items, resourceVersion, continue token, remaining count) of the current state."""
+    with self.lock:
+        if ns and rt.namespaced and ("", ns) not in self.objects[res.NAMESPACE_KEY]:
+            # a real server lists an empty collection for a missing namespace
+            return [], str(self.rv), "", None
+        objs = self.objects.get(rt.key, {})
+        keys = sorted(objs)
+        rv = self.rv
+        start = None
+        if cont:
+            try:
+                tok = json.loads(base64.urlsafe_b64decode(cont.encode() + b"=="))
+                start = tuple(tok["start"])
+                if len(start) != 2 or not all(isinstance(x, str) for x in start):
+                    raise ValueError("not a key")  # keys are (namespace, name): compared below
+            except (ValueError, KeyError, TypeError):
+                raise bad_request(f'invalid continue token "{cont}"') from None
+        items = []
+        last = None
+        more = False
+        remaining = 0
+        for k in keys:
+            if start is not None and k <= start:
+                continue
+            if ns and rt.namespaced and k[0] != ns:
+                continue
+            o = objs[k]
+            if not labels.empty and not labels.matches(o["metadata"].get("labels")):
+                continue
+            if not fields.empty and not fields.matches(o):
+                continue
+            if limit and len(items) >= limit:
+                more = True
+                remaining += 1
+                continue
+            items.append(o)
+            last = k
+    token = ""
+    if more:
+        token = base64.urlsafe_b64encode(json.dumps({"rv": rv, "start": list(last)}).encode()
+                                         ).decode().rstrip("=")
+    return items, str(rv), token, (remaining if more else None)
 
 
 @pytest.fixture(scope="module")
