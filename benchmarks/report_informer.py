@@ -12,14 +12,13 @@ def main(path: str) -> None:
     sync = [b for b in runs if b["group"].startswith("informer-sync")]
     mem = [b for b in runs if b["group"] == "informer-pod-memory"]
     if sync:
-        base = {b["extra_info"]["shape"]: b["stats"]["median"] for b in sync if b["extra_info"]["method"] == "stdlib"}
-        print("| caches | codec | rounds | median s | min s | services list s | slices list s | vs stdlib |")
-        print("|---|---|---:|---:|---:|---:|---:|---:|")
-        for b in sorted(sync, key=lambda b: (b["extra_info"]["shape"], b["extra_info"]["method"] != "stdlib")):
-            e, s = b["extra_info"], b["stats"]
-            vs = f"{base[e['shape']] / s['median']:.2f}x" if e["shape"] in base else "-"
-            print(f"| {e['shape']} | {e['method']} | {s['rounds']} | {s['median']:.3f} | {s['min']:.3f} | "
-                  f"{e['services_list_s']:.3f} | {e['slices_list_s']:.3f} | {vs} |")
+        print("| caches | rounds | stdlib median s | fastjson median s | stdlib min s | fastjson min s | "
+              "median of per-round ratios |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for b in sorted(sync, key=lambda b: b["extra_info"]["shape"]):
+            e = b["extra_info"]
+            print(f"| {e['shape']} | {len(e['stdlib_s'])} | {e['stdlib_median']:.3f} | {e['fastjson_median']:.3f} | "
+                  f"{min(e['stdlib_s']):.3f} | {min(e['fastjson_s']):.3f} | {e['ratio_median']:.2f}x |")
     if mem:
         print()
         print("| codec | pods | RSS before KiB | RSS after sync KiB | KiB per pod |")
