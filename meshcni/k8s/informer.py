@@ -323,7 +323,10 @@ class Informer:
                 for o in page:
                     _drop_unread(o)
                 items.extend(map(self._transform, page) if self._transform else page)
-            meta = body.get("metadata") or {}
+                meta = body.get("metadata") or {}
+                # the untrimmed page goes before the collector comes back on: its first pass
+                # then walks what is cached, not what a transform dropped
+                del body, page
             if rv is None:
                 # every page of a consistent list carries the same version; should a server serve
                 # later pages newer, watching from the first page's version replays, never skips
