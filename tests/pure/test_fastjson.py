@@ -135,3 +135,19 @@ def test_informer_drops_managed_fields_from_lists_and_watch_events(tmp_path):
                 served["items"][0], metadata=dict(served["items"][0]["metadata"], resourceVersion="9"))})))
             obj = inf.get("ns/a")
             assert obj["metadata"]["resourceVersion"] == "9" and "managedFields" not in obj["metadata"]
+
+
+def test_without_orjson_the_standard_library_does_it_all():
+    import subprocess
+    import sys
+    code = ("import sys; sys.modules['orjson'] = None\n"
+            "from meshcni import fastjson\n"
+            "assert fastjson.BACKEND == 'json', fastjson.BACKEND\n"
+            "assert fastjson.dumps({'a': [1, 'caf\\u00e9']}) == b'{\"a\":[1,\"caf\\\\u00e9\"]}'\n"
+            "assert fastjson.loads(b'{\"a\": 1}') == {'a': 1}\n"
+            "with fastjson.gc_paused():\n"
+            "    import gc; assert not gc.isenabled()\n"
+            "from meshcni.k8s import informer\n"
+            "print('ok')\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr
