@@ -1,9 +1,11 @@
 # SPDX-License-Identifier: MIT OR Apache-2.0
 """JSON for the large bodies: list responses and watch frames, on both ends.
 
-``orjson`` (a dependency; compiled) decodes a 30 MB EndpointSlice list about
-5x faster than the standard library and encodes it about 8x faster. Without
-it, everything here is the standard library's ``json`` with the same results.
+``orjson`` (a dependency; compiled) encodes a 30 MB EndpointSlice list about
+8x faster than the standard library and decodes it no slower (as fast, or up
+to 1.4x faster). What decoding gains most is ``gc_paused()`` below: 1.6-2.0 s
+with the collector running, 0.5 s without, for either library. Without orjson,
+everything here is the standard library's ``json`` with the same results.
 
 ``dumps`` gives the bytes of ``json.dumps(obj, separators=(",", ":"))``
 (what the API server always sent): orjson's output is used only when it is
