@@ -263,3 +263,256 @@ def diff(cur_keys, cur_values, want_keys, want_values, bint return_aligned=False
         return (add[:na].copy(), change[:nch].copy(), delete[:nd].copy(), same,
                 nc == nw and head + tail == nc)
     return add[:na].copy(), change[:nch].copy(), delete[:nd].copy(), same
+
+
+# ---------------------------------------------------------------- row packer
+
+cdef extern from "Python.h":
+    long long PyLong_AsLongLongAndOverflow(object, int *) except? -1
+    unsigned long long PyLong_AsUnsignedLongLong(object) except? -1
+    bint PyLong_Check(object)
+    bint PyTuple_Check(object)
+    bint PyList_Check(object)
+    bint PyDict_Check(object)
+    bint PyBytes_CheckExact(object)
+    bint PyByteArray_CheckExact(object)
+    char *PyBytes_AS_STRING(object)
+    char *PyByteArray_AS_STRING(object)
+    Py_ssize_t PyBytes_GET_SIZE(object)
+    Py_ssize_t PyByteArray_GET_SIZE(object)
+
+
+cdef struct _Field:
+    Py_ssize_t off
+    int esize       # bytes of one element: 1, 2, 4 or 8
+    int count       # elements: 1 for a scalar field, N for an array field
+    bint signed
+    bint big
+    bint addr16     # u1[16]: an ipaddress object packs to its 16-byte unified form
+
+
+# what one value did: packed, or not packed by this code (the row goes to the
+# numpy path, which decides whether it is an error)
+DEF _OK = 0
+DEF _NO = 1
+
+cdef object _np_integer = np.integer
+cdef object _ip_types = None
+
+
+cdef object _address_types():
+    global _ip_types
+    if _ip_types is None:
+        import ipaddress
+        _ip_types = (ipaddress.IPv4Address, ipaddress.IPv6Address)
+    return _ip_types
+
+
+cdef inline void _store(uint8_t *p, uint64_t v, int esize, bint big) noexcept nogil:
+    cdef int j
+    if big:
+        for j in range(esize):
+            p[esize - 1 - j] = <uint8_t>(v >> (8 * j))
+    else:
+        for j in range(esize):
+            p[j] = <uint8_t>(v >> (8 * j))
+
+
+cdef int _int(object v, _Field *f, uint64_t *out) except -1:
+    """A Python int (or bool, or numpy integer) in the element's range -> _OK."""
+    cdef int ovf = 0
+    cdef long long x
+    cdef unsigned long long u
+    if not PyLong_Check(v):
+        if isinstance(v, _np_integer):
+            v = int(v)
+        else:
+            return _NO
+    x = PyLong_AsLongLongAndOverflow(v, &ovf)
+    if ovf == 0:
+        if f.signed:
+            if f.esize < 8 and (x < -(1LL << (8 * f.esize - 1)) or x >= (1LL << (8 * f.esize - 1))):
+                return _NO
+        else:
+            if x < 0 or (f.esize < 8 and x >= (1LL << (8 * f.esize))):
+                return _NO
+        out[0] = <uint64_t>x
+        return _OK
+    if ovf > 0 and not f.signed and f.esize == 8:
+        try:
+            u = PyLong_AsUnsignedLongLong(v)
+        except OverflowError:
+            return _NO
+        out[0] = u
+        return _OK
+    return _NO
+
+
+cdef int _put(uint8_t *row, _Field *f, object v) except -1:
+    cdef uint64_t x
+    cdef Py_ssize_t n, j
+    cdef const uint8_t *src
+    cdef uint8_t *p = row + f.off
+    if f.count == 1:
+        if _int(v, f, &x) != _OK:
+            return _NO
+        _store(p, x, f.esize, f.big)
+        return _OK
+    # an array field: bytes, a sequence of ints, one int for every element
+    # (numpy broadcasts it), or an address object for addr[16]
+    if PyBytes_CheckExact(v) or PyByteArray_CheckExact(v):
+        if PyBytes_CheckExact(v):
+            src = <const uint8_t *>PyBytes_AS_STRING(v)
+            n = PyBytes_GET_SIZE(v)
+        else:
+            src = <const uint8_t *>PyByteArray_AS_STRING(v)
+            n = PyByteArray_GET_SIZE(v)
+        if n != f.count:
+            return _NO
+        if f.esize == 1 and not f.signed:
+            memcpy(p, src, n)
+            return _OK
+        if f.signed and f.esize == 1:
+            for j in range(n):
+                if src[j] > 127:
+                    return _NO
+        for j in range(n):
+            _store(p + j * f.esize, src[j], f.esize, f.big)
+        return _OK
+    if PyTuple_Check(v) or PyList_Check(v):
+        n = len(v)
+        if n != f.count:
+            return _NO
+        for j in range(n):
+            if _int(v[j], f, &x) != _OK:
+                return _NO
+            _store(p + j * f.esize, x, f.esize, f.big)
+        return _OK
+    if PyLong_Check(v) or isinstance(v, _np_integer):
+        if _int(v, f, &x) != _OK:
+            return _NO
+        for j in range(f.count):
+            _store(p + j * f.esize, x, f.esize, f.big)
+        return _OK
+    if f.addr16 and isinstance(v, _address_types()):
+        b = v.packed
+        if len(b) == 4:
+            b = b"\0" * 10 + b"\xff\xff" + b
+        memcpy(p, PyBytes_AS_STRING(b), 16)
+        return _OK
+    return _NO
+
+
+cdef class Packer:
+    """Packs rows of Python values into records of one numpy dtype, in C.
+
+    The dtype's fields are read once (offset, element size, count, signedness,
+    byte order); a row is then written straight into the output buffer.
+    Handles structured dtypes whose fields are integers or 1-D integer arrays,
+    and plain integer dtypes. Rows are tuples/lists (one value per field),
+    dicts (field name -> value, missing fields zero) or, for a one-field or
+    plain dtype, bare values -- the row forms ``BpfMap`` documents, with the
+    row form chosen by the first row as there.
+
+    Values packed here: ints (range-checked), bools, numpy integers; for an
+    array field also bytes/bytearray or a sequence of ints of the field's
+    length, one int for every element, and for ``u1[16]`` an ``ipaddress``
+    address (its 16-byte unified form). Anything else -- floats, strings,
+    a value out of range, a wrong length -- is not guessed at: ``pack``
+    returns ``(None, row)`` naming the first row it did not pack, and the
+    caller converts with numpy, which either accepts the value (as it always
+    has) or raises the error.
+    """
+    cdef _Field *fields
+    cdef int nf
+    cdef readonly object dtype
+    cdef readonly object names
+    cdef dict index
+    cdef bint plain
+
+    def __cinit__(self):
+        self.fields = NULL
+
+    def __dealloc__(self):
+        free(self.fields)
+
+    def __init__(self, dtype):
+        dtype = np.dtype(dtype)
+        self.dtype = dtype
+        self.plain = dtype.names is None
+        if self.plain:
+            names = (None,)
+            specs = [(dtype, 0)]
+        else:
+            names = dtype.names
+            specs = [dtype.fields[n][:2] for n in names]
+        self.names = names
+        self.nf = len(names)
+        self.fields = <_Field *>malloc(max(self.nf, 1) * sizeof(_Field))
+        if self.fields == NULL:
+            raise MemoryError()
+        self.index = {}
+        cdef int i
+        for i in range(self.nf):
+            sub, off = specs[i]
+            count = 1
+            base = sub
+            if sub.subdtype is not None:
+                base, shape = sub.subdtype
+                if len(shape) != 1:
+                    raise TypeError(f"field {names[i]!r}: {sub} is not a 1-D array")
+                count = shape[0]
+            if base.kind not in "ui" or base.itemsize not in (1, 2, 4, 8):
+                raise TypeError(f"field {names[i]!r}: {base} is not an integer type")
+            self.fields[i].off = off
+            self.fields[i].esize = base.itemsize
+            self.fields[i].count = count
+            self.fields[i].signed = base.kind == "i"
+            self.fields[i].big = base.byteorder == ">" or (base.byteorder == "=" and np.little_endian is False)
+            self.fields[i].addr16 = base.kind == "u" and base.itemsize == 1 and count == 16
+            if names[i] is not None:
+                self.index[names[i]] = i
+
+    def pack(self, list seq):
+        """``(records, n)`` when every row packed, else ``(None, row)`` of the first that did not."""
+        cdef Py_ssize_t n = len(seq), i, j, ns = self.dtype.itemsize
+        out = np.zeros(n, self.dtype)
+        if n == 0:
+            return out, 0
+        cdef uint8_t[::1] buf = out.view(np.uint8)
+        cdef uint8_t *base = &buf[0]
+        cdef uint8_t *rp
+        cdef object row, first = seq[0]
+        cdef _Field *f = self.fields
+        cdef int mode
+        # the row form of the first row decides, as BpfMap's numpy path does
+        if self.plain:
+            mode = 0
+        elif self.nf == 1 and not isinstance(first, (tuple, list, dict)):
+            mode = 0
+            if f[0].count != 1:
+                return None, 0
+        elif isinstance(first, dict):
+            mode = 2
+        else:
+            mode = 1
+        for i in range(n):
+            row = seq[i]
+            rp = base + i * ns
+            if mode == 1:
+                if not (PyTuple_Check(row) or PyList_Check(row)) or len(row) != self.nf:
+                    return None, i
+                for j in range(self.nf):
+                    if _put(rp, &f[j], row[j]) != _OK:
+                        return None, i
+            elif mode == 0:
+                if _put(rp, &f[0], row) != _OK:
+                    return None, i
+            else:
+                if not PyDict_Check(row):
+                    return None, i
+                for k, v in (<dict>row).items():
+                    j = self.index.get(k, -1) if type(k) is str else -1
+                    if j < 0 or _put(rp, &f[j], v) != _OK:
+                        return None, i
+        return out, n

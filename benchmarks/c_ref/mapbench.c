@@ -6,7 +6,7 @@
  * talks to libbpf directly, with no Python in the way. The Python benchmarks
  * compare meshcni's numpy bulk path against the numbers printed here.
  *
- *   mapbench --entries N --op update|lpm [--repeat R]
+ *   mapbench --entries N --op update|lpm|lpm-batch [--repeat R]
  *
  * Every repeat starts from a freshly created, empty map (the previous one is
  * closed first), so each repeat does the same work. Only the operation itself
@@ -79,7 +79,7 @@ static void die(const char *what, int err)
 
 static void usage(const char *prog)
 {
-	fprintf(stderr, "usage: %s --entries N --op update|lpm [--repeat R]\n", prog);
+	fprintf(stderr, "usage: %s --entries N --op update|lpm|lpm-batch [--repeat R]\n", prog);
 	exit(2);
 }
 
@@ -109,8 +109,10 @@ static double run_update(uint32_t n, const uint64_t *keys, const uint64_t *value
 	return t1 - t0;
 }
 
-static double run_lpm(uint32_t n, const struct lpm_key *keys, const struct lpm_value *values)
+static double run_lpm(uint32_t n, const struct lpm_key *keys, const struct lpm_value *values, int batch)
 {
+	LIBBPF_OPTS(bpf_map_batch_opts, bopts, .elem_flags = BPF_ANY);
+	__u32 count = n;
 	LIBBPF_OPTS(bpf_map_create_opts, copts, .map_flags = BPF_F_NO_PREALLOC);
 	double t0, t1;
 	uint32_t i;
@@ -121,6 +123,15 @@ static double run_lpm(uint32_t n, const struct lpm_key *keys, const struct lpm_v
 	if (fd < 0)
 		die("bpf_map_create(lpm_trie)", errno);
 
+	if (batch) {
+		t0 = now();
+		i = bpf_map_update_batch(fd, keys, values, &count, &bopts) ? 0 : count;
+		t1 = now();
+		if (i < n)
+			die("bpf_map_update_batch(lpm_trie)", errno);
+		close(fd);
+		return t1 - t0;
+	}
 	t0 = now();
 	for (i = 0; i < n; i++) {
 		if (bpf_map_update_elem(fd, &keys[i], &values[i], BPF_ANY))
@@ -178,7 +189,7 @@ int main(int argc, char **argv)
 			hkeys[i] = (uint64_t)i + 1;
 			hvalues[i] = ((uint64_t)i + 1) * 3;
 		}
-	} else if (strcmp(op, "lpm") == 0) {
+	} else if (strcmp(op, "lpm") == 0 || strcmp(op, "lpm-batch") == 0) {
 		if (n > (1u << 24)) {
 			fprintf(stderr, "mapbench: lpm: at most %u prefixes\n", 1u << 24);
 			return 2;
@@ -205,7 +216,8 @@ int main(int argc, char **argv)
 	}
 
 	for (r = 0; r < repeat; r++) {
-		double s = hkeys ? run_update(n, hkeys, hvalues) : run_lpm(n, lkeys, lvalues);
+		double s = hkeys ? run_update(n, hkeys, hvalues)
+				 : run_lpm(n, lkeys, lvalues, strcmp(op, "lpm-batch") == 0);
 
 		printf("{\"op\":\"%s\",\"entries\":%u,\"seconds\":%.9f}\n", op, n, s);
 		fflush(stdout);

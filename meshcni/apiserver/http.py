@@ -18,6 +18,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from .. import fastjson
 from . import resources as res
 from .errors import (
     APIError,
@@ -183,7 +184,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
 
     def _send_json(self, code: int, obj, extra_headers=()):
-        data = json.dumps(obj, separators=(",", ":")).encode()
+        data = fastjson.dumps(obj)
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -611,7 +612,7 @@ def _parse(body: bytes, ctype: str):
                 raise bad_request(f"error decoding YAML: {e}") from None
         else:
             try:
-                out = json.loads(body)
+                out = json.loads(body, parse_constant=_no_constant)
             except ValueError as e:
                 raise bad_request(f"error decoding JSON: {e}") from None
     except RecursionError:
@@ -619,6 +620,12 @@ def _parse(body: bytes, ctype: str):
     if _depth_over(out, MAX_DEPTH):
         raise bad_request(f"the request body nests deeper than {MAX_DEPTH} levels")
     return out
+
+
+def _no_constant(name: str):
+    # NaN and Infinity are not JSON (kube-apiserver refuses them too); a stored NaN could not be
+    # written back out as the same value
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _depth_over(obj, limit: int) -> bool:
@@ -631,10 +638,12 @@ def _depth_over(obj, limit: int) -> bool:
         elif isinstance(o, list):
             children = o
         else:
+            if type(o) is float and not math.isfinite(o):  # YAML's .nan / .inf
+                raise bad_request(f"error decoding YAML: {o} is not a JSON number")
             continue
         if d > limit:
             return True
-        stack.extend((c, d + 1) for c in children if isinstance(c, (dict, list)))
+        stack.extend((c, d + 1) for c in children if isinstance(c, (dict, list, float)))
     return False
 
 

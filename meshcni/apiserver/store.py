@@ -13,6 +13,7 @@ ends with 410 Expired, so neither writers nor other watchers ever wait on it.
 from __future__ import annotations
 
 import base64
+import bisect
 import collections
 import copy
 import json
@@ -24,6 +25,7 @@ import threading
 import time
 import uuid
 
+from .. import fastjson
 from . import admission
 from . import resources as res
 from .errors import (
@@ -73,7 +75,7 @@ class Event:
 
 
 def _frame(type_, obj) -> bytes:
-    return (json.dumps({"type": type_, "object": obj}, separators=(",", ":")) + "\n").encode()
+    return fastjson.dumps({"type": type_, "object": obj}) + b"\n"
 
 
 class Watcher:
@@ -171,6 +173,9 @@ class Store:
         self.types: dict[tuple[str, str], res.ResourceType] = {}
         self.by_url: dict[tuple[str, str, str], res.ResourceType] = {}
         self.objects: dict[tuple[str, str], dict[tuple[str, str], dict]] = {}
+        # per resource: (its objects dict, rv, count, sorted keys) -- a paged list sorts once,
+        # not once per page; any write bumps rv (a replacement in place keeps the keys)
+        self._sorted: dict[tuple[str, str], tuple] = {}
         self.watchers: dict[tuple[str, str], set[Watcher]] = collections.defaultdict(set)
         self.ips = admission.IPAllocator(service_cidr, node_port_range)
         for rt in res.BUILTIN:
@@ -326,7 +331,7 @@ class Store:
                 # a real server lists an empty collection for a missing namespace
                 return [], str(self.rv), "", None
             objs = self.objects.get(rt.key, {})
-            keys = sorted(objs)
+            keys = self._sorted_keys(rt.key, objs)
             rv = self.rv
             start = None
             if cont:
@@ -341,18 +346,27 @@ class Store:
             last = None
             more = False
             remaining = 0
-            for k in keys:
-                if start is not None and k <= start:
-                    continue
-                if ns and rt.namespaced and k[0] != ns:
-                    continue
+            # keys sort by (namespace, name): one namespace is one run of them, and a page
+            # starts right after the continue token's key
+            lo, hi = 0, len(keys)
+            if ns and rt.namespaced:
+                lo, hi = bisect.bisect_left(keys, (ns,)), bisect.bisect_left(keys, (ns + "\0",))
+            if start is not None:
+                lo = max(lo, bisect.bisect_right(keys, start))
+            select = not labels.empty or not fields.empty
+            for i in range(lo, hi):
+                k = keys[i]
                 o = objs[k]
-                if not labels.empty and not labels.matches(o["metadata"].get("labels")):
-                    continue
-                if not fields.empty and not fields.matches(o):
-                    continue
+                if select:
+                    if not labels.empty and not labels.matches(o["metadata"].get("labels")):
+                        continue
+                    if not fields.empty and not fields.matches(o):
+                        continue
                 if limit and len(items) >= limit:
                     more = True
+                    if not select:  # every key left matches
+                        remaining = hi - i
+                        break
                     remaining += 1
                     continue
                 items.append(o)
@@ -362,6 +376,14 @@ class Store:
             token = base64.urlsafe_b64encode(json.dumps({"rv": rv, "start": list(last)}).encode()
                                              ).decode().rstrip("=")
         return items, str(rv), token, (remaining if more else None)
+
+    def _sorted_keys(self, key, objs) -> list:
+        c = self._sorted.get(key)
+        if c is not None and c[0] is objs and c[1] == self.rv and c[2] == len(objs):
+            return c[3]
+        keys = sorted(objs)
+        self._sorted[key] = (objs, self.rv, len(objs), keys)
+        return keys
 
     def create(self, rt, ns, body, dry_run=False, strict=False) -> dict:
         if not isinstance(body, dict):
@@ -631,6 +653,7 @@ class Store:
 
     def load(self, data: dict):
         with self.lock:
+            self._sorted.clear()
             for key in list(self.objects):
                 self.objects[key] = {}
             for entry in data.get("objects", ()):

@@ -14,6 +14,7 @@ exit / garbage collection. It never owns the pin: unpinning is explicit.
 from __future__ import annotations
 
 import errno as _errno
+import ipaddress
 import os
 from dataclasses import dataclass
 from typing import Any, List, Optional, Tuple
@@ -230,25 +231,7 @@ class BpfMap:
                     data.dtype.names == dtype.names:
                 return data.astype(dtype)
             raise TypeError(f"map {self.name}: {what} array has dtype {data.dtype}, expected {dtype}")
-        seq = list(data)
-        if not seq:
-            return np.zeros(0, dtype)
-        try:
-            if dtype.names and len(dtype.names) == 1 and not isinstance(seq[0], (tuple, list, dict)):
-                out = np.zeros(len(seq), dtype)
-                out[dtype.names[0]] = seq
-                return out
-            if dtype.names and isinstance(seq[0], dict):
-                out = np.zeros(len(seq), dtype)
-                for i, row in enumerate(seq):
-                    for k, v in row.items():
-                        out[i][k] = _field_value(v)
-                return out
-            if dtype.names:
-                seq = [tuple(_field_value(v) for v in row) for row in seq]
-            return np.array(seq, dtype=dtype)
-        except (ValueError, TypeError, KeyError, OverflowError) as e:
-            raise TypeError(f"map {self.name}: cannot convert {what} to {dtype}: {e}") from None
+        return as_records(data, dtype, f"map {self.name}", what)
 
     def keys_array(self, keys: Any) -> np.ndarray:
         return self._records(keys, self.key_dtype, "keys")
@@ -502,11 +485,132 @@ def rows(arr: np.ndarray) -> np.ndarray:
     return arr.view(np.uint8).reshape(n, -1) if n else np.zeros((0, arr.dtype.itemsize * (arr.shape[1] if arr.ndim > 1 else 1)), np.uint8)
 
 
-def _field_value(v: Any) -> Any:
-    # bytes for an address field: numpy wants a sequence of ints for u1[16]
+def _field_value(v: Any, sub: Optional[np.dtype] = None) -> Any:
+    # bytes for an array field: numpy wants a sequence of ints for u1[16]
     if isinstance(v, (bytes, bytearray)):
         return list(v)
+    # an address object into addr[16] is its unified form (IPv4 as ::ffff:a.b.c.d); numpy alone
+    # would take int(address) and repeat it in every byte
+    if sub is not None and sub.subdtype is not None and sub.subdtype[0] == np.uint8 and \
+            sub.subdtype[1] == (16,) and isinstance(v, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        b = v.packed
+        return list(_V4_MAPPED + b if len(b) == 4 else b)
     return v
+
+
+_V4_MAPPED = b"\0" * 10 + b"\xff\xff"
+
+
+def _row_form(dtype: np.dtype, first: Any) -> str:
+    """How rows are read, decided by the first row: "scalar", "dict" or "tuple"."""
+    if dtype.names and len(dtype.names) == 1 and not isinstance(first, (tuple, list, dict)):
+        return "scalar"
+    if dtype.names and isinstance(first, dict):
+        return "dict"
+    return "tuple"
+
+
+def _convert(seq: list, dtype: np.dtype, form: str) -> np.ndarray:
+    if form == "scalar":
+        out = np.zeros(len(seq), dtype)
+        out[dtype.names[0]] = seq
+        return out
+    if form == "dict":
+        out = np.zeros(len(seq), dtype)
+        for i, row in enumerate(seq):
+            for k, v in row.items():
+                out[i][k] = _field_value(v, dtype.fields[k][0] if k in dtype.fields else None)
+        return out
+    if dtype.names:
+        subs = [dtype.fields[n][0] for n in dtype.names]
+        seq = [tuple(_field_value(v, sub) for v, sub in zip(row, subs)) + tuple(row)[len(subs):]
+               for row in seq]
+    return np.array(seq, dtype=dtype)
+
+
+def as_records(data: Any, dtype: np.dtype, owner: str = "rows", what: str = "rows") -> np.ndarray:
+    """Rows of Python values (tuples/lists, dicts or bare values, see the README) -> records.
+
+    The compiled packer (``_fastmap.Packer``) writes the records directly from the dtype's
+    field offsets, sizes and byte order; a row it leaves alone (a float, a string, a value
+    out of range) sends the whole input through numpy (:func:`records_py`), which converts it
+    as it always has or fails: then the ``TypeError`` names ``owner``, the first bad row and
+    its field, and nothing has been written anywhere.
+    """
+    seq = data if type(data) is list else list(data)
+    if not seq:
+        return np.zeros(0, dtype)
+    packer = packer_for(dtype)
+    stop = 0
+    if packer is not None:
+        out, stop = packer.pack(seq)
+        if out is not None:
+            return out
+    try:
+        return records_py(seq, dtype)
+    except (ValueError, TypeError, KeyError, OverflowError) as e:
+        where = locate_bad_row(seq, dtype, stop)
+        raise TypeError(f"{owner}: cannot convert {what} to {dtype}: {where[0] if where else e}") from None
+
+
+def records_py(seq: list, dtype: np.dtype) -> np.ndarray:
+    """Rows of Python values -> records, with numpy doing the conversion row by row.
+
+    The reference for the compiled packer (``_fastmap.Packer``), and what converts the
+    values that packer leaves alone (floats, strings: numpy's own rules).
+    """
+    return _convert(seq, dtype, _row_form(dtype, seq[0]))
+
+
+def locate_bad_row(seq: list, dtype: np.dtype, start: int = 0) -> Optional[Tuple[str]]:
+    """The first row (from ``start``) numpy cannot convert, as ``("row I, field F: why",)``."""
+    form = _row_form(dtype, seq[0])
+    errors = (ValueError, TypeError, KeyError, OverflowError, AttributeError)
+    for i in range(start, len(seq)):
+        row = seq[i]
+        try:
+            _convert([row], dtype, form)
+            continue
+        except errors as e:
+            why = e
+        field = None
+        if form == "scalar":
+            field = dtype.names[0]
+        elif form == "dict" and isinstance(row, dict):
+            for k, v in row.items():
+                try:
+                    _convert([{k: v}], dtype, form)
+                except errors as e:
+                    field, why = k, e
+                    break
+        elif dtype.names and isinstance(row, (tuple, list)) and len(row) == len(dtype.names):
+            for j, name in enumerate(dtype.names):
+                probe = [0] * len(row)
+                probe[j] = row[j]
+                try:
+                    _convert([tuple(probe)], dtype, form)
+                except errors as e:
+                    field, why = name, e
+                    break
+        return (f"row {i}" + (f", field {field!r}" if field is not None else "") + f": {why}",)
+    return None
+
+
+_PACKERS: dict = {}
+
+
+def packer_for(dtype: np.dtype) -> Optional["_fastmap.Packer"]:
+    """The compiled packer for ``dtype``, or None when its fields are not all integers."""
+    try:
+        return _PACKERS[dtype]
+    except KeyError:
+        pass
+    try:
+        p = _fastmap.Packer(dtype)
+    except TypeError:
+        p = None
+    _PACKERS[dtype] = p
+    return p
 
 
 def spec_for(name: str, key_dtype: np.dtype, value_dtype: np.dtype, type: int = _TYPE_HASH,

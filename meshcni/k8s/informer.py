@@ -3,10 +3,12 @@
 
 The informer calls a ``kubernetes`` client list function (typed ``CoreV1Api``
 methods and ``CustomObjectsApi`` methods alike) with ``_preload_content=False``
-and parses the JSON itself, so every cached object is a plain ``dict`` keyed
-``namespace/name`` (``name`` for cluster-scoped objects). That skips the
-client's model deserialisation, which costs an order of magnitude more than
-``json.loads`` for large lists, and it is the shape controllers want anyway.
+and parses the JSON itself (:mod:`meshcni.fastjson`: orjson, the collector
+held off), so every cached object is a plain ``dict`` keyed ``namespace/name``
+(``name`` for cluster-scoped objects). That skips the client's model
+deserialisation, which costs an order of magnitude more than decoding for
+large lists, and it is the shape controllers want anyway. ``metadata.
+managedFields`` is dropped as each object is decoded: nothing reads it.
 
 Protocol, as client-go's reflector does it: list, then watch from the list's
 resourceVersion with bookmarks; remember the newest resourceVersion seen in
@@ -16,7 +18,6 @@ DELETED / ADDED / MODIFIED notifications, so handlers never miss a deletion.
 """
 from __future__ import annotations
 
-import json
 import logging
 import random
 import socket
@@ -25,6 +26,8 @@ import time
 from typing import Callable, Iterable, Iterator
 
 from kubernetes.client.rest import ApiException
+
+from .. import fastjson
 
 log = logging.getLogger("meshcni.k8s.informer")
 
@@ -310,12 +313,20 @@ class Informer:
                     kw["_continue"] = cont
             resp = self._call_list(**kw)
             try:
-                body = json.loads(resp.data)
+                data = resp.data
             finally:
                 resp.release_conn()
-            page = body.get("items") or ()
-            items.extend(map(self._transform, page) if self._transform else page)
-            meta = body.get("metadata") or {}
+            with fastjson.gc_paused():
+                body = fastjson.loads(data)
+                del data
+                page = body.get("items") or ()
+                for o in page:
+                    _drop_unread(o)
+                items.extend(map(self._transform, page) if self._transform else page)
+                meta = body.get("metadata") or {}
+                # the untrimmed page goes before the collector comes back on: its first pass
+                # then walks what is cached, not what a transform dropped
+                del body, page
             if rv is None:
                 # every page of a consistent list carries the same version; should a server serve
                 # later pages newer, watching from the first page's version replays, never skips
@@ -333,9 +344,11 @@ class Informer:
                   self.last_list_seconds)
 
     def _replace(self, items: list[dict], rv: str):
-        new = {object_key(o): o for o in items}
         deleted, added, updated = [], [], []
-        with self._lock:
+        # the cache and its indexes (one set per index value) are built with the collector held
+        # off, as the decoding is; the handlers below run with it on
+        with fastjson.gc_paused(), self._lock:
+            new = {object_key(o): o for o in items}
             old = self._items
             for k, o in old.items():
                 if k not in new:
@@ -383,7 +396,7 @@ class Informer:
             for line in _lines(resp):
                 if self._stop.is_set():
                     raise _Stopped()
-                self._handle(json.loads(line))
+                self._handle(fastjson.loads(line))
                 self._failures = 0
                 self._just_listed = False
                 self._maybe_resync()
@@ -425,6 +438,7 @@ class Informer:
             if rv:
                 self.resource_version = rv
             return
+        _drop_unread(obj)
         if self._transform is not None:
             obj = self._transform(obj)
         key = object_key(obj)
@@ -491,6 +505,14 @@ class Informer:
                     s.discard(key)
                     if not s:
                         del idx[v]
+
+
+def _drop_unread(obj) -> None:
+    """Drop what no cache reads, right after decoding: ``metadata.managedFields`` (server-side
+    apply bookkeeping, often the largest part of a real kube-apiserver object)."""
+    meta = obj.get("metadata") if type(obj) is dict else None
+    if type(meta) is dict and "managedFields" in meta:
+        del meta["managedFields"]
 
 
 def _rv(obj: dict) -> str:
