@@ -250,9 +250,16 @@ class ClusterPlan:
                 + (self.finalize and not self.meps.delete))
 
 
-def _grace(cluster: dict, default: float) -> float:
-    v = (cluster.get("spec") or {}).get("staleGracePeriodSeconds")
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 else default
+def _grace(cluster: dict, default: float, problems: Optional[list] = None) -> float:
+    spec = cluster.get("spec")
+    v = spec.get("staleGracePeriodSeconds") if isinstance(spec, dict) else None
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0:
+        return float(v)
+    if v is not None and problems is not None:
+        problems.append(mesh.MeshProblem("Cluster", "", (cluster.get("metadata") or {}).get("name", ""),
+                                         "spec.staleGracePeriodSeconds",
+                                         f"{v!r} is not a number of seconds >= 0; {default:g} used"))
+    return default
 
 
 def decide(s: Snapshot, cfg: MeshConfig) -> ClusterPlan:
@@ -285,7 +292,8 @@ def decide(s: Snapshot, cfg: MeshConfig) -> ClusterPlan:
         plan.problems = [mesh.MeshProblem("Cluster", "", s.name, "metadata.name", why.message)]
         return plan
     plan.add_finalizer = mesh.FINALIZER not in finalizers
-    grace = _grace(c, cfg.stale_grace)
+    spec_problems: List[mesh.MeshProblem] = []
+    grace = _grace(c, cfg.stale_grace, spec_problems)
 
     # the Secret
     try:
@@ -385,7 +393,7 @@ def decide(s: Snapshot, cfg: MeshConfig) -> ClusterPlan:
                                   nodes=nodes)
     st = mesh.cluster_status(prev, generation, obs, now)
     plan.status = None if st == prev else st
-    plan.problems = problems + mesh.condition_problems(s.name, st)
+    plan.problems = spec_problems + problems + mesh.condition_problems(s.name, st)
     return plan
 
 

@@ -637,7 +637,11 @@ def _parse_kubeconfig_cached(raw: bytes, where: str):
     try:
         cfg = yaml.safe_load(raw)
     except yaml.YAMLError as e:
-        return SecretError("InvalidKubeconfig", f"{where} is not YAML: {str(e).splitlines()[0]}")
+        # the parser's text quotes the document (a tag, a scalar, a snippet): never put Secret bytes
+        # in a status, an Event or a log; where it broke is enough to find it
+        mark = getattr(e, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        return SecretError("InvalidKubeconfig", f"{where} is not YAML{at}: {type(e).__name__}")
     try:
         return check_kubeconfig(cfg, where)
     except SecretError as e:
