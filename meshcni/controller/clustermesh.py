@@ -122,6 +122,8 @@ class Remote:
         from ..k8s import Informer
         from ..k8s.trim import trim_endpointslice, trim_service
         self.cluster, self.fingerprint = cluster, fp
+        # the client's errors may quote what it sends (a header holding a token): out of every message
+        self._secrets = mesh.credentials(kubeconfig)
         conf = client.Configuration()
         conf.connection_pool_maxsize = 8  # four watches plus lists; urllib3's default of 4 would queue
         # raises for a kubeconfig the loader cannot use (bad certificate data, unknown auth): the caller reports it
@@ -186,7 +188,7 @@ class Remote:
         # urllib3 puts object addresses in its messages; without them the text is stable across retries,
         # so the status (and its Event) is written once per outage, not once per attempt
         err = next((f"{i.name}: {i.last_error}" for i in self.informers if i.last_error), "")
-        return _ADDR.sub("", err)[:500]
+        return mesh.redact(_ADDR.sub("", err), self._secrets)[:500]
 
     def view(self) -> "RemoteView":
         return RemoteView(self.fingerprint, self.server, self.synced(), self.connected(), self.failing_since(),
@@ -671,7 +673,8 @@ class ClusterMesh(Reconciler):
         try:
             r = Remote(name, fp, kubeconfig, self.cfg, lambda: self.kick(name))
         except Exception as e:
-            self._client_errors[name] = (fp, f"the kubeconfig cannot be used: {type(e).__name__}: {e}")
+            self._client_errors[name] = (fp, mesh.redact(f"the kubeconfig cannot be used: {type(e).__name__}: {e}",
+                                                         mesh.credentials(kubeconfig)))
             log.warning("Cluster %s: %s", name, self._client_errors[name][1])
             self.kick(name)
             return
