@@ -12,7 +12,7 @@ One 2-node cluster for the module (real agents, controller, kubelets, the real C
 - agents SIGKILLed N times in a row under a ClusterIP connection loop.
 
 ``MESHCNI_OUTAGE_SECONDS`` (default 15) and ``MESHCNI_AGENT_RESTARTS``
-(default 20) set the sizes; docs/reliability.md has the long-run figures.
+(default 10) set the sizes; docs/reliability.md has the long-run figures.
 """
 import json
 import os
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.e2e
 NAME = "f"
 NODES = (f"{NAME}-node1", f"{NAME}-node2")
 OUTAGE = float(os.environ.get("MESHCNI_OUTAGE_SECONDS", "15"))
-RESTARTS = int(os.environ.get("MESHCNI_AGENT_RESTARTS", "20"))
+RESTARTS = int(os.environ.get("MESHCNI_AGENT_RESTARTS", "10"))
 # what the control plane writes; conntrack, affinity, NAT and fragment state move with traffic
 CONTROL_MAPS = ("mc_svc", "mc_backends", "mc_revnat", "mc_maglev", "mc_ipcache", "mc_endpoints", "mc_policy",
                 "mc_enforce")
