@@ -79,6 +79,10 @@ class AgentConfig:
     cni_shim: Optional[bool] = None  # None: the compiled shim when it was built
     cni_fallback: bool = True  # the Python plugin beside the shim (only where this interpreter is the node's)
     sync_timeout: float = 60.0
+    # (first, max) seconds between an informer's reconnect attempts while the API server is away:
+    # the max bounds how long after its return the agent notices (< 5 s with the ±50% jitter); each
+    # attempt to a server that is gone is one refused connection
+    api_backoff: tuple = (0.2, 2.0)
     pin_check_interval: float = 10.0  # seconds between checks of the datapath's pins
     cluster_name: str = "default"     # mesh-cni.dev/cluster of this cluster's pods (NetworkPolicy peers)
     uplink: Optional[UplinkOptions] = None  # NodePort from outside and masquerade (None: the defaults)
@@ -111,12 +115,12 @@ class Metrics:
                                    "by pin path under the bpf root", ["pin", "outcome"], registry=r)
 
 
-def make_informers(api) -> List[Informer]:
+def make_informers(api, backoff: tuple = (0.2, 2.0)) -> List[Informer]:
     """Every resource the agent's reconcilers read. Pods, Services and slices are trimmed to the
     fields read (KiB per pod) and listed in pages, so a whole list of full objects is never in memory."""
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     disc, net = client.DiscoveryV1Api(api), client.NetworkingV1Api(api)
-    return [Informer(core.list_service_for_all_namespaces, name="services", transform=trim_service, page_size=500),
+    infs = [Informer(core.list_service_for_all_namespaces, name="services", transform=trim_service, page_size=500),
             Informer(disc.list_endpoint_slice_for_all_namespaces, name="endpointslices",
                      transform=trim_endpointslice, page_size=500),
             Informer(core.list_node, name="nodes"),
@@ -132,6 +136,9 @@ def make_informers(api) -> List[Informer]:
             Informer(custom.list_cluster_custom_object, "mesh-cni.dev", "v1alpha1", "clusters", name="clusters"),
             Informer(custom.list_cluster_custom_object, "mesh-cni.dev", "v1alpha1", "remoteidentities",
                      name="remoteidentities")]
+    for i in infs:
+        i.backoff = backoff
+    return infs
 
 
 def local_addresses() -> List[str]:
@@ -228,7 +235,7 @@ class Agent:
         log.info("local API on %s (%d endpoints restored)", cfg.socket, len(self.localapi.endpoints))
         self._install_cni()
 
-        self.caches = {i.name: i for i in make_informers(self.api)}
+        self.caches = {i.name: i for i in make_informers(self.api, tuple(cfg.api_backoff))}
         self.runner = Runner("agent", self.caches, reconcilers, events, m.reconcile, sync_timeout=cfg.sync_timeout)
         try:
             self.runner.start()  # every reconciler ran once on complete caches

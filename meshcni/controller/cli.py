@@ -24,6 +24,15 @@ def add_parser(sub) -> None:
                    help="campaign for the Lease and act only while holding it (default on)")
     p.add_argument("--lease-namespace", default="kube-system", help="namespace of the Lease (default %(default)s)")
     p.add_argument("--lease-name", default="meshcni-controller", help="name of the Lease (default %(default)s)")
+    # kube-controller-manager's --leader-elect-* flags, with client-go's defaults
+    p.add_argument("--leader-elect-lease-duration", type=float, default=15.0, metavar="SECONDS",
+                   help="how long a Lease holds without renewal before another replica may take it "
+                   "(default %(default)s)")
+    p.add_argument("--leader-elect-renew-deadline", type=float, default=10.0, metavar="SECONDS",
+                   help="the leader gives up (stops acting) when it could not renew for this long; "
+                   "below the lease duration (default %(default)s)")
+    p.add_argument("--leader-elect-retry-period", type=float, default=2.0, metavar="SECONDS",
+                   help="seconds between attempts to acquire or renew (default %(default)s)")
     p.add_argument("--identity", default=os.environ.get("POD_NAME") or default_identity(),
                    help="holder identity in the Lease (default $POD_NAME, else hostname-pid)")
     p.add_argument("--metrics-address", default="127.0.0.1:9963", help="HOST:PORT of /healthz /readyz /metrics")
@@ -61,6 +70,10 @@ def cmd_controller(args) -> int:
     if args.mesh_stale_grace < 0:
         print("meshcni controller: --mesh-stale-grace must be >= 0 seconds", file=sys.stderr)
         return 2
+    if not 0 < args.leader_elect_retry_period < args.leader_elect_renew_deadline < args.leader_elect_lease_duration:
+        print("meshcni controller: want 0 < --leader-elect-retry-period < --leader-elect-renew-deadline < "
+              "--leader-elect-lease-duration", file=sys.stderr)
+        return 2
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *a: stop.set())
@@ -69,7 +82,10 @@ def cmd_controller(args) -> int:
                                       identity=args.identity, metrics_address=args.metrics_address,
                                       gc_grace=args.gc_grace, cluster_name=args.cluster_name,
                                       namespace=args.namespace, mesh_stale_grace=args.mesh_stale_grace,
-                                      service_cidrs=tuple(args.service_cidr)))
+                                      service_cidrs=tuple(args.service_cidr),
+                                      lease_duration=args.leader_elect_lease_duration,
+                                      renew_deadline=args.leader_elect_renew_deadline,
+                                      retry_period=args.leader_elect_retry_period))
     try:
         ctl.start()
     except Exception as e:

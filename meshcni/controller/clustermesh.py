@@ -125,6 +125,8 @@ class Remote:
         from ..k8s import Informer
         from ..k8s.trim import trim_endpointslice, trim_pod, trim_service
         self.cluster, self.fingerprint = cluster, fp
+        # the client's errors may quote what it sends (a header holding a token): out of every message
+        self._secrets = mesh.credentials(kubeconfig)
         conf = client.Configuration()
         conf.connection_pool_maxsize = 8  # four watches plus lists; urllib3's default of 4 would queue
         # raises for a kubeconfig the loader cannot use (bad certificate data, unknown auth): the caller reports it
@@ -193,7 +195,7 @@ class Remote:
         # urllib3 puts object addresses in its messages; without them the text is stable across retries,
         # so the status (and its Event) is written once per outage, not once per attempt
         err = next((f"{i.name}: {i.last_error}" for i in self.informers if i.last_error), "")
-        return _ADDR.sub("", err)[:500]
+        return mesh.redact(_ADDR.sub("", err), self._secrets)[:500]
 
     def view(self) -> "RemoteView":
         return RemoteView(self.fingerprint, self.server, self.synced(), self.connected(), self.failing_since(),
@@ -265,9 +267,16 @@ class ClusterPlan:
                 + self.add_finalizer + (self.finalize and not self.meps.delete and not self.rids.delete))
 
 
-def _grace(cluster: dict, default: float) -> float:
-    v = (cluster.get("spec") or {}).get("staleGracePeriodSeconds")
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 else default
+def _grace(cluster: dict, default: float, problems: Optional[list] = None) -> float:
+    spec = cluster.get("spec")
+    v = spec.get("staleGracePeriodSeconds") if isinstance(spec, dict) else None
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0:
+        return float(v)
+    if v is not None and problems is not None:
+        problems.append(mesh.MeshProblem("Cluster", "", (cluster.get("metadata") or {}).get("name", ""),
+                                         "spec.staleGracePeriodSeconds",
+                                         f"{v!r} is not a number of seconds >= 0; {default:g} used"))
+    return default
 
 
 def decide(s: Snapshot, cfg: MeshConfig) -> ClusterPlan:
@@ -303,7 +312,8 @@ def decide(s: Snapshot, cfg: MeshConfig) -> ClusterPlan:
         plan.problems = [mesh.MeshProblem("Cluster", "", s.name, "metadata.name", why.message)]
         return plan
     plan.add_finalizer = mesh.FINALIZER not in finalizers
-    grace = _grace(c, cfg.stale_grace)
+    spec_problems: List[mesh.MeshProblem] = []
+    grace = _grace(c, cfg.stale_grace, spec_problems)
 
     # the Secret
     try:
@@ -421,7 +431,7 @@ def decide(s: Snapshot, cfg: MeshConfig) -> ClusterPlan:
                                   nodes=nodes)
     st = mesh.cluster_status(prev, generation, obs, now)
     plan.status = None if st == prev else st
-    plan.problems = problems + mesh.condition_problems(s.name, st)
+    plan.problems = spec_problems + problems + mesh.condition_problems(s.name, st)
     return plan
 
 
@@ -734,7 +744,8 @@ class ClusterMesh(Reconciler):
         try:
             r = Remote(name, fp, kubeconfig, self.cfg, lambda: self.kick(name))
         except Exception as e:
-            self._client_errors[name] = (fp, f"the kubeconfig cannot be used: {type(e).__name__}: {e}")
+            self._client_errors[name] = (fp, mesh.redact(f"the kubeconfig cannot be used: {type(e).__name__}: {e}",
+                                                         mesh.credentials(kubeconfig)))
             log.warning("Cluster %s: %s", name, self._client_errors[name][1])
             self.kick(name)
             return

@@ -209,21 +209,26 @@ def desired_ipcache(pods: Iterable[dict], namespaces: Iterable[dict], identities
     collisions = len(atoms.members)
     ns_labels, ids = identity_index(namespaces, identities)
     for p in pods:
-        m, st = p.get("metadata") or {}, p.get("status") or {}
+        m, st, spec = p.get("metadata") or {}, p.get("status") or {}, p.get("spec") or {}
+        if type(st) is not dict or type(spec) is not dict or type(st.get("podIPs") or []) is not list:
+            bad = "status" if type(st) is not dict else "spec" if type(spec) is not dict else "status.podIPs"
+            problems.append(Problem("Pod", m.get("namespace", ""), m.get("name", "?"), bad,
+                                    f"not {'a list' if bad == 'status.podIPs' else 'an object'}; not in the ipcache"))
+            continue
         if st.get("phase") in ("Succeeded", "Failed"):
             continue  # a finished pod's IP may already belong to someone else
-        raw = [x.get("ip") for x in st.get("podIPs") or [] if isinstance(x, dict)] or \
-            ([st["podIP"]] if st.get("podIP") else [])
-        if not raw or (p.get("spec") or {}).get("hostNetwork"):
+        podips = st.get("podIPs")
+        raw = [(f"status.podIPs[{i}].ip", x.get("ip")) for i, x in enumerate(podips or []) if isinstance(x, dict)] \
+            or ([("status.podIP", st["podIP"])] if st.get("podIP") else [])
+        if not raw or spec.get("hostNetwork"):
             continue
         ns = m.get("namespace", "")
         ident = pod_identity(p, ns_labels, ids)
-        for i, s in enumerate(raw):
+        for where, s in raw:
             try:
                 ip = ipaddress.ip_address(s)
             except (TypeError, ValueError):
-                problems.append(Problem("Pod", ns, m.get("name", "?"), "status.podIP" if i == 0 else f"status.podIPs[{i}]",
-                                        f'"{s}" is not an IP address'))
+                problems.append(Problem("Pod", ns, m.get("name", "?"), where, f'"{s}" is not an IP address'))
                 continue
             if ident is not None:
                 out[_host(ip)] = ident

@@ -637,7 +637,11 @@ def _parse_kubeconfig_cached(raw: bytes, where: str):
     try:
         cfg = yaml.safe_load(raw)
     except yaml.YAMLError as e:
-        return SecretError("InvalidKubeconfig", f"{where} is not YAML: {str(e).splitlines()[0]}")
+        # the parser's text quotes the document (a tag, a scalar, a snippet): never put Secret bytes
+        # in a status, an Event or a log; where it broke is enough to find it
+        mark = getattr(e, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        return SecretError("InvalidKubeconfig", f"{where} is not YAML{at}: {type(e).__name__}")
     try:
         return check_kubeconfig(cfg, where)
     except SecretError as e:
@@ -667,7 +671,47 @@ def check_kubeconfig(cfg, where: str) -> dict:
     server = (clusters.get(ctx.get("cluster")) or {}).get("server") if isinstance(ctx, dict) else None
     if not server:
         raise SecretError("InvalidKubeconfig", f"{where}: context {cur!r} names no cluster with a server")
+    users = {u.get("name"): u.get("user") for u in cfg.get("users") or () if isinstance(u, dict)}
+    user = users.get(ctx.get("user"))
+    for fld in HEADER_CREDENTIALS:
+        v = user.get(fld) if isinstance(user, dict) else None
+        if isinstance(v, str) and any(c < " " or c == "\x7f" for c in v):
+            # sent as an HTTP header, where the client's error would quote it whole (the usual cause:
+            # a trailing newline from `echo` or a file); the field is named, the value never
+            raise SecretError("InvalidKubeconfig", f"{where}: user {ctx.get('user')!r}: {fld} has a control "
+                                                   "character (a trailing newline?)")
     return cfg
+
+
+# user fields a client sends in an HTTP header
+HEADER_CREDENTIALS = ("token", "username", "password")
+
+
+def credentials(cfg) -> List[str]:
+    """Every credential string of a kubeconfig (tokens, passwords, key and certificate data, auth-provider
+    config and exec env values), longest first: what :func:`redact` takes out of an error message."""
+    out = set()
+    for u in (cfg.get("users") or ()) if isinstance(cfg, dict) else ():
+        user = u.get("user") if isinstance(u, dict) else None
+        if not isinstance(user, dict):
+            continue
+        vals = [user.get(k) for k in ("token", "password", "client-key-data", "client-certificate-data")]
+        ap = user.get("auth-provider")
+        if isinstance(ap, dict) and isinstance(ap.get("config"), dict):
+            vals += list(ap["config"].values())
+        ex = user.get("exec")
+        if isinstance(ex, dict):
+            vals += [e.get("value") for e in ex.get("env") or () if isinstance(e, dict)]
+        for v in vals:
+            if isinstance(v, str) and len(v.strip()) >= 4:
+                out.update({v, v.strip()})
+    return sorted(out, key=len, reverse=True)
+
+
+def redact(message: str, secrets: Sequence[str]) -> str:
+    for v in secrets:
+        message = message.replace(v, "<redacted>")
+    return message
 
 
 # ---------------------------------------------------------------- Cluster status

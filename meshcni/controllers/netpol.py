@@ -233,8 +233,10 @@ class _Cluster:
         self.ns_sel_labels = {n: {**(l or {}), NS_NAME_LABEL: n} for n, l in ns_labels.items()}
         by_key: Dict[tuple, Optional[_Group]] = {}
         for p in pods:
-            m, st = p.get("metadata") or {}, p.get("status") or {}
-            if st.get("phase") in ("Succeeded", "Failed") or (p.get("spec") or {}).get("hostNetwork"):
+            m, st, spec = p.get("metadata") or {}, p.get("status") or {}, p.get("spec") or {}
+            if type(st) is not dict or type(spec) is not dict:
+                continue  # malformed: reported by the ipcache, which has no IP for it either
+            if st.get("phase") in ("Succeeded", "Failed") or spec.get("hostNetwork"):
                 continue
             labels = m.get("labels") or {}
             if not isinstance(labels, Mapping):

@@ -275,6 +275,28 @@ def _bad_mapping(bm, ns: str, name: str, f: str, problems: List[Problem]) -> Non
         problems.append(Problem("MeshEndpoint", ns, name, f"{f}.protocol", f"{proto!r} is not TCP, UDP or SCTP"))
 
 
+def _bad_slice(sl: dict, ns: str) -> Problem:
+    """The first field of a slice that is not the shape the API defines (the slow path of a malformed slice)."""
+    name = (sl.get("metadata") or {}).get("name", "?")
+    ports = sl.get("ports")
+    if ports is not None and not isinstance(ports, list):
+        return Problem("EndpointSlice", ns, name, "ports", "not a list; slice not used")
+    for i, p in enumerate(ports or []):
+        if not isinstance(p, dict):
+            return Problem("EndpointSlice", ns, name, f"ports[{i}]", "not an object; slice not used")
+    eps = sl.get("endpoints")
+    if eps is not None and not isinstance(eps, list):
+        return Problem("EndpointSlice", ns, name, "endpoints", "not a list; slice not used")
+    for j, ep in enumerate(eps or []):
+        if not isinstance(ep, dict):
+            return Problem("EndpointSlice", ns, name, f"endpoints[{j}]", "not an object; slice not used")
+        for fld, typ in (("conditions", dict), ("addresses", list)):
+            if ep.get(fld) is not None and not isinstance(ep[fld], typ):
+                return Problem("EndpointSlice", ns, name, f"endpoints[{j}].{fld}",
+                               f"not {'an object' if typ is dict else 'a list'}; slice not used")
+    return Problem("EndpointSlice", ns, name, "endpoints", "malformed; slice not used")
+
+
 def _mesh_options(ann: dict, ns: str, name: str, problems: List[Problem]) -> Tuple[bool, str]:
     """(meshed, affinity) from a Service's annotations; bad values reported."""
     mc = ann.get(MULTI_CLUSTER_ANNOTATION)
@@ -418,9 +440,13 @@ def desired_services(services: Iterable[dict], slices: Iterable[dict], ids: Serv
         if not name:
             continue  # not a Service's slice (or a hand-made one): not ours to read
         if sl.get("addressType") not in ("IPv4", "IPv6"):
-            continue  # FQDN slices carry names, not addresses
+            if sl.get("addressType") != "FQDN":  # FQDN slices carry names, not addresses: not an error
+                problems.append(Problem("EndpointSlice", m.get("namespace", ""), m.get("name", "?"), "addressType",
+                                        f"{sl.get('addressType')!r} is not IPv4, IPv6 or FQDN; not used"))
+            continue
         by_svc.setdefault((m.get("namespace", ""), name), []).append(sl)
-    lost, problems = nodeport_claims(services)
+    lost, claim_problems = nodeport_claims(services)
+    problems += claim_problems
     node_addrs = {4: [a for a in node.addresses if ":" not in a], 6: [a for a in node.addresses if ":" in a]}
 
     wanted: List[Tuple[str, Service]] = []
@@ -436,8 +462,11 @@ def desired_services(services: Iterable[dict], slices: Iterable[dict], ids: Serv
         problems += bad
         if bad:
             continue  # a Service with a broken address is left out whole, never half-programmed
-        meshed, locality = _mesh_options(m["annotations"], ns, name, problems) if m.get("annotations") \
-            else (False, "none")
+        ann = m.get("annotations")
+        if ann and not isinstance(ann, dict):
+            problems.append(Problem("Service", ns, name, "metadata.annotations", "not an object; not meshed"))
+            ann = None
+        meshed, locality = _mesh_options(ann, ns, name, problems) if ann else (False, "none")
         ext = _external(spec, svc.get("status"), ns, name, problems)
         if ext is not None:
             fams = {a.version for a in fronts}
@@ -448,8 +477,13 @@ def desired_services(services: Iterable[dict], slices: Iterable[dict], ids: Serv
         want_local = ext is not None and (ext.etp_local or ext.itp_local)
         affinity = None
         if spec.get("sessionAffinity") == "ClientIP":
-            t = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get("timeoutSeconds",
-                                                                                      DEFAULT_AFFINITY_TIMEOUT)
+            cfg = spec.get("sessionAffinityConfig") or {}
+            cip = (cfg.get("clientIP") or {}) if isinstance(cfg, dict) else None
+            if not isinstance(cip, dict):
+                problems.append(Problem("Service", ns, name, "spec.sessionAffinityConfig" if cip is None else
+                                        "spec.sessionAffinityConfig.clientIP", "not an object; default timeout used"))
+                cip = {}
+            t = cip.get("timeoutSeconds", DEFAULT_AFFINITY_TIMEOUT)
             if not (isinstance(t, int) and not isinstance(t, bool) and 0 < t <= 86400):
                 problems.append(Problem("Service", ns, name, "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
                                         f"{t!r} is not 1..86400"))
@@ -478,31 +512,43 @@ def desired_services(services: Iterable[dict], slices: Iterable[dict], ids: Serv
                 for sl in by_svc.get((ns, name), []):
                     if (sl["addressType"] == "IPv4") != (fam == 4):
                         continue
-                    sport = next((p for p in sl.get("ports") or [] if (p.get("name") or "") == pname
-                                  and p.get("protocol", "TCP") == proto), None)
-                    if sport is None:
-                        continue
-                    bport = sport.get("port")
-                    if not _port_ok(bport):
-                        problems.append(Problem("EndpointSlice", ns, sl["metadata"].get("name", "?"),
-                                                f"ports[name={pname}].port", f"{bport!r} is not a port number"))
-                        continue
-                    for j, ep in enumerate(sl.get("endpoints") or []):
-                        cond = ep.get("conditions") or {}
-                        # kube: a nil ready counts as ready; terminating endpoints are never new targets
-                        if cond.get("ready") is False or cond.get("terminating") is True:
+                    # a slice's backends count only once all of it was read: a malformed one (wrong JSON
+                    # types an informer may still hand over) is reported by _bad_slice and left out whole
+                    mine, mine_local = [], []
+                    try:
+                        sport = next((p for p in sl.get("ports") or [] if (p.get("name") or "") == pname
+                                      and p.get("protocol", "TCP") == proto), None)
+                        if sport is None:
                             continue
-                        here = want_local and node.name and ep.get("nodeName") == node.name
-                        for k, a in enumerate(ep.get("addresses") or []):
-                            c = _canon(a)
-                            if c is None or c[1] != fam:
-                                problems.append(Problem("EndpointSlice", ns, sl["metadata"].get("name", "?"),
-                                                        f"endpoints[{j}].addresses[{k}]",
-                                                        f'"{a}" is not an {sl["addressType"]} address'))
+                        bport = sport.get("port")
+                        if not _port_ok(bport):
+                            problems.append(Problem("EndpointSlice", ns, sl["metadata"].get("name", "?"),
+                                                    f"ports[name={pname}].port", f"{bport!r} is not a port number"))
+                            continue
+                        for j, ep in enumerate(sl.get("endpoints") or []):
+                            cond = ep.get("conditions") or {}
+                            # kube: a nil ready counts as ready; terminating endpoints are never new targets
+                            if cond.get("ready") is False or cond.get("terminating") is True:
                                 continue
-                            backends.append(Backend(c[0], bport))
-                            if here:
-                                local.append(Backend(c[0], bport))
+                            addrs = ep.get("addresses") or []
+                            if type(addrs) is not list:
+                                raise TypeError("addresses")
+                            here = want_local and node.name and ep.get("nodeName") == node.name
+                            for k, a in enumerate(addrs):
+                                c = _canon(a)
+                                if c is None or c[1] != fam:
+                                    problems.append(Problem("EndpointSlice", ns, sl["metadata"].get("name", "?"),
+                                                            f"endpoints[{j}].addresses[{k}]",
+                                                            f'"{a}" is not an {sl["addressType"]} address'))
+                                    continue
+                                mine.append(Backend(c[0], bport))
+                                if here:
+                                    mine_local.append(Backend(c[0], bport))
+                    except (AttributeError, TypeError):
+                        problems.append(_bad_slice(sl, ns))
+                        continue
+                    backends += mine
+                    local += mine_local
                 clusters = None
                 if meshed and remote:
                     # canonical text: an IPv6 address has a colon, an IPv4 one never

@@ -72,4 +72,4 @@ def test_overlapping_cidr_identities_get_exact_atoms():
 def test_garbage_pod_ip_is_reported():
     p = pod("g", "x", {"pod": "g"}, ["999.1.1.1"])
     out, probs, _ = desired_ipcache([p], [], [ident(p, {}, 16777400)], [], [], "n1")
-    assert out == {} and [(x.name, x.field) for x in probs] == [("g", "status.podIP")]
+    assert out == {} and [(x.name, x.field) for x in probs] == [("g", "status.podIPs[0].ip")]
