@@ -10,12 +10,15 @@ an invalid row must fail naming its index and field.
 import ipaddress
 import random
 
+import noext
 import numpy as np
 import pytest
 
-from meshcni import _fastmap
-from meshcni.bpf.maps import as_records, packer_for, records_py
-from meshcni.layout import structs
+noext.require_extension("it tests the Cython module meshcni._fastmap")
+
+from meshcni import _fastmap  # noqa: E402
+from meshcni.bpf.maps import as_records, packer_for, records_py  # noqa: E402
+from meshcni.layout import structs  # noqa: E402
 
 pytestmark = pytest.mark.pure
 
