@@ -162,3 +162,66 @@ def test_agent_reconciler_finds_the_uplink_and_masquerades(topo, pin_root, serve
         finally:
             r.datapath.remove()
             r.datapath.close()
+
+
+LINE_ECHO = r'''
+import socket, sys, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(8); print("ready", flush=True)
+def serve(c):
+    f = c.makefile("rwb")
+    for line in f:
+        f.write(line); f.flush()
+while True:
+    threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
+'''
+
+LONG_CLIENT = r'''
+import socket, sys
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+f = c.makefile("rwb")
+for line in sys.stdin:
+    f.write(line.encode()); f.flush()
+    print(f.readline().decode().strip(), flush=True)
+'''
+
+
+def test_a_translated_connection_survives_an_agent_restart(topo, pin_root):
+    """The NAT state is pinned: a new program object (an agent restart, an upgrade) swapped in
+    under a live SNATed connection keeps translating its packets both ways."""
+    srv = subprocess.Popen(["ip", "netns", "exec", topo.pod2, sys.executable, "-c", LINE_ECHO, "8080"],
+                           stdout=subprocess.PIPE, text=True)
+    cli = None
+    maps = MeshMaps(pin_root)
+    cfg = UplinkConfig(devices=[Device("eth0", NODE1)], local_pod_cidrs=[POD1_CIDR], pod_cidrs=[PODS_CIDR])
+    first = NodePortDatapath(pin_root, maps, netns=topo.node1)
+    second = None
+    try:
+        assert srv.stdout.readline().strip() == "ready"
+        first.apply(cfg)
+        write_frontend(maps, NODE1, 30085, "tcp", 9, [(POD2, 8080)], flags=("nodeport",))
+        cli = subprocess.Popen(["ip", "netns", "exec", topo.ext, sys.executable, "-c", LONG_CLIENT, NODE1, "30085"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        cli.stdin.write("before\n")
+        cli.stdin.flush()
+        assert cli.stdout.readline().strip() == "before"
+        before = first.attached("eth0")
+        first.close()  # the agent goes; its programs stay attached
+        second = NodePortDatapath(pin_root, maps, netns=topo.node1)
+        assert set(second.attach("eth0").values()) == {"updated"}
+        assert second.attached("eth0") != before
+        cli.stdin.write("after\n")
+        cli.stdin.flush()
+        assert cli.stdout.readline().strip() == "after"
+    finally:
+        for p in (cli, srv):
+            if p:
+                p.kill()
+                p.wait()
+        if second:
+            second.detach("eth0")
+            second.close()
+        else:
+            first.remove()
+            first.close()
+        maps.close()
