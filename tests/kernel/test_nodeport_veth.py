@@ -225,3 +225,24 @@ def test_a_translated_connection_survives_an_agent_restart(topo, pin_root):
             first.remove()
             first.close()
         maps.close()
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+def test_ipv6_nodeport_local_remote_and_masquerade(pin_root, servers, proto):
+    from uplinktopo import EXT6, NODE1_6, POD1_6, POD1_CIDR6, POD2_6, PODS_CIDR6
+    with contextlib.ExitStack() as stack:
+        topo = Topology(stack, v6=True)
+        maps = stack.enter_context(MeshMaps(pin_root))
+        d = stack.enter_context(NodePortDatapath(pin_root, maps, netns=topo.node1))
+        d.apply(UplinkConfig(devices=[Device("eth0", NODE1, NODE1_6)], local_pod_cidrs=[POD1_CIDR, POD1_CIDR6],
+                             pod_cidrs=[PODS_CIDR, PODS_CIDR6]))
+        stack.callback(d.remove)
+        servers(topo.pod1, "::", 8080)
+        servers(topo.pod2, "::", 8080)
+        servers(topo.ext, "::", 9000)
+        write_frontend(maps, NODE1_6, 30080, proto, 1, [(POD1_6, 8080)], flags=("nodeport",))
+        write_frontend(maps, NODE1_6, 30081, proto, 2, [(POD2_6, 8080)], flags=("nodeport",))
+        assert ask(topo.ext, proto, NODE1_6, 30080)[0] == EXT6
+        seen = ask(topo.ext, proto, NODE1_6, 30081)
+        assert seen is not None and seen[0] == NODE1_6 and 61000 <= seen[1] <= 65535
+        assert ask(topo.pod1, proto, EXT6, 9000)[0] == NODE1_6
