@@ -246,3 +246,27 @@ def test_ipv6_nodeport_local_remote_and_masquerade(pin_root, servers, proto):
         seen = ask(topo.ext, proto, NODE1_6, 30081)
         assert seen is not None and seen[0] == NODE1_6 and 61000 <= seen[1] <= 65535
         assert ask(topo.pod1, proto, EXT6, 9000)[0] == NODE1_6
+
+
+UDPFRAG = os.path.join(HELPERS, "udpfrag.py")
+
+
+@pytest.mark.parametrize("path", ["masquerade", "nodeport-remote"])
+def test_fragmented_datagrams_are_translated_both_ways(topo, uplink, path):
+    """4000-byte UDP datagrams each way (three fragments at MTU 1500): every fragment of a
+    translated flow is rewritten, so both ends reassemble."""
+    if path == "masquerade":
+        srv_ns, client_ns, ip, port = topo.ext, topo.pod1, EXT, 9000
+    else:
+        write_frontend(uplink.maps_, NODE1, 30086, "udp", 10, [(POD2, 9000)], flags=("nodeport",))
+        srv_ns, client_ns, ip, port = topo.pod2, topo.ext, NODE1, 30086
+    srv = subprocess.Popen(["ip", "netns", "exec", srv_ns, sys.executable, UDPFRAG, "serve", "0.0.0.0", "9000",
+                            "4000"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert srv.stdout.readline().strip() == "ready"
+        out = subprocess.run(["ip", "netns", "exec", client_ns, sys.executable, UDPFRAG, "send", ip, str(port),
+                              "4000", "2"], capture_output=True, text=True, timeout=30).stdout.strip()
+        assert out == "4000"
+    finally:
+        srv.kill()
+        srv.wait()
