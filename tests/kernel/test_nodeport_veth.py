@@ -270,3 +270,27 @@ def test_fragmented_datagrams_are_translated_both_ways(topo, uplink, path):
     finally:
         srv.kill()
         srv.wait()
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+def test_outside_host_reaching_a_pod_directly_gets_the_pods_address_back(topo, uplink, servers, pin_root, proto):
+    """Pod IPs are routed: a host outside reaches pod1 directly while masquerade is on; the pod's
+    replies keep its address (the pod veth's policy program tracks the inbound flow, as the agent
+    and CNI plugin attach it on every pod)."""
+    import socket as _socket
+
+    from meshcni.datapath.policy import PolicyProgram, in_netns
+    subprocess.run(["ip", "-n", topo.ext, "route", "add", POD1_CIDR, "via", NODE1], check=True)
+    servers(topo.pod1, "0.0.0.0", 8080)
+    with PolicyProgram(pin_root) as prog:
+        d = prog.datapath(uplink.maps_)
+        with in_netns(topo.node1):
+            d.set_endpoint(_socket.if_nametoindex("vpod"), 1000, POD1)
+        prog.attach("vpod", netns=topo.node1)
+        try:
+            assert ask(topo.ext, proto, POD1, 8080)[0] == EXT
+            # and the pod's own flows to that host are still masqueraded
+            servers(topo.ext, "0.0.0.0", 9000)
+            assert ask(topo.pod1, proto, EXT, 9000)[0] == NODE1
+        finally:
+            prog.detach("vpod", netns=topo.node1)
