@@ -29,6 +29,7 @@
 #include "lib/parse.h"
 #include "lib/frag.h"
 #include "lib/lb.h"
+#include "lib/conntrack.h"
 #include "lib/nat.h"
 #include "lib/drop_reasons.h"
 
@@ -407,10 +408,27 @@ static __always_inline int mc_is_node(const __u32 *addr)
 	return v && (v->identity == MC_ID_HOST || v->identity == MC_ID_REMOTE_NODE);
 }
 
-/* -1: not masqueraded; else the verdict */
+/*
+ * Is t the reply of a connection someone outside opened to the pod (pod IPs
+ * are routed, so outside hosts may reach pods directly)? Such a reply must
+ * keep the pod's address. The pod's veth program tracked the connection in
+ * mc_ct when it entered the pod (originator outside, its INGRESS hook).
+ */
+static __always_inline int mc_inbound_reply(const struct mc_tuple *t, __u64 now)
+{
+	struct mc_ct_key k = {};
+	struct mc_ct *e;
+
+	mc_ct_key_of(&k, t, MC_DIR_INGRESS, 1);
+	e = bpf_map_lookup_elem(&mc_ct, &k);
+	return e && e->expires_ns > now;
+}
+
+/* -1: not masqueraded; else the verdict. `orig`: the packet's tuple as
+ * parsed (an ICMP echo request has its identifier as sport only) */
 static __always_inline int mc_masquerade(struct __sk_buff *skb, struct mc_tuple *t,
-					 const struct mc_l4 *l, const struct mc_nat_dev *dev,
-					 __u64 now)
+					 const struct mc_tuple *orig, const struct mc_l4 *l,
+					 const struct mc_nat_dev *dev, __u64 now)
 {
 	struct mc_nat_key fk = {}, rk = {};
 	struct mc_nat fv = {}, rv = {};
@@ -419,7 +437,19 @@ static __always_inline int mc_masquerade(struct __sk_buff *skb, struct mc_tuple 
 
 	if (!(dev->flags & MC_NAT_DEV_F_MASQ))
 		return -1;
-	if (t->proto != MC_PROTO_TCP && t->proto != MC_PROTO_UDP && !l->has_ports)
+	/* only what the pod opens: a TCP SYN, an echo request, a UDP datagram
+	 * that is no reply of an inbound flow; anything else of an unknown flow
+	 * leaves as it is */
+	if (t->proto == MC_PROTO_TCP) {
+		if ((t->tcp_flags & (MC_TCP_SYN | MC_TCP_ACK | MC_TCP_RST)) != MC_TCP_SYN)
+			return -1;
+	} else if (t->proto == MC_PROTO_ICMP || t->proto == MC_PROTO_ICMPV6) {
+		if (!orig->sport || !l->has_ports)
+			return -1;
+	} else if (t->proto != MC_PROTO_UDP) {
+		return -1;
+	}
+	if (mc_inbound_reply(orig, now))
 		return -1;
 	if (!(mc_cidr_flags(t->saddr) & MC_NAT_CIDR_LOCAL_POD))
 		return -1;
@@ -477,7 +507,7 @@ static __always_inline int mc_uplink(struct __sk_buff *skb, __u8 dir)
 {
 	struct mc_nat_dev_key dk = { .ifindex = skb->ifindex };
 	struct mc_nat_dev *dev;
-	struct mc_tuple t = {};
+	struct mc_tuple t = {}, orig;
 	struct mc_l4 l = {};
 	__u32 l4off = 0;
 	__u64 now;
@@ -500,6 +530,7 @@ static __always_inline int mc_uplink(struct __sk_buff *skb, __u8 dir)
 		rc = mc_icmp_err(skb, &t, l4off, dir);
 		return rc < 0 ? MC_TC_OK : rc;
 	}
+	orig = t;
 	mc_echo_fold(&t);
 	mc_l4_of(&t, l4off, &l);
 	rc = mc_nat_hit(skb, &t, &l, dir, now);
@@ -508,7 +539,7 @@ static __always_inline int mc_uplink(struct __sk_buff *skb, __u8 dir)
 	if (dir == MC_NAT_DIR_IN)
 		rc = mc_nodeport(skb, &t, &l, dev, now);
 	else
-		rc = mc_masquerade(skb, &t, &l, dev, now);
+		rc = mc_masquerade(skb, &t, &orig, &l, dev, now);
 	return rc < 0 ? MC_TC_OK : rc;
 }
 

@@ -302,3 +302,28 @@ def test_tcp_timeouts_follow_the_connection(np_):
     rc, out = run_in(np_, packet(CLIENT, NODE, TCP, 40100, 30080, flags=SYN))
     assert rc == OK and Parsed(out).dst == LOCAL_POD
     assert all(e > now + 30 * 10 ** 9 for e in expiry(TCP))
+
+
+def test_replies_of_inbound_connections_to_a_pod_keep_its_address(np_):
+    """Pod IPs are routed: an outside host may open a connection to a pod directly. The pod's
+    replies are no new flows and are never masqueraded (TCP: only a SYN opens a masquerade;
+    UDP: the pod veth's conntrack entry of the inbound flow says it is a reply)."""
+    import numpy as np
+
+    from meshcni import layout
+    from svcrows import addr16
+    frame = packet(LOCAL_POD, OUTSIDE, TCP, 80, 50123, flags=SYN | ACK)
+    assert run_out(np_, frame) == (OK, frame)
+    ct = np_.maps_.map("mc_ct")
+    k = np.zeros(1, layout.dtype_of("mc_ct_key"))
+    k[0]["saddr"] = np.frombuffer(addr16(OUTSIDE), np.uint8)
+    k[0]["daddr"] = np.frombuffer(addr16(LOCAL_POD), np.uint8)
+    k[0]["sport"], k[0]["dport"], k[0]["proto"], k[0]["dir"] = 5353, 53, UDP, 0  # entered the pod (INGRESS)
+    v = np.zeros(1, layout.dtype_of("mc_ct"))
+    v[0]["expires_ns"] = time.monotonic_ns() + 60 * 10 ** 9
+    v[0]["state"] = 4
+    ct.update(k, v)
+    frame = packet(LOCAL_POD, OUTSIDE, UDP, 53, 5353)
+    assert run_out(np_, frame) == (OK, frame)
+    # the same pod opening its own UDP flow to that host is masqueraded
+    assert Parsed(run_out(np_, packet(LOCAL_POD, OUTSIDE, UDP, 53, 5354))[1]).src == NODE

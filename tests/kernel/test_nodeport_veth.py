@@ -162,3 +162,135 @@ def test_agent_reconciler_finds_the_uplink_and_masquerades(topo, pin_root, serve
         finally:
             r.datapath.remove()
             r.datapath.close()
+
+
+LINE_ECHO = r'''
+import socket, sys, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(8); print("ready", flush=True)
+def serve(c):
+    f = c.makefile("rwb")
+    for line in f:
+        f.write(line); f.flush()
+while True:
+    threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
+'''
+
+LONG_CLIENT = r'''
+import socket, sys
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+f = c.makefile("rwb")
+for line in sys.stdin:
+    f.write(line.encode()); f.flush()
+    print(f.readline().decode().strip(), flush=True)
+'''
+
+
+def test_a_translated_connection_survives_an_agent_restart(topo, pin_root):
+    """The NAT state is pinned: a new program object (an agent restart, an upgrade) swapped in
+    under a live SNATed connection keeps translating its packets both ways."""
+    srv = subprocess.Popen(["ip", "netns", "exec", topo.pod2, sys.executable, "-c", LINE_ECHO, "8080"],
+                           stdout=subprocess.PIPE, text=True)
+    cli = None
+    maps = MeshMaps(pin_root)
+    cfg = UplinkConfig(devices=[Device("eth0", NODE1)], local_pod_cidrs=[POD1_CIDR], pod_cidrs=[PODS_CIDR])
+    first = NodePortDatapath(pin_root, maps, netns=topo.node1)
+    second = None
+    try:
+        assert srv.stdout.readline().strip() == "ready"
+        first.apply(cfg)
+        write_frontend(maps, NODE1, 30085, "tcp", 9, [(POD2, 8080)], flags=("nodeport",))
+        cli = subprocess.Popen(["ip", "netns", "exec", topo.ext, sys.executable, "-c", LONG_CLIENT, NODE1, "30085"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        cli.stdin.write("before\n")
+        cli.stdin.flush()
+        assert cli.stdout.readline().strip() == "before"
+        before = first.attached("eth0")
+        first.close()  # the agent goes; its programs stay attached
+        second = NodePortDatapath(pin_root, maps, netns=topo.node1)
+        assert set(second.attach("eth0").values()) == {"updated"}
+        assert second.attached("eth0") != before
+        cli.stdin.write("after\n")
+        cli.stdin.flush()
+        assert cli.stdout.readline().strip() == "after"
+    finally:
+        for p in (cli, srv):
+            if p:
+                p.kill()
+                p.wait()
+        if second:
+            second.detach("eth0")
+            second.close()
+        else:
+            first.remove()
+            first.close()
+        maps.close()
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+def test_ipv6_nodeport_local_remote_and_masquerade(pin_root, servers, proto):
+    from uplinktopo import EXT6, NODE1_6, POD1_6, POD1_CIDR6, POD2_6, PODS_CIDR6
+    with contextlib.ExitStack() as stack:
+        topo = Topology(stack, v6=True)
+        maps = stack.enter_context(MeshMaps(pin_root))
+        d = stack.enter_context(NodePortDatapath(pin_root, maps, netns=topo.node1))
+        d.apply(UplinkConfig(devices=[Device("eth0", NODE1, NODE1_6)], local_pod_cidrs=[POD1_CIDR, POD1_CIDR6],
+                             pod_cidrs=[PODS_CIDR, PODS_CIDR6]))
+        stack.callback(d.remove)
+        servers(topo.pod1, "::", 8080)
+        servers(topo.pod2, "::", 8080)
+        servers(topo.ext, "::", 9000)
+        write_frontend(maps, NODE1_6, 30080, proto, 1, [(POD1_6, 8080)], flags=("nodeport",))
+        write_frontend(maps, NODE1_6, 30081, proto, 2, [(POD2_6, 8080)], flags=("nodeport",))
+        assert ask(topo.ext, proto, NODE1_6, 30080)[0] == EXT6
+        seen = ask(topo.ext, proto, NODE1_6, 30081)
+        assert seen is not None and seen[0] == NODE1_6 and 61000 <= seen[1] <= 65535
+        assert ask(topo.pod1, proto, EXT6, 9000)[0] == NODE1_6
+
+
+UDPFRAG = os.path.join(HELPERS, "udpfrag.py")
+
+
+@pytest.mark.parametrize("path", ["masquerade", "nodeport-remote"])
+def test_fragmented_datagrams_are_translated_both_ways(topo, uplink, path):
+    """4000-byte UDP datagrams each way (three fragments at MTU 1500): every fragment of a
+    translated flow is rewritten, so both ends reassemble."""
+    if path == "masquerade":
+        srv_ns, client_ns, ip, port = topo.ext, topo.pod1, EXT, 9000
+    else:
+        write_frontend(uplink.maps_, NODE1, 30086, "udp", 10, [(POD2, 9000)], flags=("nodeport",))
+        srv_ns, client_ns, ip, port = topo.pod2, topo.ext, NODE1, 30086
+    srv = subprocess.Popen(["ip", "netns", "exec", srv_ns, sys.executable, UDPFRAG, "serve", "0.0.0.0", "9000",
+                            "4000"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert srv.stdout.readline().strip() == "ready"
+        out = subprocess.run(["ip", "netns", "exec", client_ns, sys.executable, UDPFRAG, "send", ip, str(port),
+                              "4000", "2"], capture_output=True, text=True, timeout=30).stdout.strip()
+        assert out == "4000"
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+def test_outside_host_reaching_a_pod_directly_gets_the_pods_address_back(topo, uplink, servers, pin_root, proto):
+    """Pod IPs are routed: a host outside reaches pod1 directly while masquerade is on; the pod's
+    replies keep its address (the pod veth's policy program tracks the inbound flow, as the agent
+    and CNI plugin attach it on every pod)."""
+    import socket as _socket
+
+    from meshcni.datapath.policy import PolicyProgram, in_netns
+    subprocess.run(["ip", "-n", topo.ext, "route", "add", POD1_CIDR, "via", NODE1], check=True)
+    servers(topo.pod1, "0.0.0.0", 8080)
+    with PolicyProgram(pin_root) as prog:
+        d = prog.datapath(uplink.maps_)
+        with in_netns(topo.node1):
+            d.set_endpoint(_socket.if_nametoindex("vpod"), 1000, POD1)
+        prog.attach("vpod", netns=topo.node1)
+        try:
+            assert ask(topo.ext, proto, POD1, 8080)[0] == EXT
+            # and the pod's own flows to that host are still masqueraded
+            servers(topo.ext, "0.0.0.0", 9000)
+            assert ask(topo.pod1, proto, EXT, 9000)[0] == NODE1
+        finally:
+            prog.detach("vpod", netns=topo.node1)

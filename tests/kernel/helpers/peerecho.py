@@ -58,8 +58,10 @@ def ask(proto, ip, port, timeout=2.0, sport=0):
             s.sendall(b"?")
             data = s.recv(100)
         else:
-            s.sendto(b"?", (ip, port))
-            data, _ = s.recvfrom(100)
+            # connected: only an answer from (ip, port) itself counts, as for TCP
+            s.connect((ip, port))
+            s.send(b"?")
+            data = s.recv(100)
     except OSError as e:
         print(type(e).__name__, file=sys.stderr)
         return 1

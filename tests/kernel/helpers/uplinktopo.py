@@ -19,6 +19,10 @@ NODE1, NODE2, EXT = "192.0.2.10", "192.0.2.11", "192.0.2.100"
 POD1, POD2 = "10.1.1.5", "10.1.2.7"
 POD1_CIDR, POD2_CIDR = "10.1.1.0/24", "10.1.2.0/24"
 PODS_CIDR = "10.1.0.0/16"
+# dual stack (Topology(v6=True)): the same shape in 2001:db8:a::/64 and fd00:1::/48
+NODE1_6, NODE2_6, EXT6 = "2001:db8:a::10", "2001:db8:a::11", "2001:db8:a::100"
+POD1_6, POD2_6 = "fd00:1:1::5", "fd00:1:2::7"
+POD1_CIDR6, POD2_CIDR6, PODS_CIDR6 = "fd00:1:1::/64", "fd00:1:2::/64", "fd00:1::/48"
 
 
 def sh(*args):
@@ -34,7 +38,7 @@ def sysctl(ns, key, val):
 
 
 class Topology:
-    def __init__(self, stack: contextlib.ExitStack):
+    def __init__(self, stack: contextlib.ExitStack, v6: bool = False):
         def ns(prefix):
             return stack.enter_context(make_netns(prefix))
 
@@ -56,6 +60,20 @@ class Topology:
             ipn(pod, "route", "add", "default", "via", gw)
         ipn(self.node1, "route", "add", POD2_CIDR, "via", NODE2)
         ipn(self.node2, "route", "add", POD1_CIDR, "via", NODE1)
+        if v6:
+            self._v6()
+
+    def _v6(self):
+        for host, addr in ((self.ext, EXT6), (self.node1, NODE1_6), (self.node2, NODE2_6)):
+            ipn(host, "addr", "add", addr + "/64", "dev", "eth0", "nodad")
+        for node, pod, gw, addr in ((self.node1, self.pod1, "fd00:1:1::1", POD1_6),
+                                    (self.node2, self.pod2, "fd00:1:2::1", POD2_6)):
+            sysctl(node, "net.ipv6.conf.all.forwarding", 1)
+            ipn(node, "addr", "add", gw + "/64", "dev", "vpod", "nodad")
+            ipn(pod, "addr", "add", addr + "/64", "dev", "eth0", "nodad")
+            ipn(pod, "route", "add", "default", "via", gw)
+        ipn(self.node1, "route", "add", POD2_CIDR6, "via", NODE2_6)
+        ipn(self.node2, "route", "add", POD1_CIDR6, "via", NODE1_6)
 
     def _plug(self, host, port, addr):
         ipn(self.ul, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", host)
