@@ -9,21 +9,23 @@ does the rest (queue, retries, metrics, Events); the names below are the
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
 from ..controllers.ipcache import ID_HOST, desired_endpoints, desired_ipcache
 from ..controllers.model import INGRESS
-from ..controllers.netpol import (DEFAULT_RANK, CompiledPolicy, compile_policies, fail_closed_problems,
+from ..controllers.netpol import (DEFAULT_RANK, CompiledPolicy, fail_closed_problems,
                                   policy_ranks)
 from ..controllers.routes import desired_routes
 from ..controllers.services import ServiceIDs, desired_services, frontend_conflicts, remote_backends
 from ..datapath.pinwatch import REPAIRED, REPLACED
 from ..datapath.endpoints import EndpointDatapath, EndpointRow, IPCacheDatapath
-from ..datapath.policy import PolicyDatapath, PolicyEntry, fit_policy
+from ..controllers.netpol_inc import Delta, IncrementalPolicy
+from ..datapath.policy import PolicyDatapath, PolicyEntry, apply_policy_delta, fit_policy, policy_rows
 from ..datapath.routes import RouteDatapath
 from ..datapath.services import Service, ServiceDatapath
-from ..k8s.reconciler import REQUEUE_AFTER, Desired, Reconciler
+from ..k8s.reconciler import REQUEUE_AFTER, ChangeLog, Desired, Reconciler
 
 POLICY_WATCHES = ("networkpolicies", "pods", "namespaces", "identities", "cidridentities")
 MESH_WATCHES = ("remoteidentities", "clusters")  # remote pods' identities and the Clusters they belong to
@@ -123,18 +125,33 @@ class IPCache(Reconciler):
 
 @dataclass
 class PolicyState:
-    compiled: CompiledPolicy
+    compiled: Optional[CompiledPolicy]         # None on the incremental path (see delta)
     entries: List[PolicyEntry]                 # what fits mc_policy
     enforced: List[Tuple[int, int]]
     closed: List[Tuple[int, int]]              # (identity, direction) failing closed: their policy did not fit
+    delta: Optional[Delta] = None              # without compiled: write only this (the incremental path);
+                                               # with it (a resync): written first, then the full diff
+    resync: bool = False                       # a periodic full resync: rows its full diff writes are drift
 
 
 def _direction(d: int) -> str:
     return "ingress" if d == INGRESS else "egress"
 
 
+RESYNC_SECONDS = 300.0  # a full recompute and map diff this often repairs whatever drifted
+
+
 class Policy(Reconciler):
     """NetworkPolicies -> mc_policy + mc_enforce.
+
+    Incremental (:class:`~meshcni.controllers.netpol_inc.IncrementalPolicy`):
+    pod and NetworkPolicy events recompile only the policies they concern and
+    write only the rows of the (identity, direction) pairs that changed, with
+    no map dump. Anything else (a namespace, Identity, CIDRIdentity, remote
+    change, a relist, a failed apply, a map that may be full) and every
+    ``resync`` seconds: a full compile and a diff against the dumped maps;
+    rows that a periodic resync had to write are counted as drift
+    (``meshcni_incremental_drift_total{map="mc_policy"}``).
 
     A desired policy larger than the map fails *closed* for the endpoints
     that do not fit (:func:`~meshcni.datapath.policy.fit_policy`): whole
@@ -150,7 +167,7 @@ class Policy(Reconciler):
     watches = POLICY_WATCHES + MESH_WATCHES
 
     def __init__(self, datapath: PolicyDatapath, metrics, capacity: Optional[int] = None,
-                 cluster_name: str = "default"):
+                 cluster_name: str = "default", resync: float = RESYNC_SECONDS):
         self.cluster_name = cluster_name
         self.datapath = datapath
         # rows this agent may use in mc_policy (default: all of it)
@@ -158,12 +175,48 @@ class Policy(Reconciler):
         self.metrics = metrics
         self.stats: dict = {}
         self.detail: dict = {}
+        self.resync = resync
+        self.changes = ChangeLog(("pods", "networkpolicies"))
+        self.inc = IncrementalPolicy(cluster_name)
+        self._built = False        # self.inc holds the caches' state
+        self._maps_behind = True   # the maps may differ from self.inc: the next run diffs them whole
+        self._closed = False       # the last run failed closed for someone: stay on the full path
+        self._last_full = 0.0
+        self.runs = {"full": 0, "incremental": 0}
+
+    def observe(self, cache: str, old, new) -> None:
+        self.changes.record(cache, old, new)
 
     def desired(self, caches) -> Desired:
-        # compile_policies takes them in this order
-        compiled = compile_policies(*(caches[n].list() for n in POLICY_WATCHES),
-                                    remote_identities=caches["remoteidentities"].list(),
-                                    clusters=caches["clusters"].list(), cluster_name=self.cluster_name)
+        try:
+            return self._desired(caches)
+        except BaseException:
+            self._built = False  # half-updated: rebuild from the caches next time
+            raise
+
+    def _desired(self, caches) -> Desired:
+        changes = self.changes.take()
+        resync = self._built and time.monotonic() - self._last_full >= self.resync
+        delta = None
+        if changes is not None and self._built:
+            delta = Delta()
+            for cache, fn in (("pods", self.inc.pods_changed), ("networkpolicies", self.inc.policies_changed)):
+                if changes[cache]:
+                    delta = _merge(delta, fn([(k, caches[cache].get(k)) for k in sorted(changes[cache])]))
+        if self._maps_behind or self._closed or self.inc.bound > self.capacity:
+            delta = None  # the maps are diffed whole below
+        if delta is None or resync:
+            self.inc.full(*(caches[n].list() for n in POLICY_WATCHES),
+                          remote_identities=caches["remoteidentities"].list(),
+                          clusters=caches["clusters"].list())
+            self._built, self._last_full = True, time.monotonic()
+            # a resync first writes the delta of the changes it knows of, so that what the full diff
+            # then writes is drift alone
+            return self._full_state(caches, delta if resync else None)
+        return Desired(PolicyState(None, [], [], [], delta=delta), self.inc.problems())
+
+    def _full_state(self, caches, resync: Optional[Delta]) -> Desired:
+        compiled = self.inc.compiled()
         entries, enforced, closed = fit_policy(compiled.entries, compiled.enforced, self.capacity, ID_HOST)
         problems = compiled.problems
         full = ""
@@ -177,12 +230,46 @@ class Policy(Reconciler):
             full = (f"{len(compiled.entries)} entries do not fit mc_policy ({self.capacity} rows): failing closed "
                     f"for {len(closed)} (identity, direction): "
                     + ", ".join(f"{i}/{_direction(d)}" for i, d in closed[:20]))
-        return Desired(PolicyState(compiled, entries, enforced, closed), problems, map_full=full)
+        return Desired(PolicyState(compiled, entries, enforced, closed, delta=resync, resync=resync is not None),
+                       problems, map_full=full)
 
     def apply(self, state: PolicyState) -> dict:
+        try:
+            out = self._apply_delta(state) if state.compiled is None else self._apply_full(state)
+        except BaseException:
+            self._maps_behind = True
+            raise
+        self._maps_behind = False
+        return out
+
+    def _apply_delta(self, state: PolicyState) -> dict:
+        d = state.delta
+        old = [e for p in d.old for e in d.old[p]]
+        new = [e for p in d.new for e in d.new[p]]
+        w = apply_policy_delta(self.datapath, old, new, d.enforce_off, d.enforce_on)
+        self.runs["incremental"] += 1
+        entries = sum(len(v) for v in self.inc.final.values())
+        self.metrics.policy_entries.set(entries)
+        self.metrics.enforced.set(len(self.inc.final))
+        self.stats = {"entries": entries, "enforced": len(self.inc.final), "failClosed": 0}
+        self.detail = {}  # view() computes it from self.inc when asked
+        return {**self.stats, "pairs": len(d.new), "policies": d.policies, **w}
+
+    def _apply_full(self, state: PolicyState) -> dict:
         c = state.compiled
+        if state.delta:
+            d = state.delta
+            apply_policy_delta(self.datapath, [e for p in d.old for e in d.old[p]],
+                               [e for p in d.new for e in d.new[p]], d.enforce_off, d.enforce_on)
         self.metrics.fail_closed.set(len(state.closed))
-        rp, _ = self.datapath.apply(state.entries, state.enforced)
+        rp, re_ = self.datapath.apply(state.entries, state.enforced)
+        self._closed = bool(state.closed)
+        self.runs["full"] += 1
+        if state.resync:
+            drift = rp.added + rp.changed + rp.deleted + re_.added + re_.changed + re_.deleted
+            counter = getattr(self.metrics, "incremental_drift", None)
+            if drift and counter is not None:
+                counter.labels("mc_policy").inc(drift)
         self.metrics.policy_entries.set(len(c.entries))
         self.metrics.enforced.set(len(c.enforced))
         self.stats = {"entries": len(c.entries), "enforced": len(c.enforced), "failClosed": len(state.closed)}
@@ -190,11 +277,32 @@ class Policy(Reconciler):
                        "perIdentity": {str(k): v for k, v in c.stats["per_identity"].items()},
                        "failClosed": [{"identity": i, "direction": _direction(d)} for i, d in state.closed],
                        "rows": rp.added + rp.changed + rp.unchanged, "capacity": self.capacity}
-        return dict(self.stats)
+        return {**self.stats, REQUEUE_AFTER: self.resync}
 
     def view(self) -> dict:
         """GET /v1/policy: what the compiler produced, per policy and per identity (map size watch)."""
+        if not self.detail and self._built:
+            c = self.inc.compiled()
+            self.detail = {"perPolicy": c.stats["per_policy"],
+                           "perIdentity": {str(k): v for k, v in c.stats["per_identity"].items()},
+                           "failClosed": [], "rows": policy_rows(c.entries), "capacity": self.capacity}
         return {**self.stats, **self.detail}
+
+
+def _merge(a: Delta, b: Delta) -> Delta:
+    """Two deltas in a row as one: the first's old rows, the second's new ones."""
+    if not a:
+        b.policies += a.policies
+        return b
+    out = Delta(dict(a.old), dict(a.new), set(a.enforce_off), set(a.enforce_on), a.policies + b.policies)
+    for p in b.new:
+        out.old.setdefault(p, b.old[p])
+        out.new[p] = b.new[p]
+    was = {p for p in out.old if out.old[p]}
+    now = {p for p in out.new if out.new[p]}
+    out.enforce_off = was - now
+    out.enforce_on = now - was
+    return out
 
 
 class Routes(Reconciler):
