@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
-from ..controllers.ipcache import ID_HOST, desired_endpoints, desired_ipcache
+from ..controllers.ipcache import ID_HOST, endpoints_of
+from ..controllers.ipcache_inc import IncrementalIPCache
 from ..controllers.model import INGRESS
 from ..controllers.netpol import (DEFAULT_RANK, CompiledPolicy, fail_closed_problems,
                                   policy_ranks)
@@ -27,6 +28,7 @@ from ..datapath.routes import RouteDatapath
 from ..datapath.services import Service, ServiceDatapath
 from ..k8s.reconciler import REQUEUE_AFTER, ChangeLog, Desired, Reconciler
 
+RESYNC_SECONDS = 300.0  # a full recompute and map diff this often repairs whatever drifted
 POLICY_WATCHES = ("networkpolicies", "pods", "namespaces", "identities", "cidridentities")
 MESH_WATCHES = ("remoteidentities", "clusters")  # remote pods' identities and the Clusters they belong to
 
@@ -83,9 +85,11 @@ class Services(Reconciler):
 
 @dataclass
 class IPCacheState:
-    prefixes: Dict[str, int]        # cidr -> identity
+    prefixes: Optional[Dict[str, int]]  # cidr -> identity; None on the incremental path (see delta)
     endpoints: List[EndpointRow]    # this node's pods, by host veth
     collisions: int                 # sets of overlapping CIDRIdentities given an atom id
+    delta: Optional[Dict[str, Optional[int]]] = None  # without prefixes: write only this; with (a resync): first
+    resync: bool = False            # a periodic resync: what its dumped diff writes is drift
 
 
 class IPCache(Reconciler):
@@ -93,34 +97,91 @@ class IPCache(Reconciler):
 
     ``local_endpoints()`` returns the CNI plugin's endpoint records (the
     local API's table); the agent kicks this reconciler when they change.
+
+    Pod events write only the pod's own prefixes
+    (:class:`~meshcni.controllers.ipcache_inc.IncrementalIPCache`) unless
+    something else claims one of them (then, and for every other kind of
+    event, a full recompute diffed against what was last written); every
+    ``resync`` seconds a full recompute diffed against the dumped map, its
+    writes counted in ``meshcni_incremental_drift_total{map="mc_ipcache"}``.
     """
     name = "ipcache"
     watches = ("nodes", "pods", "namespaces", "identities", "cidridentities") + MESH_WATCHES
 
     def __init__(self, ipcache: IPCacheDatapath, endpoints: EndpointDatapath, node_name: str,
-                 local_endpoints: Callable[[], List[dict]], metrics):
+                 local_endpoints: Callable[[], List[dict]], metrics, resync: float = None):
         self.ipcache = ipcache
         self.endpoints = endpoints
         self.node_name = node_name
         self.local_endpoints = local_endpoints
         self.metrics = metrics
         self.size = 0
+        self.resync = RESYNC_SECONDS if resync is None else resync
+        self.changes = ChangeLog(("pods",))
+        self.inc = IncrementalIPCache()
+        self._built = False
+        self._maps_behind = True
+        self._last_full = 0.0
+        self.runs = {"full": 0, "incremental": 0}
+
+    def observe(self, cache: str, old, new) -> None:
+        self.changes.record(cache, old, new)
 
     def desired(self, caches) -> Desired:
-        pods, nss, ids = caches["pods"].list(), caches["namespaces"].list(), caches["identities"].list()
-        want, problems, collisions = desired_ipcache(pods, nss, ids, caches["cidridentities"].list(),
-                                                     caches["nodes"].list(), self.node_name,
-                                                     caches["remoteidentities"].list(), caches["clusters"].list())
-        eps = desired_endpoints(self.local_endpoints(), pods, nss, ids)
-        return Desired(IPCacheState(want, eps, collisions), problems)
+        try:
+            return self._desired(caches)
+        except BaseException:
+            self._built = False  # half-updated: rebuild from the caches next time
+            raise
+
+    def _desired(self, caches) -> Desired:
+        changes = self.changes.take()
+        resync = self._built and time.monotonic() - self._last_full >= self.resync
+        delta = None
+        if changes is not None and self._built:
+            delta = self.inc.pods_changed([(k, caches["pods"].get(k)) for k in sorted(changes["pods"])])
+        if self._maps_behind:
+            delta = None
+        if delta is None or resync:
+            self.inc.full(caches["pods"].list(), caches["namespaces"].list(), caches["identities"].list(),
+                          caches["cidridentities"].list(), caches["nodes"].list(), self.node_name,
+                          caches["remoteidentities"].list(), caches["clusters"].list())
+            self._built, self._last_full = True, time.monotonic()
+        pods = caches["pods"]
+        eps = endpoints_of(self.local_endpoints(), lambda nn: pods.get(f"{nn[0]}/{nn[1]}"),
+                           self.inc.ns_labels, self.inc.ids)
+        if delta is not None and not resync:
+            return Desired(IPCacheState(None, eps, self.inc.collisions, delta=delta), self.inc.problems())
+        return Desired(IPCacheState(dict(self.inc.prefixes), eps, self.inc.collisions, delta=delta,
+                                    resync=resync), self.inc.problems())
 
     def apply(self, state: IPCacheState) -> dict:
+        try:
+            out = self._apply(state)
+        except BaseException:
+            self._maps_behind = True
+            raise
+        self._maps_behind = False
+        return out
+
+    def _apply(self, state: IPCacheState) -> dict:
         self.metrics.ipcache_collisions.set(state.collisions)
-        self.ipcache.apply(state.prefixes)
+        w = self.ipcache.apply_delta(state.delta) if state.delta else {}
+        if state.prefixes is None:
+            self.runs["incremental"] += 1
+            self.endpoints.apply(state.endpoints)
+            self.size = len(self.inc.prefixes)
+            self.metrics.ipcache.set(self.size)
+            return {"prefixes": self.size, "endpoints": len(state.endpoints), **w}
+        r = self.ipcache.apply(state.prefixes, dump=state.resync)
+        self.runs["full"] += 1
+        counter = getattr(self.metrics, "incremental_drift", None)
+        if state.resync and r["writes"] and counter is not None:
+            counter.labels("mc_ipcache").inc(r["writes"])
         self.endpoints.apply(state.endpoints)
         self.size = len(state.prefixes)
         self.metrics.ipcache.set(self.size)
-        return {"prefixes": self.size, "endpoints": len(state.endpoints)}
+        return {"prefixes": self.size, "endpoints": len(state.endpoints), REQUEUE_AFTER: self.resync}
 
 
 @dataclass
@@ -136,9 +197,6 @@ class PolicyState:
 
 def _direction(d: int) -> str:
     return "ingress" if d == INGRESS else "egress"
-
-
-RESYNC_SECONDS = 300.0  # a full recompute and map diff this often repairs whatever drifted
 
 
 class Policy(Reconciler):
