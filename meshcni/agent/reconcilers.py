@@ -302,11 +302,10 @@ class Policy(Reconciler):
 
     def _apply_delta(self, state: PolicyState) -> dict:
         d = state.delta
-        old = [e for p in d.old for e in d.old[p]]
-        new = [e for p in d.new for e in d.new[p]]
-        w = apply_policy_delta(self.datapath, old, new, d.enforce_off, d.enforce_on)
+        w = apply_policy_delta(self.datapath, {p: (d.old[p], d.new[p]) for p in d.new}, d.enforce_off,
+                               d.enforce_on)
         self.runs["incremental"] += 1
-        entries = sum(len(v) for v in self.inc.final.values())
+        entries = self.inc.n_entries
         self.metrics.policy_entries.set(entries)
         self.metrics.enforced.set(len(self.inc.final))
         self.stats = {"entries": entries, "enforced": len(self.inc.final), "failClosed": 0}
@@ -317,8 +316,8 @@ class Policy(Reconciler):
         c = state.compiled
         if state.delta:
             d = state.delta
-            apply_policy_delta(self.datapath, [e for p in d.old for e in d.old[p]],
-                               [e for p in d.new for e in d.new[p]], d.enforce_off, d.enforce_on)
+            apply_policy_delta(self.datapath, {p: (d.old[p], d.new[p]) for p in d.new}, d.enforce_off,
+                               d.enforce_on)
         self.metrics.fail_closed.set(len(state.closed))
         rp, re_ = self.datapath.apply(state.entries, state.enforced)
         self._closed = bool(state.closed)

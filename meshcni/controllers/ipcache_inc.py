@@ -39,16 +39,20 @@ class IncrementalIPCache:
                                                     remote_identities, clusters)[0])
         self.ns_labels, self.ids = identity_index(namespaces, identities)
         self.other_problems = [p for p in problems if p.kind != "Pod"]
-        self.pod: Dict[str, Tuple[List[str], list]] = {}   # pod key -> (its prefixes, its problems)
+        self.pod: Dict[str, List[str]] = {}                # pod key -> its prefixes
+        self.bad: Dict[str, list] = {}                     # pod key -> its problems (bad addresses)
         self.claims: Dict[str, Set[str]] = {}              # prefix -> pod keys claiming it
         for p in pods:
             self._set(_key_of(p), p)
 
     def _set(self, key: str, pod: Optional[Mapping]) -> Tuple[List[str], List[str], Optional[int]]:
-        old = self.pod.pop(key, ([], []))[0]
+        old = self.pod.pop(key, [])
+        self.bad.pop(key, None)
         ident, new, bad = pod_prefixes(pod, self.ns_labels, self.ids) if pod is not None else (None, [], [])
-        if new or bad:
-            self.pod[key] = (new, bad)
+        if new:
+            self.pod[key] = new
+        if bad:
+            self.bad[key] = bad
         for k in old:
             c = self.claims.get(k)
             if c is not None:
@@ -63,7 +67,7 @@ class IncrementalIPCache:
         """Pods ``(key, object or None)`` -> {prefix: identity or None (deleted)}; None: recompute everything."""
         out: Dict[str, Change] = {}
         for key, pod in changes:
-            before = self.pod.get(key, ([], []))[0]
+            before = self.pod.get(key, [])
             _, after, _ = pod_prefixes(pod, self.ns_labels, self.ids) if pod is not None else (None, [], [])
             for k in set(before) | set(after):
                 if k in self.others or (self.claims.get(k, set()) - {key}) or after.count(k) > 1:
@@ -80,7 +84,7 @@ class IncrementalIPCache:
         return out
 
     def problems(self) -> list:
-        return self.other_problems + [p for _, bad in self.pod.values() for p in bad]
+        return self.other_problems + [p for bad in self.bad.values() for p in bad]
 
 
 __all__ = ["IncrementalIPCache"]

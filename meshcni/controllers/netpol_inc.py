@@ -26,6 +26,7 @@ compares both after every step of random event sequences.
 """
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, Iterable, List, Mapping, Optional, Set, Tuple
@@ -252,9 +253,10 @@ class _Compiled:
 @dataclass
 class Delta:
     """What changed in the compiled policy: per (identity, direction), its entries before and after
-    (empty when not enforced), and the enforced pairs switched off and on."""
-    old: Dict[Pair, List[PolicyEntry]] = field(default_factory=dict)
-    new: Dict[Pair, List[PolicyEntry]] = field(default_factory=dict)
+    (as :class:`PolicyEntry` field tuples; empty when not enforced), and the enforced pairs switched
+    off and on."""
+    old: Dict[Pair, FrozenSet[Key]] = field(default_factory=dict)
+    new: Dict[Pair, FrozenSet[Key]] = field(default_factory=dict)
     enforce_off: Set[Pair] = field(default_factory=set)
     enforce_on: Set[Pair] = field(default_factory=set)
     policies: int = 0            # policies compiled again
@@ -263,10 +265,15 @@ class Delta:
         return bool(self.old or self.new or self.enforce_off or self.enforce_on)
 
 
+@functools.lru_cache(maxsize=4096)
+def _blocks(port: Tuple[int, int]) -> int:
+    from ..datapath.policy import port_blocks
+    return len(port_blocks(*port))
+
+
 def _bound(keys: Iterable[Key]) -> int:
     """An upper bound of the mc_policy rows of these entries (a port range expands to prefixes)."""
-    from ..datapath.policy import port_blocks
-    return sum(len(port_blocks(*k[4])) if isinstance(k[4], tuple) else 1 for k in keys)
+    return sum(_blocks(k[4]) if isinstance(k[4], tuple) else 1 for k in keys)
 
 
 class IncrementalPolicy:
@@ -299,7 +306,8 @@ class IncrementalPolicy:
         self.key_count: Dict[Pair, Counter] = {}
         self.enf_count: Counter = Counter()
         self.final: Dict[Pair, FrozenSet[Key]] = {}
-        self.bound = 0
+        self.bound = 0               # an upper bound of the mc_policy rows of self.final
+        self.n_entries = 0
         self.per_identity: Counter = Counter()
         for pol in policies:
             k = _key_of(pol)
@@ -413,8 +421,9 @@ class IncrementalPolicy:
         if c is not None and not c:
             del self.key_count[pair]
         if old != new:
-            self.bound += _bound(new) - _bound(old)
+            self.bound += _bound(new - old) - _bound(old - new)
             self.per_identity[pair[0]] += len(new) - len(old)
+            self.n_entries += len(new) - len(old)
         return old, new
 
     def _recompile(self, todo: Set[str]) -> Delta:
@@ -428,8 +437,7 @@ class IncrementalPolicy:
             old, new = self._refinal(pair)
             if old == new:
                 continue
-            d.old[pair] = [PolicyEntry(*k) for k in sorted(old, key=_sort_key)]
-            d.new[pair] = [PolicyEntry(*k) for k in sorted(new, key=_sort_key)]
+            d.old[pair], d.new[pair] = old, new
             if old and not new:
                 d.enforce_off.add(pair)
             elif new and not old:

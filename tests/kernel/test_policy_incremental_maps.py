@@ -17,7 +17,7 @@ from meshcni.apiserver import APIServer
 from meshcni.bpf import rows
 from meshcni.controllers.identity import identity_body, identity_labels
 from meshcni.controllers.netpol import compile_policies
-from meshcni.datapath.policy import INGRESS, PolicyEntry, PolicyProgram, build_policy
+from meshcni.datapath.policy import INGRESS, PolicyEntry, PolicyProgram, apply_policy_delta, build_policy
 from meshcni.k8s import EventRecorder, Informer, Runner, api_client
 from testutil import eventually
 
@@ -138,3 +138,32 @@ def test_random_events_leave_the_maps_equal_to_the_full_compile(tmp_path, pin_ro
             finally:
                 runner.stop()
                 dp.close()
+
+
+def test_deltas_with_overlapping_port_ranges_equal_a_full_build(pin_root):
+    """Entries whose rows coincide (a port inside another entry's range, ranges sharing a block): a row
+    stays while any entry still needs it, whatever order entries come and go in."""
+    rng = random.Random(3)
+    ports = [None, 8000, 8001, 8002, (8000, 8003), (8000, 8001), (8002, 8010), 9000]
+    universe = [(16777301 + i, INGRESS, peer, 6 if port is not None or rng.random() < 0.5 else None, port)
+                for i in range(2) for peer in (7, 8) for port in ports]
+    with PolicyProgram(pin_root) as prog:
+        dp = prog.datapath()
+        try:
+            cur = {}
+            for step in range(60):
+                new = {}
+                for k in rng.sample(universe, rng.randint(0, len(universe) // 2)):
+                    new.setdefault((k[0], k[1]), set()).add(k)
+                pairs = set(cur) | set(new)
+                apply_policy_delta(dp, {p: (frozenset(cur.get(p, ())), frozenset(new.get(p, ()))) for p in pairs},
+                                   set(cur) - set(new), set(new) - set(cur))
+                cur = new
+                want = [PolicyEntry(*k) for ks in cur.values() for k in ks]
+                pk, pv, ek, ev = build_policy(want, set(cur))
+                k, v = dp.policy.dump()
+                assert sorted(r.tobytes() for r in rows(k)) == sorted(r.tobytes() for r in rows(pk)), step
+                k, v = dp.enforce.dump()
+                assert sorted(r.tobytes() for r in rows(k)) == sorted(r.tobytes() for r in rows(ek)), step
+        finally:
+            dp.close()
