@@ -119,6 +119,7 @@ class IPCache(Reconciler):
         self.resync = RESYNC_SECONDS if resync is None else resync
         self.changes = ChangeLog(("pods",))
         self.inc = IncrementalIPCache()
+        self._eps: Optional[List[EndpointRow]] = None  # what mc_endpoints was last given
         self._built = False
         self._maps_behind = True
         self._last_full = 0.0
@@ -169,7 +170,9 @@ class IPCache(Reconciler):
         w = self.ipcache.apply_delta(state.delta) if state.delta else {}
         if state.prefixes is None:
             self.runs["incremental"] += 1
-            self.endpoints.apply(state.endpoints)
+            if state.endpoints != self._eps:  # mc_endpoints is diffed against a dump: only when it changed
+                self.endpoints.apply(state.endpoints)
+                self._eps = state.endpoints
             self.size = len(self.inc.prefixes)
             self.metrics.ipcache.set(self.size)
             return {"prefixes": self.size, "endpoints": len(state.endpoints), **w}
@@ -179,6 +182,7 @@ class IPCache(Reconciler):
         if state.resync and r["writes"] and counter is not None:
             counter.labels("mc_ipcache").inc(r["writes"])
         self.endpoints.apply(state.endpoints)
+        self._eps = state.endpoints
         self.size = len(state.prefixes)
         self.metrics.ipcache.set(self.size)
         return {"prefixes": self.size, "endpoints": len(state.endpoints), REQUEUE_AFTER: self.resync}

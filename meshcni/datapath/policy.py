@@ -80,9 +80,15 @@ def _pack_policy(rows: Dict[tuple, Tuple[int, int]]):
     kdt, vdt = layout.dtype_of("mc_policy_key"), layout.dtype_of("mc_policy")
     pk = np.zeros(len(rows), kdt)
     pv = np.zeros(len(rows), vdt)
-    for i, (k, v) in enumerate(sorted(rows.items())):
-        pk[i]["prefixlen"], pk[i]["identity"], pk[i]["dir"], pk[i]["peer"], pk[i]["proto"], pk[i]["port"] = k
-        pv[i]["action"], pv[i]["rule_id"] = v
+    if not rows:
+        return pk, pv
+    items = sorted(rows.items())
+    # column by column: numpy converts each (with the field's byte order) in one call
+    cols = np.array([k for k, _ in items], np.int64)
+    for j, name in enumerate(("prefixlen", "identity", "dir", "peer", "proto", "port")):
+        pk[name] = cols[:, j]
+    vals = np.array([v for _, v in items], np.int64)
+    pv["action"], pv["rule_id"] = vals[:, 0], vals[:, 1]
     return pk, pv
 
 

@@ -144,7 +144,7 @@ def test_deltas_with_overlapping_port_ranges_equal_a_full_build(pin_root):
     """Entries whose rows coincide (a port inside another entry's range, ranges sharing a block): a row
     stays while any entry still needs it, whatever order entries come and go in."""
     rng = random.Random(3)
-    ports = [None, 8000, 8001, 8002, (8000, 8003), (8000, 8001), (8002, 8010), 9000]
+    ports = [None, 8000, 8001, 8002, 8010, (8000, 8003), (8000, 8001), (8002, 8003), (8002, 8010), 9000]
     universe = [(16777301 + i, INGRESS, peer, 6 if port is not None or rng.random() < 0.5 else None, port)
                 for i in range(2) for peer in (7, 8) for port in ports]
     with PolicyProgram(pin_root) as prog:
