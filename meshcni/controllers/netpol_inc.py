@@ -267,8 +267,17 @@ class Delta:
 
 @functools.lru_cache(maxsize=4096)
 def _blocks(port: Tuple[int, int]) -> int:
-    from ..datapath.policy import port_blocks
-    return len(port_blocks(*port))
+    """How many aligned power-of-two blocks cover the range (``datapath.policy.port_blocks``, counted
+    here: controllers import no compiled code)."""
+    lo, hi = port
+    n = 0
+    while lo <= hi:
+        size = lo & -lo if lo else 1 << 16
+        while size > hi - lo + 1:
+            size >>= 1
+        lo += size
+        n += 1
+    return n
 
 
 def _bound(keys: Iterable[Key]) -> int:

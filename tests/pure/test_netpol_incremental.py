@@ -237,3 +237,14 @@ def test_a_burst_of_pod_events_at_once():
     delta = inc.pods_changed(changes)
     _apply(model, delta)
     _check(inc, model, pods, policies, namespaces, identities, [], "burst")
+
+
+@pytest.mark.extension  # meshcni.datapath.policy (the reference) loads meshcni._libbpf
+def test_the_row_bound_counts_port_blocks_like_the_datapath():
+    from meshcni.controllers.netpol_inc import _blocks
+    from meshcni.datapath.policy import port_blocks
+    rng = random.Random(5)
+    ranges = [(1, 65535), (0, 65535), (8000, 8100), (5670, 5680), (1024, 1024)] + \
+        [tuple(sorted((rng.randint(1, 65535), rng.randint(1, 65535)))) for _ in range(300)]
+    for lo, hi in ranges:
+        assert _blocks((lo, hi)) == len(port_blocks(lo, hi)), (lo, hi)
