@@ -29,6 +29,19 @@ from ..datapath.services import Service, ServiceDatapath
 from ..k8s.reconciler import REQUEUE_AFTER, ChangeLog, Desired, Reconciler
 
 RESYNC_SECONDS = 300.0  # a full recompute and map diff this often repairs whatever drifted
+
+
+def _rearm(rec, out: dict) -> dict:
+    """Ask the Runner for a run when the next resync is due, unless such a run is already pending
+    (the work queue does not merge delayed items: one timer at a time)."""
+    now = time.monotonic()
+    if rec._timer_due is None or now >= rec._timer_due:
+        delay = max(rec._last_full + rec.resync - now, 0.001)
+        rec._timer_due = now + delay
+        out[REQUEUE_AFTER] = delay
+    return out
+
+
 POLICY_WATCHES = ("networkpolicies", "pods", "namespaces", "identities", "cidridentities")
 MESH_WATCHES = ("remoteidentities", "clusters")  # remote pods' identities and the Clusters they belong to
 
@@ -123,6 +136,7 @@ class IPCache(Reconciler):
         self._built = False
         self._maps_behind = True
         self._last_full = 0.0
+        self._timer_due: Optional[float] = None  # when the resync run asked of the Runner is due
         self.runs = {"full": 0, "incremental": 0}
 
     def observe(self, cache: str, old, new) -> None:
@@ -175,7 +189,7 @@ class IPCache(Reconciler):
                 self._eps = state.endpoints
             self.size = len(self.inc.prefixes)
             self.metrics.ipcache.set(self.size)
-            return {"prefixes": self.size, "endpoints": len(state.endpoints), **w}
+            return _rearm(self, {"prefixes": self.size, "endpoints": len(state.endpoints), **w})
         r = self.ipcache.apply(state.prefixes, dump=state.resync)
         self.runs["full"] += 1
         counter = getattr(self.metrics, "incremental_drift", None)
@@ -185,7 +199,7 @@ class IPCache(Reconciler):
         self._eps = state.endpoints
         self.size = len(state.prefixes)
         self.metrics.ipcache.set(self.size)
-        return {"prefixes": self.size, "endpoints": len(state.endpoints), REQUEUE_AFTER: self.resync}
+        return _rearm(self, {"prefixes": self.size, "endpoints": len(state.endpoints)})
 
 
 @dataclass
@@ -244,6 +258,7 @@ class Policy(Reconciler):
         self._maps_behind = True   # the maps may differ from self.inc: the next run diffs them whole
         self._closed = False       # the last run failed closed for someone: stay on the full path
         self._last_full = 0.0
+        self._timer_due: Optional[float] = None  # when the resync run asked of the Runner is due
         self.runs = {"full": 0, "incremental": 0}
 
     def observe(self, cache: str, old, new) -> None:
@@ -314,7 +329,7 @@ class Policy(Reconciler):
         self.metrics.enforced.set(len(self.inc.final))
         self.stats = {"entries": entries, "enforced": len(self.inc.final), "failClosed": 0}
         self.detail = {}  # view() computes it from self.inc when asked
-        return {**self.stats, "pairs": len(d.new), "policies": d.policies, **w}
+        return _rearm(self, {**self.stats, "pairs": len(d.new), "policies": d.policies, **w})
 
     def _apply_full(self, state: PolicyState) -> dict:
         c = state.compiled
@@ -338,7 +353,7 @@ class Policy(Reconciler):
                        "perIdentity": {str(k): v for k, v in c.stats["per_identity"].items()},
                        "failClosed": [{"identity": i, "direction": _direction(d)} for i, d in state.closed],
                        "rows": rp.added + rp.changed + rp.unchanged, "capacity": self.capacity}
-        return {**self.stats, REQUEUE_AFTER: self.resync}
+        return _rearm(self, dict(self.stats))
 
     def view(self) -> dict:
         """GET /v1/policy: what the compiler produced, per policy and per identity (map size watch)."""

@@ -120,6 +120,8 @@ def test_random_events_leave_the_maps_equal_to_the_full_compile(tmp_path, pin_ro
                 eventually(lambda: _maps(dp) == _want(caches), 20, "the maps to equal the full compile",
                            interval=0.1)
                 assert rec.runs["incremental"] > 0, rec.runs
+                # the resync timer is one pending run, however many runs asked for one
+                assert sum(1 for _, _, k in runner.queue._delayed if k == "policy") == 1
                 full_runs = rec.runs["full"]
                 # a periodic resync recomputes everything and diffs the dumped maps: nothing drifted
                 rec.resync = 0.0
