@@ -9,6 +9,7 @@ does the rest (queue, retries, metrics, Events); the names below are the
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
@@ -260,13 +261,15 @@ class Policy(Reconciler):
         self._last_full = 0.0
         self._timer_due: Optional[float] = None  # when the resync run asked of the Runner is due
         self.runs = {"full": 0, "incremental": 0}
+        self._lock = threading.Lock()
 
     def observe(self, cache: str, old, new) -> None:
         self.changes.record(cache, old, new)
 
     def desired(self, caches) -> Desired:
         try:
-            return self._desired(caches)
+            with self._lock:
+                return self._desired(caches)
         except BaseException:
             self._built = False  # half-updated: rebuild from the caches next time
             raise
@@ -358,7 +361,8 @@ class Policy(Reconciler):
     def view(self) -> dict:
         """GET /v1/policy: what the compiler produced, per policy and per identity (map size watch)."""
         if not self.detail and self._built:
-            c = self.inc.compiled()
+            with self._lock:  # the local API's thread: a worker may be updating self.inc
+                c = self.inc.compiled()
             self.detail = {"perPolicy": c.stats["per_policy"],
                            "perIdentity": {str(k): v for k, v in c.stats["per_identity"].items()},
                            "failClosed": [], "rows": policy_rows(c.entries), "capacity": self.capacity}
