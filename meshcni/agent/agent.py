@@ -110,6 +110,9 @@ class Metrics:
                                  registry=r)
         self.ipcache_collisions = Gauge("meshcni_ipcache_cidr_atoms",
                                         "sets of overlapping CIDRIdentities given an agent-local atom id", registry=r)
+        self.incremental_drift = Counter("meshcni_incremental_drift_total",
+                                         "map rows a periodic full resync rewrote after incremental updates",
+                                         ["map"], registry=r)
         self.pin_repairs = Counter("meshcni_pin_repairs_total",
                                    "pins found deleted (outcome repaired / failed) or replaced by another object, "
                                    "by pin path under the bpf root", ["pin", "outcome"], registry=r)

@@ -9,22 +9,40 @@ does the rest (queue, retries, metrics, Events); the names below are the
 """
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
-from ..controllers.ipcache import ID_HOST, desired_endpoints, desired_ipcache
+from ..controllers.ipcache import ID_HOST, endpoints_of
+from ..controllers.ipcache_inc import IncrementalIPCache
 from ..controllers.model import INGRESS
-from ..controllers.netpol import (DEFAULT_RANK, CompiledPolicy, compile_policies, fail_closed_problems,
+from ..controllers.netpol import (DEFAULT_RANK, CompiledPolicy, fail_closed_problems,
                                   policy_ranks)
 from ..controllers.routes import desired_routes
 from ..controllers.services import (FRONTEND_CONFLICT, NodeContext, Problem, ServiceIDs, desired_services,
                                     frontend_conflicts, nodeport_addresses, remote_backends)
 from ..datapath.pinwatch import REPAIRED, REPLACED
 from ..datapath.endpoints import EndpointDatapath, EndpointRow, IPCacheDatapath
-from ..datapath.policy import PolicyDatapath, PolicyEntry, fit_policy
+from ..controllers.netpol_inc import Delta, IncrementalPolicy
+from ..datapath.policy import PolicyDatapath, PolicyEntry, apply_policy_delta, fit_policy, policy_rows
 from ..datapath.routes import RouteDatapath
 from ..datapath.services import FLAG_NAMES, SCOPE_INT, Service, ServiceDatapath
-from ..k8s.reconciler import REQUEUE_AFTER, Desired, Reconciler
+from ..k8s.reconciler import REQUEUE_AFTER, ChangeLog, Desired, Reconciler
+
+RESYNC_SECONDS = 300.0  # a full recompute and map diff this often repairs whatever drifted
+
+
+def _rearm(rec, out: dict) -> dict:
+    """Ask the Runner for a run when the next resync is due, unless such a run is already pending
+    (the work queue does not merge delayed items: one timer at a time)."""
+    now = time.monotonic()
+    if rec._timer_due is None or now >= rec._timer_due:
+        delay = max(rec._last_full + rec.resync - now, 0.001)
+        rec._timer_due = now + delay
+        out[REQUEUE_AFTER] = delay
+    return out
+
 
 POLICY_WATCHES = ("networkpolicies", "pods", "namespaces", "identities", "cidridentities")
 MESH_WATCHES = ("remoteidentities", "clusters")  # remote pods' identities and the Clusters they belong to
@@ -113,9 +131,11 @@ def _frontend_text(f) -> str:
 
 @dataclass
 class IPCacheState:
-    prefixes: Dict[str, int]        # cidr -> identity
+    prefixes: Optional[Dict[str, int]]  # cidr -> identity; None on the incremental path (see delta)
     endpoints: List[EndpointRow]    # this node's pods, by host veth
     collisions: int                 # sets of overlapping CIDRIdentities given an atom id
+    delta: Optional[Dict[str, Optional[int]]] = None  # without prefixes: write only this; with (a resync): first
+    resync: bool = False            # a periodic resync: what its dumped diff writes is drift
 
 
 class IPCache(Reconciler):
@@ -123,42 +143,107 @@ class IPCache(Reconciler):
 
     ``local_endpoints()`` returns the CNI plugin's endpoint records (the
     local API's table); the agent kicks this reconciler when they change.
+
+    Pod events write only the pod's own prefixes
+    (:class:`~meshcni.controllers.ipcache_inc.IncrementalIPCache`) unless
+    something else claims one of them (then, and for every other kind of
+    event, a full recompute diffed against what was last written); every
+    ``resync`` seconds a full recompute diffed against the dumped map, its
+    writes counted in ``meshcni_incremental_drift_total{map="mc_ipcache"}``.
     """
     name = "ipcache"
     watches = ("nodes", "pods", "namespaces", "identities", "cidridentities") + MESH_WATCHES
 
     def __init__(self, ipcache: IPCacheDatapath, endpoints: EndpointDatapath, node_name: str,
-                 local_endpoints: Callable[[], List[dict]], metrics):
+                 local_endpoints: Callable[[], List[dict]], metrics, resync: float = None):
         self.ipcache = ipcache
         self.endpoints = endpoints
         self.node_name = node_name
         self.local_endpoints = local_endpoints
         self.metrics = metrics
         self.size = 0
+        self.resync = RESYNC_SECONDS if resync is None else resync
+        self.changes = ChangeLog(("pods",))
+        self.inc = IncrementalIPCache()
+        self._eps: Optional[List[EndpointRow]] = None  # what mc_endpoints was last given
+        self._built = False
+        self._maps_behind = True
+        self._last_full = 0.0
+        self._timer_due: Optional[float] = None  # when the resync run asked of the Runner is due
+        self.runs = {"full": 0, "incremental": 0}
+
+    def observe(self, cache: str, old, new) -> None:
+        self.changes.record(cache, old, new)
 
     def desired(self, caches) -> Desired:
-        pods, nss, ids = caches["pods"].list(), caches["namespaces"].list(), caches["identities"].list()
-        want, problems, collisions = desired_ipcache(pods, nss, ids, caches["cidridentities"].list(),
-                                                     caches["nodes"].list(), self.node_name,
-                                                     caches["remoteidentities"].list(), caches["clusters"].list())
-        eps = desired_endpoints(self.local_endpoints(), pods, nss, ids)
-        return Desired(IPCacheState(want, eps, collisions), problems)
+        try:
+            return self._desired(caches)
+        except BaseException:
+            self._built = False  # half-updated: rebuild from the caches next time
+            raise
+
+    def _desired(self, caches) -> Desired:
+        changes = self.changes.take()
+        resync = self._built and time.monotonic() - self._last_full >= self.resync
+        delta = None
+        if changes is not None and self._built:
+            delta = self.inc.pods_changed([(k, caches["pods"].get(k)) for k in sorted(changes["pods"])])
+        if self._maps_behind:
+            delta = None
+        if delta is None or resync:
+            self.inc.full(caches["pods"].list(), caches["namespaces"].list(), caches["identities"].list(),
+                          caches["cidridentities"].list(), caches["nodes"].list(), self.node_name,
+                          caches["remoteidentities"].list(), caches["clusters"].list())
+            self._built, self._last_full = True, time.monotonic()
+        pods = caches["pods"]
+        eps = endpoints_of(self.local_endpoints(), lambda nn: pods.get(f"{nn[0]}/{nn[1]}"),
+                           self.inc.ns_labels, self.inc.ids)
+        if delta is not None and not resync:
+            return Desired(IPCacheState(None, eps, self.inc.collisions, delta=delta), self.inc.problems())
+        return Desired(IPCacheState(dict(self.inc.prefixes), eps, self.inc.collisions, delta=delta,
+                                    resync=resync), self.inc.problems())
 
     def apply(self, state: IPCacheState) -> dict:
+        try:
+            out = self._apply(state)
+        except BaseException:
+            self._maps_behind = True
+            raise
+        self._maps_behind = False
+        return out
+
+    def _apply(self, state: IPCacheState) -> dict:
         self.metrics.ipcache_collisions.set(state.collisions)
-        self.ipcache.apply(state.prefixes)
+        w = self.ipcache.apply_delta(state.delta) if state.delta else {}
+        if state.prefixes is None:
+            self.runs["incremental"] += 1
+            if state.endpoints != self._eps:  # mc_endpoints is diffed against a dump: only when it changed
+                self.endpoints.apply(state.endpoints)
+                self._eps = state.endpoints
+            self.size = len(self.inc.prefixes)
+            self.metrics.ipcache.set(self.size)
+            return _rearm(self, {"prefixes": self.size, "endpoints": len(state.endpoints), **w})
+        r = self.ipcache.apply(state.prefixes, dump=state.resync)
+        self.runs["full"] += 1
+        counter = getattr(self.metrics, "incremental_drift", None)
+        if state.resync and r["writes"] and counter is not None:
+            counter.labels("mc_ipcache").inc(r["writes"])
         self.endpoints.apply(state.endpoints)
+        self._eps = state.endpoints
         self.size = len(state.prefixes)
         self.metrics.ipcache.set(self.size)
-        return {"prefixes": self.size, "endpoints": len(state.endpoints)}
+        return _rearm(self, {"prefixes": self.size, "endpoints": len(state.endpoints)})
 
 
 @dataclass
 class PolicyState:
-    compiled: CompiledPolicy
+    compiled: Optional[CompiledPolicy]         # None on the incremental path (see delta)
     entries: List[PolicyEntry]                 # what fits mc_policy
     enforced: List[Tuple[int, int]]
     closed: List[Tuple[int, int]]              # (identity, direction) failing closed: their policy did not fit
+    delta: Optional[Delta] = None              # without compiled: write only this (the incremental path);
+                                               # with it (a resync): written first, then the full diff
+    resync: bool = False                       # a periodic full resync: rows its full diff writes are drift
 
 
 def _direction(d: int) -> str:
@@ -167,6 +252,15 @@ def _direction(d: int) -> str:
 
 class Policy(Reconciler):
     """NetworkPolicies -> mc_policy + mc_enforce.
+
+    Incremental (:class:`~meshcni.controllers.netpol_inc.IncrementalPolicy`):
+    pod and NetworkPolicy events recompile only the policies they concern and
+    write only the rows of the (identity, direction) pairs that changed, with
+    no map dump. Anything else (a namespace, Identity, CIDRIdentity, remote
+    change, a relist, a failed apply, a map that may be full) and every
+    ``resync`` seconds: a full compile and a diff against the dumped maps;
+    rows that a periodic resync had to write are counted as drift
+    (``meshcni_incremental_drift_total{map="mc_policy"}``).
 
     A desired policy larger than the map fails *closed* for the endpoints
     that do not fit (:func:`~meshcni.datapath.policy.fit_policy`): whole
@@ -182,7 +276,7 @@ class Policy(Reconciler):
     watches = POLICY_WATCHES + MESH_WATCHES
 
     def __init__(self, datapath: PolicyDatapath, metrics, capacity: Optional[int] = None,
-                 cluster_name: str = "default"):
+                 cluster_name: str = "default", resync: float = RESYNC_SECONDS):
         self.cluster_name = cluster_name
         self.datapath = datapath
         # rows this agent may use in mc_policy (default: all of it)
@@ -190,12 +284,51 @@ class Policy(Reconciler):
         self.metrics = metrics
         self.stats: dict = {}
         self.detail: dict = {}
+        self.resync = resync
+        self.changes = ChangeLog(("pods", "networkpolicies"))
+        self.inc = IncrementalPolicy(cluster_name)
+        self._built = False        # self.inc holds the caches' state
+        self._maps_behind = True   # the maps may differ from self.inc: the next run diffs them whole
+        self._closed = False       # the last run failed closed for someone: stay on the full path
+        self._last_full = 0.0
+        self._timer_due: Optional[float] = None  # when the resync run asked of the Runner is due
+        self.runs = {"full": 0, "incremental": 0}
+        self._lock = threading.Lock()
+
+    def observe(self, cache: str, old, new) -> None:
+        self.changes.record(cache, old, new)
 
     def desired(self, caches) -> Desired:
-        # compile_policies takes them in this order
-        compiled = compile_policies(*(caches[n].list() for n in POLICY_WATCHES),
-                                    remote_identities=caches["remoteidentities"].list(),
-                                    clusters=caches["clusters"].list(), cluster_name=self.cluster_name)
+        try:
+            with self._lock:
+                return self._desired(caches)
+        except BaseException:
+            self._built = False  # half-updated: rebuild from the caches next time
+            raise
+
+    def _desired(self, caches) -> Desired:
+        changes = self.changes.take()
+        resync = self._built and time.monotonic() - self._last_full >= self.resync
+        delta = None
+        if changes is not None and self._built:
+            delta = Delta()
+            for cache, fn in (("pods", self.inc.pods_changed), ("networkpolicies", self.inc.policies_changed)):
+                if changes[cache]:
+                    delta = _merge(delta, fn([(k, caches[cache].get(k)) for k in sorted(changes[cache])]))
+        if self._maps_behind or self._closed or self.inc.bound > self.capacity:
+            delta = None  # the maps are diffed whole below
+        if delta is None or resync:
+            self.inc.full(*(caches[n].list() for n in POLICY_WATCHES),
+                          remote_identities=caches["remoteidentities"].list(),
+                          clusters=caches["clusters"].list())
+            self._built, self._last_full = True, time.monotonic()
+            # a resync first writes the delta of the changes it knows of, so that what the full diff
+            # then writes is drift alone
+            return self._full_state(caches, delta if resync else None)
+        return Desired(PolicyState(None, [], [], [], delta=delta), self.inc.problems())
+
+    def _full_state(self, caches, resync: Optional[Delta]) -> Desired:
+        compiled = self.inc.compiled()
         entries, enforced, closed = fit_policy(compiled.entries, compiled.enforced, self.capacity, ID_HOST)
         problems = compiled.problems
         full = ""
@@ -209,12 +342,45 @@ class Policy(Reconciler):
             full = (f"{len(compiled.entries)} entries do not fit mc_policy ({self.capacity} rows): failing closed "
                     f"for {len(closed)} (identity, direction): "
                     + ", ".join(f"{i}/{_direction(d)}" for i, d in closed[:20]))
-        return Desired(PolicyState(compiled, entries, enforced, closed), problems, map_full=full)
+        return Desired(PolicyState(compiled, entries, enforced, closed, delta=resync, resync=resync is not None),
+                       problems, map_full=full)
 
     def apply(self, state: PolicyState) -> dict:
+        try:
+            out = self._apply_delta(state) if state.compiled is None else self._apply_full(state)
+        except BaseException:
+            self._maps_behind = True
+            raise
+        self._maps_behind = False
+        return out
+
+    def _apply_delta(self, state: PolicyState) -> dict:
+        d = state.delta
+        w = apply_policy_delta(self.datapath, {p: (d.old[p], d.new[p]) for p in d.new}, d.enforce_off,
+                               d.enforce_on)
+        self.runs["incremental"] += 1
+        entries = self.inc.n_entries
+        self.metrics.policy_entries.set(entries)
+        self.metrics.enforced.set(len(self.inc.final))
+        self.stats = {"entries": entries, "enforced": len(self.inc.final), "failClosed": 0}
+        self.detail = {}  # view() computes it from self.inc when asked
+        return _rearm(self, {**self.stats, "pairs": len(d.new), "policies": d.policies, **w})
+
+    def _apply_full(self, state: PolicyState) -> dict:
         c = state.compiled
+        if state.delta:
+            d = state.delta
+            apply_policy_delta(self.datapath, {p: (d.old[p], d.new[p]) for p in d.new}, d.enforce_off,
+                               d.enforce_on)
         self.metrics.fail_closed.set(len(state.closed))
-        rp, _ = self.datapath.apply(state.entries, state.enforced)
+        rp, re_ = self.datapath.apply(state.entries, state.enforced)
+        self._closed = bool(state.closed)
+        self.runs["full"] += 1
+        if state.resync:
+            drift = rp.added + rp.changed + rp.deleted + re_.added + re_.changed + re_.deleted
+            counter = getattr(self.metrics, "incremental_drift", None)
+            if drift and counter is not None:
+                counter.labels("mc_policy").inc(drift)
         self.metrics.policy_entries.set(len(c.entries))
         self.metrics.enforced.set(len(c.enforced))
         self.stats = {"entries": len(c.entries), "enforced": len(c.enforced), "failClosed": len(state.closed)}
@@ -222,11 +388,33 @@ class Policy(Reconciler):
                        "perIdentity": {str(k): v for k, v in c.stats["per_identity"].items()},
                        "failClosed": [{"identity": i, "direction": _direction(d)} for i, d in state.closed],
                        "rows": rp.added + rp.changed + rp.unchanged, "capacity": self.capacity}
-        return dict(self.stats)
+        return _rearm(self, dict(self.stats))
 
     def view(self) -> dict:
         """GET /v1/policy: what the compiler produced, per policy and per identity (map size watch)."""
+        if not self.detail and self._built:
+            with self._lock:  # the local API's thread: a worker may be updating self.inc
+                c = self.inc.compiled()
+            self.detail = {"perPolicy": c.stats["per_policy"],
+                           "perIdentity": {str(k): v for k, v in c.stats["per_identity"].items()},
+                           "failClosed": [], "rows": policy_rows(c.entries), "capacity": self.capacity}
         return {**self.stats, **self.detail}
+
+
+def _merge(a: Delta, b: Delta) -> Delta:
+    """Two deltas in a row as one: the first's old rows, the second's new ones."""
+    if not a:
+        b.policies += a.policies
+        return b
+    out = Delta(dict(a.old), dict(a.new), set(a.enforce_off), set(a.enforce_on), a.policies + b.policies)
+    for p in b.new:
+        out.old.setdefault(p, b.old[p])
+        out.new[p] = b.new[p]
+    was = {p for p in out.old if out.old[p]}
+    now = {p for p in out.new if out.new[p]}
+    out.enforce_off = was - now
+    out.enforce_on = now - was
+    return out
 
 
 class Routes(Reconciler):

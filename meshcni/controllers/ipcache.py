@@ -192,6 +192,38 @@ def remote_node_addresses(clusters: Iterable[dict]) -> Dict[str, str]:
     return out
 
 
+def pod_prefixes(p: dict, ns_labels: Dict[str, dict], ids: Dict[Tuple[str, str], int]
+                 ) -> Tuple[Optional[int], List[str], List[Problem]]:
+    """One pod's part of the ipcache: (its identity, the host prefixes it maps to it, its bad fields).
+    No prefixes for a finished or hostNetwork pod, one whose Identity does not exist yet, or one
+    whose status/spec an informer handed over with the wrong JSON types (reported)."""
+    m, st, spec = p.get("metadata") or {}, p.get("status") or {}, p.get("spec") or {}
+    if type(st) is not dict or type(spec) is not dict or type(st.get("podIPs") or []) is not list:
+        bad = "status" if type(st) is not dict else "spec" if type(spec) is not dict else "status.podIPs"
+        return None, [], [Problem("Pod", m.get("namespace", ""), m.get("name", "?"), bad,
+                                  f"not {'a list' if bad == 'status.podIPs' else 'an object'}; not in the ipcache")]
+    if st.get("phase") in ("Succeeded", "Failed"):
+        return None, [], []  # a finished pod's IP may already belong to someone else
+    podips = st.get("podIPs")
+    raw = [(f"status.podIPs[{i}].ip", x.get("ip")) for i, x in enumerate(podips or []) if isinstance(x, dict)] \
+        or ([("status.podIP", st["podIP"])] if st.get("podIP") else [])
+    if not raw or spec.get("hostNetwork"):
+        return None, [], []
+    ns = m.get("namespace", "")
+    ident = pod_identity(p, ns_labels, ids)
+    out: List[str] = []
+    problems: List[Problem] = []
+    for where, s in raw:
+        try:
+            ip = ipaddress.ip_address(s)
+        except (TypeError, ValueError):
+            problems.append(Problem("Pod", ns, m.get("name", "?"), where, f'"{s}" is not an IP address'))
+            continue
+        if ident is not None:
+            out.append(_host(ip))
+    return ident, out, problems
+
+
 def desired_ipcache(pods: Iterable[dict], namespaces: Iterable[dict], identities: Iterable[dict],
                     cidr_identities: Iterable[dict], nodes: Iterable[dict], self_node: str,
                     remote_identities: Iterable[dict] = (), clusters: Iterable[dict] = ()
@@ -209,29 +241,10 @@ def desired_ipcache(pods: Iterable[dict], namespaces: Iterable[dict], identities
     collisions = len(atoms.members)
     ns_labels, ids = identity_index(namespaces, identities)
     for p in pods:
-        m, st, spec = p.get("metadata") or {}, p.get("status") or {}, p.get("spec") or {}
-        if type(st) is not dict or type(spec) is not dict or type(st.get("podIPs") or []) is not list:
-            bad = "status" if type(st) is not dict else "spec" if type(spec) is not dict else "status.podIPs"
-            problems.append(Problem("Pod", m.get("namespace", ""), m.get("name", "?"), bad,
-                                    f"not {'a list' if bad == 'status.podIPs' else 'an object'}; not in the ipcache"))
-            continue
-        if st.get("phase") in ("Succeeded", "Failed"):
-            continue  # a finished pod's IP may already belong to someone else
-        podips = st.get("podIPs")
-        raw = [(f"status.podIPs[{i}].ip", x.get("ip")) for i, x in enumerate(podips or []) if isinstance(x, dict)] \
-            or ([("status.podIP", st["podIP"])] if st.get("podIP") else [])
-        if not raw or spec.get("hostNetwork"):
-            continue
-        ns = m.get("namespace", "")
-        ident = pod_identity(p, ns_labels, ids)
-        for where, s in raw:
-            try:
-                ip = ipaddress.ip_address(s)
-            except (TypeError, ValueError):
-                problems.append(Problem("Pod", ns, m.get("name", "?"), where, f'"{s}" is not an IP address'))
-                continue
-            if ident is not None:
-                out[_host(ip)] = ident
+        ident, prefixes, bad = pod_prefixes(p, ns_labels, ids)
+        problems += bad
+        for k in prefixes:
+            out[k] = ident
     for n in nodes:
         name = n["metadata"]["name"]
         for a in (n.get("status") or {}).get("addresses") or []:
@@ -289,11 +302,17 @@ def desired_endpoints(records: Iterable[dict], pods: Iterable[dict], namespaces:
     """(host ifindex, pod IP, identity or 0 if not allocated yet, netns cookie) per local endpoint."""
     ns_labels, ids = identity_index(namespaces, identities)
     by_name = {((p.get("metadata") or {}).get("namespace"), (p.get("metadata") or {}).get("name")): p for p in pods}
+    return endpoints_of(records, by_name.get, ns_labels, ids)
+
+
+def endpoints_of(records: Iterable[dict], pod, ns_labels: Dict[str, dict], ids: Dict[Tuple[str, str], int]
+                 ) -> List[Tuple[int, str, int, int]]:
+    """:func:`desired_endpoints` with ``pod((namespace, name))`` looking a pod up (None: not there)."""
     out = []
     for r in records:
         if not isinstance(r.get("hostIfindex"), int) or r["hostIfindex"] <= 0:
             continue
-        p = by_name.get((r.get("podNamespace"), r.get("podName")))
+        p = pod((r.get("podNamespace"), r.get("podName")))
         ident = pod_identity(p, ns_labels, ids) if p is not None else None
         ip = (r.get("ips") or ["::/128"])[0].split("/")[0]
         out.append((r["hostIfindex"], ip, ident or MC_ID_UNKNOWN, int(r.get("netnsCookie") or 0)))

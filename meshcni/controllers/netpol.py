@@ -58,6 +58,7 @@ Semantics follow the API reference; the decisions that are ours:
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -302,6 +303,25 @@ class _Cluster:
         return out
 
 
+@functools.lru_cache(maxsize=1 << 14)
+def _block_cached(cidr: str, has_except: bool, excepts: Tuple[str, ...]) -> Tuple[str, Tuple[str, ...]]:
+    c, ex, _ = _norm_block({"cidr": cidr, "except": list(excepts)} if has_except else {"cidr": cidr})
+    return c, tuple(ex)
+
+
+def _block(ipb) -> Tuple[str, List[str]]:
+    """(cidr, excepts) of an ipBlock, normalised (:func:`_norm_block`; ValueError etc. on bad input).
+    Memoised for the usual shape: policies repeat ipBlocks, and the incremental compiler compiles one
+    policy many times."""
+    if isinstance(ipb, Mapping) and isinstance(ipb.get("cidr"), str) and set(ipb) <= {"cidr", "except"}:
+        ex = ipb.get("except")
+        if ex is None or (isinstance(ex, list) and all(isinstance(e, str) for e in ex)):
+            c, exs = _block_cached(ipb["cidr"], "except" in ipb and ex is not None, tuple(ex or ()))
+            return c, list(exs)
+    c, ex, _ = _norm_block(ipb)
+    return c, ex
+
+
 def _peers(raw, where: str, ns: str, cluster: _Cluster, cidr_ids: Dict[str, int], atoms: CidrAtoms,
            problems: List[Problem], name: str):
     """[(peer ids, peer groups or None)]; None ids = any peer. Bad peers are reported and dropped."""
@@ -321,7 +341,7 @@ def _peers(raw, where: str, ns: str, cluster: _Cluster, cidr_ids: Dict[str, int]
                 if ps is not None or nss is not None:
                     raise _Bad(w, "ipBlock cannot be combined with podSelector/namespaceSelector")
                 try:
-                    cidr, excepts, _ = _norm_block(ipb)
+                    cidr, excepts = _block(ipb)
                 except (ValueError, TypeError, KeyError) as e:
                     raise _Bad(f"{w}.ipBlock", str(e)) from None
                 ident = cidr_ids.get(cidr_identity_name(cidr, excepts))

@@ -9,7 +9,7 @@ so the ipcache's ``cache=True`` reconcile never diffs against a stale view.
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
 import numpy as np
 
@@ -41,8 +41,20 @@ class IPCacheDatapath:
     def __init__(self, ipcache: IPCacheMap):
         self.map = ipcache
 
-    def apply(self, prefixes: Dict[str, int]) -> Dict[str, int]:
-        """Make the trie hold exactly ``{cidr: identity}``. Diffs against what it last wrote:
-        this object is the map's only writer."""
-        r = self.map.reconcile_prefixes(prefixes, cache=True)
+    def apply(self, prefixes: Dict[str, int], dump: bool = False) -> Dict[str, int]:
+        """Make the trie hold exactly ``{cidr: identity}``. Diffs against what it last wrote
+        (this object is the map's only writer), or with ``dump`` against what the map holds."""
+        r = self.map.reconcile_prefixes(prefixes, cache=not dump)
         return {"prefixes": len(prefixes), "writes": r.writes}
+
+    def apply_delta(self, changes: Dict[str, Optional[int]]) -> Dict[str, int]:
+        """Write ``{cidr: identity}`` and delete the cidrs given None; nothing else is read or written."""
+        sets = {k: v for k, v in changes.items() if v is not None}
+        gone = [k for k, v in changes.items() if v is None]
+        if sets:
+            k, v = self.map.records(list(sets), list(sets.values()))
+            self.map.update(k, v)
+        if gone:
+            k, _ = self.map.records(gone, [0] * len(gone))
+            self.map.delete(k, missing_ok=True)
+        return {"written": len(sets), "deleted": len(gone)}

@@ -60,6 +60,48 @@ def port_blocks(lo: int, hi: int) -> List[Tuple[int, int]]:
     return out
 
 
+def entry_rows(e: PolicyEntry) -> List[Tuple[int, int, int, int, int, int]]:
+    """The mc_policy keys of one entry: (prefixlen, identity, direction, peer, proto, port)."""
+    if e.direction not in (INGRESS, EGRESS):
+        raise ValueError(f"bad direction {e.direction}")
+    peer = e.peer or 0
+    if e.proto is None:
+        if e.port is not None:
+            raise ValueError("a port needs a protocol")
+        return [(_C["MC_POLICY_PREFIX_PEER"], e.identity, e.direction, peer, 0, 0)]
+    if e.port is None:
+        return [(_C["MC_POLICY_PREFIX_PROTO"], e.identity, e.direction, peer, e.proto, 0)]
+    lo, hi = (e.port, e.port) if isinstance(e.port, int) else e.port
+    return [(_C["MC_POLICY_PREFIX_PROTO"] + bits, e.identity, e.direction, peer, e.proto, start)
+            for start, bits in port_blocks(lo, hi)]
+
+
+def _pack_policy(rows: Dict[tuple, Tuple[int, int]]):
+    kdt, vdt = layout.dtype_of("mc_policy_key"), layout.dtype_of("mc_policy")
+    pk = np.zeros(len(rows), kdt)
+    pv = np.zeros(len(rows), vdt)
+    if not rows:
+        return pk, pv
+    items = sorted(rows.items())
+    # column by column: numpy converts each (with the field's byte order) in one call
+    cols = np.array([k for k, _ in items], np.int64)
+    for j, name in enumerate(("prefixlen", "identity", "dir", "peer", "proto", "port")):
+        pk[name] = cols[:, j]
+    vals = np.array([v for _, v in items], np.int64)
+    pv["action"], pv["rule_id"] = vals[:, 0], vals[:, 1]
+    return pk, pv
+
+
+def _pack_enforce(enforced: Iterable[Tuple[int, int]]):
+    enf = sorted(set((int(i), int(d)) for i, d in enforced))
+    ek = np.zeros(len(enf), layout.dtype_of("mc_enforce_key"))
+    ev = np.zeros(len(enf), layout.dtype_of("mc_enforce"))
+    for i, (ident, d) in enumerate(enf):
+        ek[i]["identity"], ek[i]["dir"] = ident, d
+        ev[i]["enforced"] = 1
+    return ek, ev
+
+
 def build_policy(entries: Iterable[PolicyEntry], enforced: Iterable[Tuple[int, int]]):
     """Desired state -> ``(policy_keys, policy_values, enforce_keys, enforce_values)``.
 
@@ -67,39 +109,15 @@ def build_policy(entries: Iterable[PolicyEntry], enforced: Iterable[Tuple[int, i
     direction (default deny there). A later entry with the same key wins
     unless an earlier one was a DENY (deny is sticky).
     """
-    kdt, vdt = layout.dtype_of("mc_policy_key"), layout.dtype_of("mc_policy")
     rows: Dict[tuple, Tuple[int, int]] = {}
     for e in entries:
-        if e.direction not in (INGRESS, EGRESS):
-            raise ValueError(f"bad direction {e.direction}")
-        peer = e.peer or 0
-        if e.proto is None:
-            if e.port is not None:
-                raise ValueError("a port needs a protocol")
-            keys = [(_C["MC_POLICY_PREFIX_PEER"], 0, 0)]
-        elif e.port is None:
-            keys = [(_C["MC_POLICY_PREFIX_PROTO"], e.proto, 0)]
-        else:
-            lo, hi = (e.port, e.port) if isinstance(e.port, int) else e.port
-            keys = [(_C["MC_POLICY_PREFIX_PROTO"] + bits, e.proto, start)
-                    for start, bits in port_blocks(lo, hi)]
-        for plen, proto, port in keys:
-            k = (plen, e.identity, e.direction, peer, proto, port)
+        for k in entry_rows(e):
             old = rows.get(k)
             if old and old[0] == DENY:
                 continue
             rows[k] = (e.action, e.rule_id)
-    pk = np.zeros(len(rows), kdt)
-    pv = np.zeros(len(rows), vdt)
-    for i, (k, v) in enumerate(sorted(rows.items())):
-        pk[i]["prefixlen"], pk[i]["identity"], pk[i]["dir"], pk[i]["peer"], pk[i]["proto"], pk[i]["port"] = k
-        pv[i]["action"], pv[i]["rule_id"] = v
-    enf = sorted(set((int(i), int(d)) for i, d in enforced))
-    ek = np.zeros(len(enf), layout.dtype_of("mc_enforce_key"))
-    ev = np.zeros(len(enf), layout.dtype_of("mc_enforce"))
-    for i, (ident, d) in enumerate(enf):
-        ek[i]["identity"], ek[i]["dir"] = ident, d
-        ev[i]["enforced"] = 1
+    pk, pv = _pack_policy(rows)
+    ek, ev = _pack_enforce(enforced)
     return pk, pv, ek, ev
 
 
@@ -432,3 +450,46 @@ def _if_nametoindex(name: str) -> int:
     # socket.if_nametoindex asks the calling thread's network namespace
     import socket
     return socket.if_nametoindex(name)
+
+
+def apply_policy_delta(dp: "PolicyDatapath", changes: Dict[Tuple[int, int], Tuple[frozenset, frozenset]],
+                       enforce_off: Iterable[Tuple[int, int]], enforce_on: Iterable[Tuple[int, int]]) -> dict:
+    """Write only what changed. ``changes``: (identity, direction) -> (old, new) entry sets of that pair
+    (PolicyEntry, or tuples of its fields); rows of other pairs are neither read nor written. Only the rows
+    of entries that came or went are built; a row a gone entry shares with one that stays (overlapping
+    port ranges) stays. Order as :meth:`PolicyDatapath.apply`: enforcement lifted, rows written, stale rows
+    deleted, enforcement switched on. No map is dumped."""
+    write: Dict[tuple, Tuple[int, int]] = {}
+    gone: set = set()
+    for old, new in changes.values():
+        added, removed = new - old, old - new
+        if not added and not removed:
+            continue
+        added = [e if isinstance(e, PolicyEntry) else PolicyEntry(*e) for e in added]
+        removed = [e if isinstance(e, PolicyEntry) else PolicyEntry(*e) for e in removed]
+        if any(e.action != ALLOW for e in added + removed):
+            raise ValueError("apply_policy_delta: only allow entries (deny rows would need the whole pair)")
+        for e in added:
+            for k in entry_rows(e):
+                write[k] = (e.action, e.rule_id)
+        if removed:
+            dead = {k for e in removed for k in entry_rows(e)} - set(write)
+            # an entry that stays may hold one of those rows too (same peer and protocol, ports overlapping)
+            near = {(e.peer or 0, e.proto or 0) for e in removed}
+            for e in new:
+                e = e if isinstance(e, PolicyEntry) else PolicyEntry(*e)
+                if (e.peer or 0, e.proto or 0) in near:
+                    dead.difference_update(entry_rows(e))
+            gone |= dead
+    gone -= set(write)
+    off_k, _ = _pack_enforce(enforce_off)
+    on_k, on_v = _pack_enforce(enforce_on)
+    if len(off_k):
+        dp.enforce.delete(off_k, missing_ok=True)
+    if write:
+        dp.policy.update(*_pack_policy(write))
+    if gone:
+        dp.policy.delete(_pack_policy({k: (0, 0) for k in gone})[0], missing_ok=True)
+    if len(on_k):
+        dp.enforce.update(on_k, on_v)
+    return {"written": len(write), "deleted": len(gone), "enforceOff": len(off_k), "enforceOn": len(on_k)}

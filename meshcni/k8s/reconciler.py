@@ -62,6 +62,11 @@ It defines, besides the above::
 for an add, ``new`` None for a delete; None means every key, ``()`` none.
 Queue keys are ``(name, key)``; metrics keep the label ``controller=name``;
 problems are reported per key (source ``name/key``).
+
+A plain reconciler that works incrementally defines ``observe(cache, old,
+new)``: the runner calls it on the informer's thread for every event of a
+cache it watches, before queueing it, so ``desired`` can ask a
+:class:`ChangeLog` which objects changed since its last run.
 """
 from __future__ import annotations
 
@@ -118,6 +123,47 @@ class Reconciler:
     def apply(self, state) -> Optional[dict]:
         """Make the world (kernel maps, netlink, the API) hold ``state``; small stats or None."""
         raise NotImplementedError
+
+
+class ChangeLog:
+    """The keys (``namespace/name``) of objects changed since the last :meth:`take`, for the caches named
+    ``keyed``; an event of any other cache, :meth:`everything`, or more than ``limit`` keys (a relist, an
+    informer resync) means "cannot tell" and the taker recomputes everything. Thread-safe: events are
+    recorded on informer threads, taken on a worker."""
+
+    def __init__(self, keyed: Iterable[str], limit: int = 1000):
+        self._lock = threading.Lock()
+        self._names = tuple(keyed)
+        self.limit = limit
+        self._keys: Dict[str, set] = {c: set() for c in self._names}
+        self._all = True  # nothing taken yet: the first run is a full one
+
+    def record(self, cache: str, old: Optional[dict], new: Optional[dict]) -> None:
+        obj = new if new is not None else old
+        with self._lock:
+            if self._all:
+                return
+            keys = self._keys.get(cache)
+            if keys is None or obj is None:
+                self._all = True
+                return
+            m = obj.get("metadata") or {}
+            ns = m.get("namespace")
+            keys.add(f"{ns}/{m.get('name', '')}" if ns else m.get("name", ""))
+            if len(keys) > self.limit:
+                self._all = True
+
+    def everything(self) -> None:
+        with self._lock:
+            self._all = True
+
+    def take(self) -> Optional[Dict[str, set]]:
+        """{cache: changed keys} since the last take, or None when only a full recompute is right."""
+        with self._lock:
+            out = None if self._all else self._keys
+            self._keys = {c: set() for c in self._names}
+            self._all = False
+            return out
 
 
 class ReconcileMetrics:
@@ -205,8 +251,12 @@ class Runner:
         for cache, names in watchers.items():
             plain = tuple(n for n in names if n not in self._keyed)
             keyed = tuple(self._by_name[n] for n in names if n in self._keyed)
+            observers = tuple(o for o in (getattr(self._by_name[n], "observe", None) for n in plain) if callable(o))
 
-            def enqueue(old, new, cache=cache, plain=plain, keyed=keyed):
+            def enqueue(old, new, cache=cache, plain=plain, keyed=keyed, observers=observers):
+                # recorded before queueing: the run the queue starts must see this change
+                for o in observers:
+                    o(cache, old, new)
                 for n in plain:
                     self.queue.add(n)
                 for r in keyed:
@@ -343,4 +393,5 @@ class Runner:
                                                              key=f"{label}/{e.map_name}")])
 
 
-__all__ = ["MAP_FULL_REASON", "Desired", "Reconciler", "ReconcileMetrics", "Runner", "SyncTimeout", "REQUEUE_AFTER"]
+__all__ = ["MAP_FULL_REASON", "ChangeLog", "Desired", "Reconciler", "ReconcileMetrics", "Runner", "SyncTimeout",
+           "REQUEUE_AFTER"]
