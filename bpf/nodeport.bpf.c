@@ -444,7 +444,7 @@ static __always_inline int mc_masquerade(struct __sk_buff *skb, struct mc_tuple 
 		if ((t->tcp_flags & (MC_TCP_SYN | MC_TCP_ACK | MC_TCP_RST)) != MC_TCP_SYN)
 			return -1;
 	} else if (t->proto == MC_PROTO_ICMP || t->proto == MC_PROTO_ICMPV6) {
-		if (!orig->sport || !l->has_ports)
+		if (orig->icmp_ct != MC_ICMP_CT_REQUEST || !l->has_ports)
 			return -1;
 	} else if (t->proto != MC_PROTO_UDP) {
 		return -1;

@@ -190,15 +190,19 @@ static __always_inline void mc_nat_key_of(struct mc_nat_key *k, const struct mc_
 	k->pad2 = 0;
 }
 
-/* ICMP echo: a request carries the identifier as sport, a reply as dport;
- * its NAT keys use the identifier on both sides of the pair */
+/* ICMP query/reply pairs (mc_icmp_ports): a request carries the identifier
+ * as sport and its type as dport, a reply the request type as sport and the
+ * identifier as dport; NAT keys use the identifier on both sides of the pair,
+ * and ICMP without a pair has no ports */
 static __always_inline void mc_echo_fold(struct mc_tuple *t)
 {
 	if (t->proto == MC_PROTO_ICMP || t->proto == MC_PROTO_ICMPV6) {
-		if (t->sport)
+		if (t->icmp_ct == MC_ICMP_CT_REQUEST)
 			t->dport = t->sport;
-		else
+		else if (t->icmp_ct == MC_ICMP_CT_REPLY)
 			t->sport = t->dport;
+		else
+			t->sport = t->dport = 0;
 	}
 }
 

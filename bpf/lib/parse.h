@@ -83,7 +83,11 @@ struct mc_tuple {
 	__u8 is_frag;       /* a fragment, first or later */
 	__u8 frag_proto;    /* IPv4 protocol / the IPv6 fragment header's next header */
 	__u8 icmp_ct;       /* MC_ICMP_CT_* */
-	__u32 inner_off;    /* offset of the ICMP error's inner IP header */
+	/* offset of the ICMP error's inner IP header: within the headers the
+	 * parser walks (at most a few KiB), so 16 bits; the tuple stays at 56
+	 * bytes, which the uplink program's several copies need to fit the
+	 * 512-byte BPF stack */
+	__u16 inner_off;
 	__u32 end;          /* end of the IP datagram (total / payload length) */
 	__be32 frag_id;     /* IP identification (IPv4: 16 bits), network order */
 };
