@@ -424,12 +424,16 @@ static __always_inline int mc_inbound_reply(const struct mc_tuple *t, __u64 now)
 	return e && e->expires_ns > now;
 }
 
-/* -1: not masqueraded; else the verdict. `orig`: the packet's tuple as
- * parsed (an ICMP echo request has its identifier as sport only) */
+/* -1: not masqueraded; else the verdict. `t` is folded (mc_echo_fold);
+ * `osport`/`odport` are its ports as parsed, which mc_ct keys use (two
+ * ports rather than a copy of the tuple: the uplink programs' stack is
+ * close to the 512-byte limit) */
 static __always_inline int mc_masquerade(struct __sk_buff *skb, struct mc_tuple *t,
-					 const struct mc_tuple *orig, const struct mc_l4 *l,
+					 __be16 osport, __be16 odport, const struct mc_l4 *l,
 					 const struct mc_nat_dev *dev, __u64 now)
 {
+	__be16 fsport = t->sport, fdport = t->dport;
+	int inbound;
 	struct mc_nat_key fk = {}, rk = {};
 	struct mc_nat fv = {}, rv = {};
 	__u32 node[4];
@@ -444,12 +448,17 @@ static __always_inline int mc_masquerade(struct __sk_buff *skb, struct mc_tuple 
 		if ((t->tcp_flags & (MC_TCP_SYN | MC_TCP_ACK | MC_TCP_RST)) != MC_TCP_SYN)
 			return -1;
 	} else if (t->proto == MC_PROTO_ICMP || t->proto == MC_PROTO_ICMPV6) {
-		if (orig->icmp_ct != MC_ICMP_CT_REQUEST || !l->has_ports)
+		if (t->icmp_ct != MC_ICMP_CT_REQUEST || !l->has_ports)
 			return -1;
 	} else if (t->proto != MC_PROTO_UDP) {
 		return -1;
 	}
-	if (mc_inbound_reply(orig, now))
+	t->sport = osport;
+	t->dport = odport;
+	inbound = mc_inbound_reply(t, now);
+	t->sport = fsport;
+	t->dport = fdport;
+	if (inbound)
 		return -1;
 	if (!(mc_cidr_flags(t->saddr) & MC_NAT_CIDR_LOCAL_POD))
 		return -1;
@@ -507,7 +516,8 @@ static __always_inline int mc_uplink(struct __sk_buff *skb, __u8 dir)
 {
 	struct mc_nat_dev_key dk = { .ifindex = skb->ifindex };
 	struct mc_nat_dev *dev;
-	struct mc_tuple t = {}, orig;
+	struct mc_tuple t = {};
+	__be16 osport, odport;
 	struct mc_l4 l = {};
 	__u32 l4off = 0;
 	__u64 now;
@@ -530,7 +540,8 @@ static __always_inline int mc_uplink(struct __sk_buff *skb, __u8 dir)
 		rc = mc_icmp_err(skb, &t, l4off, dir);
 		return rc < 0 ? MC_TC_OK : rc;
 	}
-	orig = t;
+	osport = t.sport;
+	odport = t.dport;
 	mc_echo_fold(&t);
 	mc_l4_of(&t, l4off, &l);
 	rc = mc_nat_hit(skb, &t, &l, dir, now);
@@ -539,7 +550,7 @@ static __always_inline int mc_uplink(struct __sk_buff *skb, __u8 dir)
 	if (dir == MC_NAT_DIR_IN)
 		rc = mc_nodeport(skb, &t, &l, dev, now);
 	else
-		rc = mc_masquerade(skb, &t, &orig, &l, dev, now);
+		rc = mc_masquerade(skb, &t, osport, odport, &l, dev, now);
 	return rc < 0 ? MC_TC_OK : rc;
 }
 
