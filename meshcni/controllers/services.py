@@ -182,14 +182,43 @@ class ServiceIDs:
                     self.ids[k] = nxt
                     used.add(nxt)
                     changed = True
-            if changed and self.path:
-                d = os.path.dirname(self.path) or "."
-                os.makedirs(d, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=d, prefix=".svcids.")
-                with os.fdopen(fd, "w") as f:
-                    json.dump(self.ids, f, sort_keys=True)
-                os.rename(tmp, self.path)
+            if changed:
+                self._save()
             return dict(self.ids)
+
+    def update(self, added: Iterable[str], removed: Iterable[str]) -> Dict[str, int]:
+        """:meth:`assign` for a change known key by key: ``removed`` freed, then ``added`` numbered in sorted
+        order from the lowest free id. The same ids as ``assign`` of the whole key set after that change,
+        at the cost of the change (plus one pass over the ids when something is added). Returns the live
+        mapping (not a copy)."""
+        with self.lock:
+            changed = False
+            for k in removed:
+                if self.ids.pop(k, None) is not None:
+                    changed = True
+            new = sorted(k for k in set(added) if k not in self.ids)
+            if new:
+                used = set(self.ids.values())
+                nxt = self.first
+                for k in new:
+                    while nxt in used:
+                        nxt += 1
+                    self.ids[k] = nxt
+                    used.add(nxt)
+                changed = True
+            if changed:
+                self._save()
+            return self.ids
+
+    def _save(self) -> None:
+        if not self.path:
+            return
+        d = os.path.dirname(self.path) or "."
+        os.makedirs(d, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=".svcids.")
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.ids, f, sort_keys=True)
+        os.rename(tmp, self.path)
 
 
 def _frontends(svc: dict) -> Tuple[List[ipaddress._BaseAddress], List[Problem]]:
