@@ -81,15 +81,20 @@ class Delta:
     """What :meth:`ServiceIndex.desired` hands the applier: every row programmed (``rows``: name ->
     Service, conflict losers left out), the names added, changed or removed since the last call
     (``changed``), and ``full``: the applier must reconcile everything (first run, resync)."""
-    __slots__ = ("rows", "order", "changed", "full", "conflicts", "drift")
+    __slots__ = ("rows", "order", "changed", "full", "conflicts", "drift", "resync")
 
-    def __init__(self, rows, order, changed, full, conflicts, drift=0):
+    def __iter__(self):
+        """(rows in the caches' order, conflicts): the shape of the full path's state."""
+        return iter((self.order(), self.conflicts))
+
+    def __init__(self, rows, order, changed, full, conflicts, drift=0, resync=False):
         self.rows: Dict[str, Service] = rows
         self.order = order          # callable: the rows in the caches' order (for a full apply)
         self.changed: Set[str] = changed
         self.full: bool = full
         self.conflicts: List[Tuple[str, str]] = conflicts
         self.drift: int = drift     # rows a resync found different from the kept ones
+        self.resync: bool = resync  # a periodic resync (not the first run): the applier counts what it repairs
 
 
 class ServiceIndex:
@@ -188,7 +193,7 @@ class ServiceIndex:
             problems += ps
         problems += self.conflict_problems
         return Delta(rows, lambda: [rows[n] for n in self._order(services_cache) if n in rows], changed,
-                     full or everything, list(self.conflicts), drift), problems
+                     full or everything, list(self.conflicts), drift, resync and not everything), problems
 
     def _programmed(self) -> Dict[str, Service]:
         d = self.dropped
@@ -206,10 +211,12 @@ class ServiceIndex:
         """The full path: every key from the caches' lists."""
         svcs = services_cache.list()
         slices: Dict[Key, Set[str]] = {}
+        objs: Dict[Key, List[dict]] = {}
         for sl in slices_cache.list():
             k = slice_key(sl)
             if k is not None:
                 slices.setdefault(k, set()).add(_cache_key(sl))
+                objs.setdefault(k, []).append(sl)
         with self._lock:
             self.slices = slices
         self.lost, self.claim_problems = nodeport_claims(svcs)
@@ -218,7 +225,8 @@ class ServiceIndex:
         keys = {service_key(s): s for s in svcs}
         wanted_all: List[Tuple[str, Service]] = []
         for k in list(keys) + [k for k in slices if k not in keys]:
-            rows, probs = self._compute(k, keys.get(k), slices_cache, node_addrs)
+            rows, probs = _slice_rows(k, keys.get(k), objs.get(k, ()), self.remote, self.node, node_addrs,
+                                      self.lost)
             if rows:
                 self.rows[k] = rows
                 wanted_all += rows
