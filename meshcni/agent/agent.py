@@ -97,6 +97,9 @@ class Metrics:
         self.reconcile = ReconcileMetrics(r)  # meshcni_reconcile_total / _seconds, meshcni_bad_input_total
         self.services = Gauge("meshcni_services", "datapath services programmed", registry=r)
         self.backends = Gauge("meshcni_backends", "backends across programmed services", registry=r)
+        self.service_drift = Counter("meshcni_service_resync_repaired", "service map entries and desired rows a "
+                                     "periodic resync found different from what the incremental path kept",
+                                     registry=r)
         self.map_entries = Gauge("meshcni_map_entries", "entries per pinned map", ["map"], registry=r)
         self.map_capacity = Gauge("meshcni_map_capacity", "capacity per pinned map", ["map"], registry=r)
         self.endpoints = Gauge("meshcni_endpoints", "local endpoints", registry=r)

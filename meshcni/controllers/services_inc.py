@@ -87,6 +87,9 @@ class Delta:
         """(rows in the caches' order, conflicts): the shape of the full path's state."""
         return iter((self.order(), self.conflicts))
 
+    def __getitem__(self, i):
+        return (self.order(), self.conflicts)[i]
+
     def __init__(self, rows, order, changed, full, conflicts, drift=0, resync=False):
         self.rows: Dict[str, Service] = rows
         self.order = order          # callable: the rows in the caches' order (for a full apply)
