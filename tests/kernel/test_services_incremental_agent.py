@@ -130,5 +130,5 @@ def _api_slice(s) -> dict:
 
 def _api_svc(s) -> dict:
     return {"metadata": {"name": s.metadata.name, "namespace": s.metadata.namespace},
-            "spec": {"clusterIP": s.spec.cluster_ip, "clusterIPs": s.spec.cluster_i_ps,
+            "spec": {"clusterIP": s.spec.cluster_ip, "clusterIPs": s.spec.cluster_ips,
                      "ports": [{"name": p.name, "port": p.port, "protocol": p.protocol} for p in s.spec.ports]}}
