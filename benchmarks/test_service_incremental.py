@@ -150,7 +150,8 @@ def paths(root_ok):
         yield Paths(stack)
 
 
-def _bench(benchmark, group, method, rounds, run_one):
+def _bench(benchmark, group, method, rounds, run_one, prepare):
+    """``prepare(k)`` (untimed: the objects an informer would have decoded) -> the argument of ``run_one``."""
     cpu = []
 
     def timed(arg):
@@ -164,7 +165,7 @@ def _bench(benchmark, group, method, rounds, run_one):
     def setup():
         k[0] += 1
         gc.collect()
-        return (k[0],), {}
+        return (prepare(k[0]),), {}
 
     benchmark.group = group
     benchmark.extra_info.update(method=method, services=N_FIT, backends=N_FIT * EPS)
@@ -176,17 +177,20 @@ def _bench(benchmark, group, method, rounds, run_one):
 
 @pytest.mark.parametrize("method", ["full", "incremental"])
 def test_one_slice(benchmark, paths, method):
-    def one(k):
+    def prepare(k):
         i = (k * 7919) % N_FIT
-        ev = paths.feed([_moved(i, paths.inc_caches["endpointslices"].get(f"bench/svc-{i:05d}-abcde"))])
+        return _moved(i, paths.inc_caches["endpointslices"].get(f"bench/svc-{i:05d}-abcde"))
+
+    def one(sl):
+        ev = paths.feed([sl])
         if method == "full":
             paths.run_full()
         else:
             out = paths.run_inc(ev)
-            assert out["path"] == "delta" and out["changed"] == 1, (k, i, out)
+            assert out["path"] == "delta" and out["changed"] == 1, out
 
     rounds = ROUNDS_ONE if method == "incremental" else 5
-    _bench(benchmark, "svcinc-one-slice", method, rounds, one)
+    _bench(benchmark, "svcinc-one-slice", method, rounds, one, prepare)
     paths.catch_up(method)
 
 
@@ -194,16 +198,19 @@ def test_one_slice(benchmark, paths, method):
 def test_churn_1pct(benchmark, paths, method):
     pre = {f: _via_json([endpoint_slice(i, f) for i in range(0, N_FIT, 10)]) for f in (1, 2)}
 
-    def one(k):
+    def prepare(k):
         now = paths.inc_caches["endpointslices"].get("bench/svc-00000-abcde")["endpoints"][0]["addresses"]
-        ev = paths.feed(pre[2 if now == pre[1][0]["endpoints"][0]["addresses"] else 1])
+        return pre[2 if now == pre[1][0]["endpoints"][0]["addresses"] else 1]
+
+    def one(slices):
+        ev = paths.feed(slices)
         if method == "full":
             paths.run_full()
         else:
             out = paths.run_inc(ev)
             assert out["path"] == "delta" and out["changed"] == N_FIT // 10
 
-    _bench(benchmark, "svcinc-churn-1pct", method, ROUNDS_CHURN, one)
+    _bench(benchmark, "svcinc-churn-1pct", method, ROUNDS_CHURN, one, prepare)
     paths.catch_up(method)
 
 

@@ -763,19 +763,16 @@ class ServiceDatapath(Closing):
         t = _tables(p, prev)
         new = _Mirror.of(p, t)
         old_rows = [mir.rows[n] for n in touched if n in mir.rows]
-        refs = dict(mir.refs)
+        refs = mir.refs  # backend id -> Services using it; changed only once everything is written
+        dref: Dict[int, int] = {}
         for r in old_rows:
             for b in r.bids:
-                refs[b] -= 1
-        born = set()
+                dref[b] = dref.get(b, 0) - 1
         for r in new.rows.values():
             for b in r.bids:
-                if not refs.get(b):
-                    born.add(b)
-                refs[b] = refs.get(b, 0) + 1
-        dead = [b for b, c in refs.items() if c == 0]
-        for b in dead:
-            del refs[b]
+                dref[b] = dref.get(b, 0) + 1
+        born = {b for b, d in dref.items() if d > 0 and not refs.get(b)}
+        dead = [b for b, d in dref.items() if d < 0 and refs.get(b, 0) + d == 0]
         mm = self.maps
         old_sk = concat_records([r.sk for r in old_rows]) if old_rows else None
         grown = len(t.svc_keys) if old_sk is None or not len(t.svc_keys) else \
@@ -861,7 +858,12 @@ class ServiceDatapath(Closing):
         mir.maglev.update(new.maglev)
         for sid in gone_mg:
             mir.maglev.pop(sid, None)
-        mir.refs = refs
+        for b, d in dref.items():
+            c = refs.get(b, 0) + d
+            if c:
+                refs[b] = c
+            else:
+                refs.pop(b, None)
         mir.affinity_ever |= new.affinity_ever
         if len(self._ids) > 2 * len(refs) + 1024:
             self._ids = {k: b for k, b in self._ids.items() if b in refs}
