@@ -523,9 +523,9 @@ def _isin_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if size in (1, 2, 4, 8):
         u = np.dtype(f"u{size}")
         return np.isin(np.ascontiguousarray(a).view(u), np.ascontiguousarray(b).view(u))
-    want = {bytes(r) for r in np.ascontiguousarray(b).view(np.uint8).reshape(len(b), -1)}
-    return np.fromiter((bytes(r) in want for r in np.ascontiguousarray(a).view(np.uint8).reshape(len(a), -1)),
-                       bool, len(a))
+    v = np.dtype((np.void, size))  # each record as one opaque value: tolist() gives its bytes, in C
+    want = set(np.ascontiguousarray(b).view(v).ravel().tolist())
+    return np.fromiter(map(want.__contains__, np.ascontiguousarray(a).view(v).ravel().tolist()), bool, len(a))
 
 
 class _Row:
@@ -833,12 +833,13 @@ class ServiceDatapath(Closing):
             mm.backends.delete(k, missing_ok=True)
         # affinity to a backend that left its Service must not outlive it; only a Service that has (or had)
         # ClientIP affinity can have such entries, so only then is the affinity map read
+        aff = [r for r in old_rows if r.svc.svc_id in mir.affinity_ever] if mir.affinity_ever else ()
         gone_pairs = set()
-        for r in old_rows:
+        for r in aff:
             gone_pairs.update((r.svc.svc_id, b) for b in r.bids)
         gone_pairs -= t.pairs
         dropped = 0
-        if gone_pairs and any(sid in mir.affinity_ever for sid, _ in gone_pairs):
+        if gone_pairs:
             ak, av = mm.affinity.dump()
             if len(ak):
                 gone = np.fromiter((a << 32 | b for a, b in gone_pairs), np.uint64, len(gone_pairs))
