@@ -87,6 +87,7 @@ class AgentConfig:
     cluster_name: str = "default"     # mesh-cni.dev/cluster of this cluster's pods (NetworkPolicy peers)
     uplink: Optional[UplinkOptions] = None  # NodePort from outside and masquerade (None: the defaults)
     nodeport_addresses: Optional[List[str]] = None  # CIDRs; None: the Node's InternalIP/ExternalIP addresses
+    service_resync: float = 300.0     # seconds between full resyncs of the Service maps (drift repaired, counted)
 
 
 class Metrics:
@@ -212,7 +213,7 @@ class Agent:
         log.info("tc programs pinned under %s/progs: %s", cfg.bpf_root, dp.programs)
         m = self.metrics
         self.services = Services(dp.services, ServiceIDs(os.path.join(cfg.state_dir, "service-ids.json")), m, log,
-                                 cfg.node_name, cfg.nodeport_addresses, local_addresses)
+                                 cfg.node_name, cfg.nodeport_addresses, local_addresses, cfg.service_resync)
         self.healthchecks = HealthChecks(cfg.node_name, self.services.node_context)
         self.ipcache = IPCache(dp.ipcache, dp.endpoints, cfg.node_name, self._local_endpoints, m)
         self.policy = Policy(dp.policy, m, cluster_name=cfg.cluster_name)
