@@ -87,6 +87,7 @@ class AgentConfig:
     cluster_name: str = "default"     # mesh-cni.dev/cluster of this cluster's pods (NetworkPolicy peers)
     uplink: Optional[UplinkOptions] = None  # NodePort from outside and masquerade (None: the defaults)
     nodeport_addresses: Optional[List[str]] = None  # CIDRs; None: the Node's InternalIP/ExternalIP addresses
+    service_resync: float = 300.0     # seconds between full resyncs of the Service maps (drift repaired, counted)
 
 
 class Metrics:
@@ -97,6 +98,9 @@ class Metrics:
         self.reconcile = ReconcileMetrics(r)  # meshcni_reconcile_total / _seconds, meshcni_bad_input_total
         self.services = Gauge("meshcni_services", "datapath services programmed", registry=r)
         self.backends = Gauge("meshcni_backends", "backends across programmed services", registry=r)
+        self.service_drift = Counter("meshcni_service_resync_repaired", "service map entries and desired rows a "
+                                     "periodic resync found different from what the incremental path kept",
+                                     registry=r)
         self.map_entries = Gauge("meshcni_map_entries", "entries per pinned map", ["map"], registry=r)
         self.map_capacity = Gauge("meshcni_map_capacity", "capacity per pinned map", ["map"], registry=r)
         self.endpoints = Gauge("meshcni_endpoints", "local endpoints", registry=r)
@@ -212,7 +216,7 @@ class Agent:
         log.info("tc programs pinned under %s/progs: %s", cfg.bpf_root, dp.programs)
         m = self.metrics
         self.services = Services(dp.services, ServiceIDs(os.path.join(cfg.state_dir, "service-ids.json")), m, log,
-                                 cfg.node_name, cfg.nodeport_addresses, local_addresses)
+                                 cfg.node_name, cfg.nodeport_addresses, local_addresses, cfg.service_resync)
         self.healthchecks = HealthChecks(cfg.node_name, self.services.node_context)
         self.ipcache = IPCache(dp.ipcache, dp.endpoints, cfg.node_name, self._local_endpoints, m)
         self.policy = Policy(dp.policy, m, cluster_name=cfg.cluster_name)

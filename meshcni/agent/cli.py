@@ -53,6 +53,10 @@ def add_parser(sub) -> None:
                    help="NodePorts (and healthCheckNodePorts) answer only on this node's addresses inside these "
                    "CIDRs (the Node's InternalIP/ExternalIP addresses and the node's interface addresses); "
                    "default: every InternalIP/ExternalIP address of the Node object")
+    p.add_argument("--service-resync", type=float, default=300.0, metavar="SECONDS",
+                   help="seconds between full resyncs of the Service maps (recomputed from the caches, dumped, "
+                   "repaired; counted in meshcni_service_resync_repaired_total); every change in between is "
+                   "written incrementally (default %(default)s)")
     p.add_argument("--metrics-address", default="127.0.0.1:9962", help="HOST:PORT of /healthz /readyz /metrics")
     uplink_flags(p)
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
@@ -116,7 +120,8 @@ def cmd_agent(args) -> int:
                               state_dir=args.state_dir, ipam_dir=args.ipam_dir, routes=args.routes, cni_shim=args.cni_shim,
                               cni_fallback=args.cni_fallback, metrics_address=args.metrics_address,
                               pin_check_interval=args.pin_check_interval, cluster_name=args.cluster_name,
-                              uplink=uplink_options(args), nodeport_addresses=args.nodeport_addresses))
+                              uplink=uplink_options(args), nodeport_addresses=args.nodeport_addresses,
+                              service_resync=args.service_resync))
     try:
         agent.start()
     except Exception as e:

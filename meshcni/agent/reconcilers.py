@@ -20,8 +20,8 @@ from ..controllers.model import INGRESS
 from ..controllers.netpol import (DEFAULT_RANK, CompiledPolicy, fail_closed_problems,
                                   policy_ranks)
 from ..controllers.routes import desired_routes
-from ..controllers.services import (FRONTEND_CONFLICT, NodeContext, Problem, ServiceIDs, desired_services,
-                                    frontend_conflicts, nodeport_addresses, remote_backends)
+from ..controllers.services import NodeContext, Problem, ServiceIDs, nodeport_addresses, remote_backends
+from ..controllers.services_inc import Delta as ServiceDelta, ServiceIndex
 from ..datapath.pinwatch import REPAIRED, REPLACED
 from ..datapath.endpoints import EndpointDatapath, EndpointRow, IPCacheDatapath
 from ..controllers.netpol_inc import Delta, IncrementalPolicy
@@ -58,12 +58,23 @@ class Services(Reconciler):
     object decides where NodePorts answer (its InternalIP/ExternalIP
     addresses, or those of ``nodeport_cidrs`` among them and
     ``local_addresses()``) and which endpoints are local.
+
+    Incremental: informer events mark the Services they concern
+    (:meth:`observe`), a run recomputes only those
+    (:class:`~meshcni.controllers.services_inc.ServiceIndex`) and writes
+    only the datapath Services that changed
+    (:meth:`~meshcni.datapath.services.ServiceDatapath.apply_delta`, no map
+    dump). The first run, a run after a failed apply, a change of this node
+    or of the MeshEndpoints take the full path; every ``resync_interval``
+    seconds a resync recomputes everything, dumps and repairs the maps and
+    counts what it found different in ``meshcni_service_resync_repaired_total``.
     """
     name = "services"
     watches = ("services", "endpointslices", "meshendpoints", "nodes")
 
     def __init__(self, datapath: ServiceDatapath, ids: ServiceIDs, metrics, log, node_name: str = "",
-                 nodeport_cidrs: Optional[List[str]] = None, local_addresses: Callable[[], List[str]] = list):
+                 nodeport_cidrs: Optional[List[str]] = None, local_addresses: Callable[[], List[str]] = list,
+                 resync_interval: float = 300.0):
         self.datapath = datapath
         self.ids = ids
         self.metrics = metrics
@@ -71,11 +82,42 @@ class Services(Reconciler):
         self.node_name = node_name
         self.nodeport_cidrs = nodeport_cidrs
         self.local_addresses = local_addresses
-        self.programmed: List[Service] = []
+        self.resync_interval = resync_interval
+        self.index = ServiceIndex(ids)
+        self._next_resync = time.monotonic() + resync_interval
+        self._programmed: object = []   # a list (set by hand) or the name -> Service dict of the last delta
+        self._counted: Dict[str, int] = {}  # row name -> its backends (for the gauge, kept per delta)
+        self._backends = 0
+        self.drift = 0
+
+    @property
+    def programmed(self) -> List[Service]:
+        p = self._programmed
+        if isinstance(p, dict):
+            for _ in range(10):  # the next run may be changing it on another thread
+                try:
+                    return list(p.values())
+                except RuntimeError:
+                    continue
+        return list(p)
+
+    @programmed.setter
+    def programmed(self, svcs) -> None:
+        self._programmed = svcs
+
+    def observe(self, cache: str, old, new) -> None:
+        """Runner hook (informer thread): mark the Services an event concerns."""
+        if cache in ("services", "endpointslices"):
+            self.index.observe(cache, old, new)
+        # nodes and MeshEndpoints: desired() compares this node's context and the remote backends
 
     def node_context(self, caches) -> Tuple[NodeContext, List[str]]:
-        node = next((n for n in caches["nodes"].list() if (n.get("metadata") or {}).get("name") == self.node_name),
-                    None) if self.node_name and "nodes" in caches else None
+        node = None
+        if self.node_name and "nodes" in caches:
+            get = getattr(caches["nodes"], "get", None)
+            node = get(self.node_name) if get is not None else \
+                next((n for n in caches["nodes"].list() if (n.get("metadata") or {}).get("name") == self.node_name),
+                     None)
         addrs, errors = nodeport_addresses(node, self.nodeport_cidrs,
                                            self.local_addresses() if self.nodeport_cidrs else ())
         return NodeContext(self.node_name, addrs), errors
@@ -83,31 +125,66 @@ class Services(Reconciler):
     def desired(self, caches) -> Desired:
         # ServiceIDs hands out (and persists) svc_ids for new Services: an id is
         # part of what is desired, since revnat and affinity entries are keyed by it
-        remote, mesh_problems = remote_backends(caches["meshendpoints"].list())
+        me = caches["meshendpoints"].list()
+        remote, mesh_problems = remote_backends(me) if me else ({}, [])
         node, errors = self.node_context(caches)
-        svcs, problems = desired_services(caches["services"].list(), caches["endpointslices"].list(), self.ids,
-                                          remote=remote, node=node)
+        resync = time.monotonic() >= self._next_resync
+        if resync:
+            self._next_resync = time.monotonic() + self.resync_interval
+        delta, problems = self.index.desired(caches["services"], caches["endpointslices"], remote, node, resync)
         problems = mesh_problems + problems + [Problem("Node", "", self.node_name, "status.addresses", e)
                                                for e in errors]
-        conflicts = frontend_conflicts(svcs)
-        dropped = {b for _, b in conflicts}
-        for a, b in conflicts:
-            ns_name = b.split(":", 1)[0]
-            ns, _, name = ns_name.partition("/")
-            problems.append(Problem("Service", ns, name, "spec",
-                                    f"a frontend of {b} is already used by {a}: {b} not served", reason=FRONTEND_CONFLICT))
-        return Desired(([s for s in svcs if s.name not in dropped], conflicts), problems)
+        return Desired(delta, problems)
 
-    def apply(self, state: Tuple[List[Service], List[Tuple[str, str]]]) -> dict:
-        svcs, conflicts = state
-        for a, b in conflicts:
-            self.log.warning("Service %s: frontend already used by %s; left out", b, a)
-        self.datapath.apply(svcs)
-        self.programmed = svcs
-        backends = sum(len(s.backends) for s in svcs)
-        self.metrics.services.set(len(svcs))
-        self.metrics.backends.set(backends)
-        return {"services": len(svcs), "backends": backends}
+    def apply(self, state: ServiceDelta) -> dict:
+        delta = state
+        if delta.full:
+            for a, b in delta.conflicts:
+                self.log.warning("Service %s: frontend already used by %s; left out", b, a)
+        dp = self.datapath
+        out = {}
+        try:
+            if delta.full and not (delta.resync and dp.synced):
+                dp.apply(delta.order())
+                out["path"] = "full"
+            else:
+                changed = delta.changed
+                if changed:
+                    rows = delta.rows
+                    dp.apply_delta([rows[n] for n in changed if n in rows], [n for n in changed if n not in rows])
+                out["path"] = "delta"
+                out["changed"] = len(changed)
+                if delta.resync:
+                    repaired = dp.resync(delta.order()) + delta.drift
+                    self.drift += repaired
+                    drift_metric = getattr(self.metrics, "service_drift", None)
+                    if drift_metric is not None:
+                        drift_metric.inc(repaired)
+                    if repaired:
+                        self.log.warning("services: resync repaired %d entries the incremental path missed", repaired)
+                    out["path"], out["repaired"] = "resync", repaired
+        except BaseException:
+            # the index moved on to this state; the maps may not have: the next run takes the full path
+            self.index.invalidate()
+            raise
+        self.programmed = delta.rows
+        n = len(delta.rows)
+        if delta.full:
+            self._counted = {name: len(s.backends) for name, s in delta.rows.items()}
+            self._backends = sum(self._counted.values())
+        else:  # the backend total from the counts of the rows the delta touched
+            for name in delta.changed:
+                self._backends -= self._counted.pop(name, 0)
+                s = delta.rows.get(name)
+                if s is not None:
+                    self._counted[name] = len(s.backends)
+                    self._backends += len(s.backends)
+        self.metrics.services.set(n)
+        self.metrics.backends.set(self._backends)
+        out.update(services=n, backends=self._backends)
+        if delta.full:
+            out[REQUEUE_AFTER] = max(0.0, self._next_resync - time.monotonic())  # the next resync runs even if idle
+        return out
 
     def view(self) -> list:
         """GET /v1/services: what was programmed last."""

@@ -182,14 +182,43 @@ class ServiceIDs:
                     self.ids[k] = nxt
                     used.add(nxt)
                     changed = True
-            if changed and self.path:
-                d = os.path.dirname(self.path) or "."
-                os.makedirs(d, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=d, prefix=".svcids.")
-                with os.fdopen(fd, "w") as f:
-                    json.dump(self.ids, f, sort_keys=True)
-                os.rename(tmp, self.path)
+            if changed:
+                self._save()
             return dict(self.ids)
+
+    def update(self, added: Iterable[str], removed: Iterable[str]) -> Dict[str, int]:
+        """:meth:`assign` for a change known key by key: ``removed`` freed, then ``added`` numbered in sorted
+        order from the lowest free id. The same ids as ``assign`` of the whole key set after that change,
+        at the cost of the change (plus one pass over the ids when something is added). Returns the live
+        mapping (not a copy)."""
+        with self.lock:
+            changed = False
+            for k in removed:
+                if self.ids.pop(k, None) is not None:
+                    changed = True
+            new = sorted(k for k in set(added) if k not in self.ids)
+            if new:
+                used = set(self.ids.values())
+                nxt = self.first
+                for k in new:
+                    while nxt in used:
+                        nxt += 1
+                    self.ids[k] = nxt
+                    used.add(nxt)
+                changed = True
+            if changed:
+                self._save()
+            return self.ids
+
+    def _save(self) -> None:
+        if not self.path:
+            return
+        d = os.path.dirname(self.path) or "."
+        os.makedirs(d, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=d, prefix=".svcids.")
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.ids, f, sort_keys=True)
+        os.rename(tmp, self.path)
 
 
 def _frontends(svc: dict) -> Tuple[List[ipaddress._BaseAddress], List[Problem]]:
@@ -412,6 +441,180 @@ def nodeport_claims(services: Iterable[dict]) -> Tuple[set, List[Problem]]:
     return lost, problems
 
 
+def _service_rows(svc: dict, by_svc: Dict[Tuple[str, str], List[dict]], remote: Optional[Remote],
+                  node: NodeContext, node_addrs: Dict[int, List[str]], lost: set, problems: List[Problem],
+                  wanted: List[Tuple[str, Service]]) -> None:
+    """The datapath Services of one Kubernetes Service (svc_id 0: ids are assigned by the caller) appended to
+    ``wanted``, its problems to ``problems``. ``by_svc`` holds its EndpointSlices of a known addressType under
+    (namespace, name); ``lost`` the (namespace, name, spec.ports index) whose nodePort another Service holds."""
+    m, spec = svc.get("metadata") or {}, svc.get("spec")
+    ns, name = m.get("namespace", ""), m.get("name", "?")
+    if not isinstance(spec, dict):
+        problems.append(Problem("Service", ns, name, "spec", "missing"))
+        return
+    if spec.get("type") == "ExternalName" or spec.get("clusterIP") in ("None", None, ""):
+        return
+    fronts, bad = _frontends(svc)
+    problems += bad
+    if bad:
+        return  # a Service with a broken address is left out whole, never half-programmed
+    ann = m.get("annotations")
+    if ann and not isinstance(ann, dict):
+        problems.append(Problem("Service", ns, name, "metadata.annotations", "not an object; not meshed"))
+        ann = None
+    meshed, locality = _mesh_options(ann, ns, name, problems) if ann else (False, "none")
+    ext = _external(spec, svc.get("status"), ns, name, problems)
+    if ext is not None:
+        fams = {a.version for a in fronts}
+        for a, fam, _, f in ext.external:
+            if fam not in fams:
+                problems.append(Problem("Service", ns, name, f, f"{a}: the Service has no IPv{fam} clusterIP, "
+                                        "so it has no IPv{fam} backends: not served".format(fam=fam), reason=NOT_SERVED))
+    want_local = ext is not None and (ext.etp_local or ext.itp_local)
+    affinity = None
+    if spec.get("sessionAffinity") == "ClientIP":
+        cfg = spec.get("sessionAffinityConfig") or {}
+        cip = (cfg.get("clientIP") or {}) if isinstance(cfg, dict) else None
+        if not isinstance(cip, dict):
+            problems.append(Problem("Service", ns, name, "spec.sessionAffinityConfig" if cip is None else
+                                    "spec.sessionAffinityConfig.clientIP", "not an object; default timeout used"))
+            cip = {}
+        t = cip.get("timeoutSeconds", DEFAULT_AFFINITY_TIMEOUT)
+        if not (isinstance(t, int) and not isinstance(t, bool) and 0 < t <= 86400):
+            problems.append(Problem("Service", ns, name, "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                                    f"{t!r} is not 1..86400"))
+            t = DEFAULT_AFFINITY_TIMEOUT
+        affinity = int(t)
+    for i, sp in enumerate(spec.get("ports") or []):
+        if not isinstance(sp, dict):
+            problems.append(Problem("Service", ns, name, f"spec.ports[{i}]", "not an object"))
+            continue
+        port, proto = sp.get("port"), sp.get("protocol", "TCP")
+        if not _port_ok(port):
+            problems.append(Problem("Service", ns, name, f"spec.ports[{i}].port",
+                                    f"{port!r} must be between 1 and 65535"))
+            continue
+        if proto not in PROTOCOLS:
+            if proto != "SCTP":
+                problems.append(Problem("Service", ns, name, f"spec.ports[{i}].protocol",
+                                        f'"{proto}" is not TCP, UDP or SCTP'))
+            continue  # SCTP: the socket LB does not balance it (documented)
+        pname = sp.get("name", "")
+        for fam in (4, 6):
+            fips = [a for a in fronts if a.version == fam]
+            if not fips:
+                continue
+            backends, local = [], []
+            for sl in by_svc.get((ns, name), []):
+                if (sl["addressType"] == "IPv4") != (fam == 4):
+                    continue
+                # a slice's backends count only once all of it was read: a malformed one (wrong JSON
+                # types an informer may still hand over) is reported by _bad_slice and left out whole
+                mine, mine_local = [], []
+                try:
+                    sport = next((p for p in sl.get("ports") or [] if (p.get("name") or "") == pname
+                                  and p.get("protocol", "TCP") == proto), None)
+                    if sport is None:
+                        continue
+                    bport = sport.get("port")
+                    if not _port_ok(bport):
+                        problems.append(Problem("EndpointSlice", ns, sl["metadata"].get("name", "?"),
+                                                f"ports[name={pname}].port", f"{bport!r} is not a port number"))
+                        continue
+                    for j, ep in enumerate(sl.get("endpoints") or []):
+                        cond = ep.get("conditions") or {}
+                        # kube: a nil ready counts as ready; terminating endpoints are never new targets
+                        if cond.get("ready") is False or cond.get("terminating") is True:
+                            continue
+                        addrs = ep.get("addresses") or []
+                        if type(addrs) is not list:
+                            raise TypeError("addresses")
+                        here = want_local and node.name and ep.get("nodeName") == node.name
+                        for k, a in enumerate(addrs):
+                            c = _canon(a)
+                            if c is None or c[1] != fam:
+                                problems.append(Problem("EndpointSlice", ns, sl["metadata"].get("name", "?"),
+                                                        f"endpoints[{j}].addresses[{k}]",
+                                                        f'"{a}" is not an {sl["addressType"]} address'))
+                                continue
+                            mine.append(Backend(c[0], bport))
+                            if here:
+                                mine_local.append(Backend(c[0], bport))
+                except (AttributeError, TypeError):
+                    problems.append(_bad_slice(sl, ns))
+                    continue
+                backends += mine
+                local += mine_local
+            clusters = None
+            if meshed and remote:
+                # canonical text: an IPv6 address has a colon, an IPv4 one never
+                rb = [bc for bc in remote.get((ns, name, port, proto), ()) if (":" in bc[0].ip) == (fam == 6)]
+                if rb and locality == "local" and backends:
+                    rb = []  # failover only: a ready local backend keeps traffic here
+                elif rb and locality == "remote":
+                    backends = []
+                if rb:
+                    local_set = set(backends)
+                    clusters = {b: c for b, c in rb if b not in local_set} or None
+                    backends += [b for b, _ in rb]
+            backends = sorted(set(backends), key=lambda b: (b.ip, b.port))
+            key = f"{ns}/{name}:{pname or port}/{proto}/v{fam}"
+            pl = PROTOCOLS[proto]
+            if ext is None:  # a plain ClusterIP Service: one datapath Service
+                wanted.append((key, Service(name=key, frontends=[Frontend(str(a), port, pl) for a in fips],
+                                            backends=backends, svc_id=0, affinity_timeout=affinity,
+                                            clusters=clusters)))
+                continue
+            local = sorted(set(local), key=lambda b: (b.ip, b.port))
+            groups: Dict[bool, List[Frontend]] = {False: [], True: []}  # local backends? -> frontends
+            seen: Dict[Tuple[str, int, int], str] = {}
+
+            def add(is_local: bool, fe: Frontend, field: str) -> None:
+                k = (fe.ip, fe.port, fe.scope)
+                if k in seen:
+                    if seen[k] != field:
+                        problems.append(Problem("Service", ns, name, field,
+                                                f"{fe.ip}:{fe.port} is already this Service's {seen[k]}: "
+                                                "served once", reason=NOT_SERVED))
+                    return
+                seen[k] = field
+                groups[is_local].append(fe)
+
+            for a in fips:
+                cf = "spec.clusterIPs"
+                if ext.itp_local:  # in-cluster clients reach only this node's backends, at either scope
+                    for scope in (SCOPE_EXT, SCOPE_INT):
+                        add(True, Frontend(str(a), port, pl, F_ITP_LOCAL | F_TWO_SCOPES, scope), cf)
+                else:
+                    add(False, Frontend(str(a), port, pl), cf)
+            xf: List[Tuple[str, int, int, str]] = []  # (address, port, flags, field)
+            np_ = ext.nodeports.get(i)
+            if np_ is not None and (ns, name, i) not in lost:
+                for a in node_addrs[fam] + [WILDCARD[fam]]:
+                    xf.append((a, np_, F_NODEPORT, f"spec.ports[{i}].nodePort"))
+            for a, afam, is_lb, f in ext.external:
+                if afam == fam:
+                    xf.append((a, port, F_EXTERNAL | (F_SRC_RANGES if is_lb and ext.src_ranges is not None
+                                                      else 0), f))
+            for a, p, flags, f in xf:
+                if ext.etp_local:
+                    # outside clients: this node's backends, source kept; in-cluster: every backend
+                    add(True, Frontend(a, p, pl, flags | F_ETP_LOCAL | F_TWO_SCOPES, SCOPE_EXT), f)
+                    add(False, Frontend(a, p, pl, (flags & ~F_SRC_RANGES) | F_TWO_SCOPES, SCOPE_INT), f)
+                else:
+                    add(False, Frontend(a, p, pl, flags, SCOPE_EXT), f)
+            base = ext.itp_local  # the group holding the clusterIPs keeps the plain key (and svc_id)
+            for is_local in (base, not base):
+                fes = groups[is_local]
+                if not fes:
+                    continue
+                k = key if is_local == base else key + ("/local" if is_local else "/cluster")
+                src = ext.src_ranges if any(f.flags & F_SRC_RANGES for f in fes) else ()
+                wanted.append((k, Service(name=k, frontends=fes, backends=local if is_local else backends,
+                                          svc_id=0, affinity_timeout=affinity,
+                                          clusters=None if is_local else clusters, src_ranges=src or ())))
+
+
 def desired_services(services: Iterable[dict], slices: Iterable[dict], ids: ServiceIDs,
                      remote: Optional[Remote] = None,
                      node: Optional[NodeContext] = None) -> Tuple[List[Service], List[Problem]]:
@@ -451,172 +654,7 @@ def desired_services(services: Iterable[dict], slices: Iterable[dict], ids: Serv
 
     wanted: List[Tuple[str, Service]] = []
     for svc in services:
-        m, spec = svc.get("metadata") or {}, svc.get("spec")
-        ns, name = m.get("namespace", ""), m.get("name", "?")
-        if not isinstance(spec, dict):
-            problems.append(Problem("Service", ns, name, "spec", "missing"))
-            continue
-        if spec.get("type") == "ExternalName" or spec.get("clusterIP") in ("None", None, ""):
-            continue
-        fronts, bad = _frontends(svc)
-        problems += bad
-        if bad:
-            continue  # a Service with a broken address is left out whole, never half-programmed
-        ann = m.get("annotations")
-        if ann and not isinstance(ann, dict):
-            problems.append(Problem("Service", ns, name, "metadata.annotations", "not an object; not meshed"))
-            ann = None
-        meshed, locality = _mesh_options(ann, ns, name, problems) if ann else (False, "none")
-        ext = _external(spec, svc.get("status"), ns, name, problems)
-        if ext is not None:
-            fams = {a.version for a in fronts}
-            for a, fam, _, f in ext.external:
-                if fam not in fams:
-                    problems.append(Problem("Service", ns, name, f, f"{a}: the Service has no IPv{fam} clusterIP, "
-                                            "so it has no IPv{fam} backends: not served".format(fam=fam), reason=NOT_SERVED))
-        want_local = ext is not None and (ext.etp_local or ext.itp_local)
-        affinity = None
-        if spec.get("sessionAffinity") == "ClientIP":
-            cfg = spec.get("sessionAffinityConfig") or {}
-            cip = (cfg.get("clientIP") or {}) if isinstance(cfg, dict) else None
-            if not isinstance(cip, dict):
-                problems.append(Problem("Service", ns, name, "spec.sessionAffinityConfig" if cip is None else
-                                        "spec.sessionAffinityConfig.clientIP", "not an object; default timeout used"))
-                cip = {}
-            t = cip.get("timeoutSeconds", DEFAULT_AFFINITY_TIMEOUT)
-            if not (isinstance(t, int) and not isinstance(t, bool) and 0 < t <= 86400):
-                problems.append(Problem("Service", ns, name, "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
-                                        f"{t!r} is not 1..86400"))
-                t = DEFAULT_AFFINITY_TIMEOUT
-            affinity = int(t)
-        for i, sp in enumerate(spec.get("ports") or []):
-            if not isinstance(sp, dict):
-                problems.append(Problem("Service", ns, name, f"spec.ports[{i}]", "not an object"))
-                continue
-            port, proto = sp.get("port"), sp.get("protocol", "TCP")
-            if not _port_ok(port):
-                problems.append(Problem("Service", ns, name, f"spec.ports[{i}].port",
-                                        f"{port!r} must be between 1 and 65535"))
-                continue
-            if proto not in PROTOCOLS:
-                if proto != "SCTP":
-                    problems.append(Problem("Service", ns, name, f"spec.ports[{i}].protocol",
-                                            f'"{proto}" is not TCP, UDP or SCTP'))
-                continue  # SCTP: the socket LB does not balance it (documented)
-            pname = sp.get("name", "")
-            for fam in (4, 6):
-                fips = [a for a in fronts if a.version == fam]
-                if not fips:
-                    continue
-                backends, local = [], []
-                for sl in by_svc.get((ns, name), []):
-                    if (sl["addressType"] == "IPv4") != (fam == 4):
-                        continue
-                    # a slice's backends count only once all of it was read: a malformed one (wrong JSON
-                    # types an informer may still hand over) is reported by _bad_slice and left out whole
-                    mine, mine_local = [], []
-                    try:
-                        sport = next((p for p in sl.get("ports") or [] if (p.get("name") or "") == pname
-                                      and p.get("protocol", "TCP") == proto), None)
-                        if sport is None:
-                            continue
-                        bport = sport.get("port")
-                        if not _port_ok(bport):
-                            problems.append(Problem("EndpointSlice", ns, sl["metadata"].get("name", "?"),
-                                                    f"ports[name={pname}].port", f"{bport!r} is not a port number"))
-                            continue
-                        for j, ep in enumerate(sl.get("endpoints") or []):
-                            cond = ep.get("conditions") or {}
-                            # kube: a nil ready counts as ready; terminating endpoints are never new targets
-                            if cond.get("ready") is False or cond.get("terminating") is True:
-                                continue
-                            addrs = ep.get("addresses") or []
-                            if type(addrs) is not list:
-                                raise TypeError("addresses")
-                            here = want_local and node.name and ep.get("nodeName") == node.name
-                            for k, a in enumerate(addrs):
-                                c = _canon(a)
-                                if c is None or c[1] != fam:
-                                    problems.append(Problem("EndpointSlice", ns, sl["metadata"].get("name", "?"),
-                                                            f"endpoints[{j}].addresses[{k}]",
-                                                            f'"{a}" is not an {sl["addressType"]} address'))
-                                    continue
-                                mine.append(Backend(c[0], bport))
-                                if here:
-                                    mine_local.append(Backend(c[0], bport))
-                    except (AttributeError, TypeError):
-                        problems.append(_bad_slice(sl, ns))
-                        continue
-                    backends += mine
-                    local += mine_local
-                clusters = None
-                if meshed and remote:
-                    # canonical text: an IPv6 address has a colon, an IPv4 one never
-                    rb = [bc for bc in remote.get((ns, name, port, proto), ()) if (":" in bc[0].ip) == (fam == 6)]
-                    if rb and locality == "local" and backends:
-                        rb = []  # failover only: a ready local backend keeps traffic here
-                    elif rb and locality == "remote":
-                        backends = []
-                    if rb:
-                        local_set = set(backends)
-                        clusters = {b: c for b, c in rb if b not in local_set} or None
-                        backends += [b for b, _ in rb]
-                backends = sorted(set(backends), key=lambda b: (b.ip, b.port))
-                key = f"{ns}/{name}:{pname or port}/{proto}/v{fam}"
-                pl = PROTOCOLS[proto]
-                if ext is None:  # a plain ClusterIP Service: one datapath Service
-                    wanted.append((key, Service(name=key, frontends=[Frontend(str(a), port, pl) for a in fips],
-                                                backends=backends, svc_id=0, affinity_timeout=affinity,
-                                                clusters=clusters)))
-                    continue
-                local = sorted(set(local), key=lambda b: (b.ip, b.port))
-                groups: Dict[bool, List[Frontend]] = {False: [], True: []}  # local backends? -> frontends
-                seen: Dict[Tuple[str, int, int], str] = {}
-
-                def add(is_local: bool, fe: Frontend, field: str) -> None:
-                    k = (fe.ip, fe.port, fe.scope)
-                    if k in seen:
-                        if seen[k] != field:
-                            problems.append(Problem("Service", ns, name, field,
-                                                    f"{fe.ip}:{fe.port} is already this Service's {seen[k]}: "
-                                                    "served once", reason=NOT_SERVED))
-                        return
-                    seen[k] = field
-                    groups[is_local].append(fe)
-
-                for a in fips:
-                    cf = "spec.clusterIPs"
-                    if ext.itp_local:  # in-cluster clients reach only this node's backends, at either scope
-                        for scope in (SCOPE_EXT, SCOPE_INT):
-                            add(True, Frontend(str(a), port, pl, F_ITP_LOCAL | F_TWO_SCOPES, scope), cf)
-                    else:
-                        add(False, Frontend(str(a), port, pl), cf)
-                xf: List[Tuple[str, int, int, str]] = []  # (address, port, flags, field)
-                np_ = ext.nodeports.get(i)
-                if np_ is not None and (ns, name, i) not in lost:
-                    for a in node_addrs[fam] + [WILDCARD[fam]]:
-                        xf.append((a, np_, F_NODEPORT, f"spec.ports[{i}].nodePort"))
-                for a, afam, is_lb, f in ext.external:
-                    if afam == fam:
-                        xf.append((a, port, F_EXTERNAL | (F_SRC_RANGES if is_lb and ext.src_ranges is not None
-                                                          else 0), f))
-                for a, p, flags, f in xf:
-                    if ext.etp_local:
-                        # outside clients: this node's backends, source kept; in-cluster: every backend
-                        add(True, Frontend(a, p, pl, flags | F_ETP_LOCAL | F_TWO_SCOPES, SCOPE_EXT), f)
-                        add(False, Frontend(a, p, pl, (flags & ~F_SRC_RANGES) | F_TWO_SCOPES, SCOPE_INT), f)
-                    else:
-                        add(False, Frontend(a, p, pl, flags, SCOPE_EXT), f)
-                base = ext.itp_local  # the group holding the clusterIPs keeps the plain key (and svc_id)
-                for is_local in (base, not base):
-                    fes = groups[is_local]
-                    if not fes:
-                        continue
-                    k = key if is_local == base else key + ("/local" if is_local else "/cluster")
-                    src = ext.src_ranges if any(f.flags & F_SRC_RANGES for f in fes) else ()
-                    wanted.append((k, Service(name=k, frontends=fes, backends=local if is_local else backends,
-                                              svc_id=0, affinity_timeout=affinity,
-                                              clusters=None if is_local else clusters, src_ranges=src or ())))
+        _service_rows(svc, by_svc, remote, node, node_addrs, lost, problems, wanted)
     idmap = ids.assign(k for k, _ in wanted)
     out = []
     for k, s in wanted:

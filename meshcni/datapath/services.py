@@ -31,7 +31,7 @@ import numpy as np
 
 from .. import layout
 from ..bpf import MeshMaps
-from ..bpf.maps import concat_records
+from ..bpf.maps import ReconcileResult, concat_records
 from .._closing import Closing
 from ..controllers.model import (F_ETP_LOCAL, F_EXTERNAL, F_ITP_LOCAL, F_NODEPORT, F_SRC_RANGES,  # noqa: F401
                                  F_TWO_SCOPES, FLAG_NAMES, FRONTEND_FLAGS, SCOPE_EXT, SCOPE_INT, Backend, Frontend,
@@ -523,9 +523,74 @@ def _isin_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if size in (1, 2, 4, 8):
         u = np.dtype(f"u{size}")
         return np.isin(np.ascontiguousarray(a).view(u), np.ascontiguousarray(b).view(u))
-    want = {bytes(r) for r in np.ascontiguousarray(b).view(np.uint8).reshape(len(b), -1)}
-    return np.fromiter((bytes(r) in want for r in np.ascontiguousarray(a).view(np.uint8).reshape(len(a), -1)),
-                       bool, len(a))
+    v = np.dtype((np.void, size))  # each record as one opaque value: tolist() gives its bytes, in C
+    want = set(np.ascontiguousarray(b).view(v).ravel().tolist())
+    return np.fromiter(map(want.__contains__, np.ascontiguousarray(a).view(v).ravel().tolist()), bool, len(a))
+
+
+class _Row:
+    """What one Service put in the maps: its mc_svc keys, backend ids, frontend keys, source-range keys."""
+    __slots__ = ("svc", "sk", "bids", "fes", "src")
+
+    def __init__(self, svc, sk, bids, fes, src):
+        self.svc, self.sk, self.bids, self.fes, self.src = svc, sk, bids, fes, src
+
+
+class _Mirror:
+    """The service maps as this process wrote them, per Service, so a change is applied without a dump."""
+
+    def __init__(self):
+        self.rows: Dict[str, _Row] = {}
+        self.refs: Dict[int, int] = {}           # backend id -> Services using it
+        self.maglev: Dict[int, np.ndarray] = {}  # svc_id -> table
+        self.fe_owner: Dict[tuple, str] = {}     # (addr16, port, proto, scope) -> Service name
+        self.sid_owner: Dict[int, str] = {}
+        self.affinity_ever: set = set()          # svc_ids that had ClientIP affinity in this process
+        self.n_svc = 0
+        self.n_src = 0
+
+    @classmethod
+    def of(cls, p: _Parsed, t: ServiceTables) -> "_Mirror":
+        m = cls()
+        o_fe = o_be = o_row = 0
+        src_by_sid: Dict[int, List[int]] = {}
+        if t.src_keys is not None:
+            for i, sid in enumerate(t.src_keys["svc_id"].tolist()):
+                src_by_sid.setdefault(sid, []).append(i)
+        for svc, proto, fc, c in zip(p.svcs, p.protos, p.fe_counts, p.counts):
+            nrows = fc * (c + 1)
+            fes = [(a, fe.port, proto, fe.scope) for fe, a in zip(svc.frontends, p.fe_addr[o_fe:o_fe + fc])]
+            si = src_by_sid.get(svc.svc_id)
+            r = _Row(svc, t.svc_keys[o_row:o_row + nrows], p.bids[o_be:o_be + c], fes,
+                     t.src_keys[si] if si else None)
+            m.remember(r)
+            for b in r.bids:
+                m.refs[b] = m.refs.get(b, 0) + 1
+            o_fe += fc
+            o_be += c
+            o_row += nrows
+        for k, v in zip(t.maglev_keys["svc_id"].tolist(), t.maglev_values):
+            m.maglev[k] = v["backend_ids"].copy()
+        return m
+
+    def remember(self, r: _Row) -> None:
+        self.rows[r.svc.name] = r
+        for fk in r.fes:
+            self.fe_owner[fk] = r.svc.name
+        self.sid_owner[r.svc.svc_id] = r.svc.name
+        if r.svc.affinity_timeout:
+            self.affinity_ever.add(r.svc.svc_id)
+        self.n_svc += len(r.sk)
+        self.n_src += 0 if r.src is None else len(r.src)
+
+    def forget(self, r: _Row) -> None:
+        for fk in r.fes:
+            if self.fe_owner.get(fk) == r.svc.name:
+                del self.fe_owner[fk]
+        if self.sid_owner.get(r.svc.svc_id) == r.svc.name:
+            del self.sid_owner[r.svc.svc_id]
+        self.n_svc -= len(r.sk)
+        self.n_src -= 0 if r.src is None else len(r.src)
 
 
 class ServiceDatapath(Closing):
@@ -544,6 +609,7 @@ class ServiceDatapath(Closing):
         for bid, addr, port, proto in zip(k["backend_id"], v["addr"], v["port"], v["proto"]):
             self._ids[(bytes(addr), int(port), int(proto))] = int(bid)
         self._next = max(self._ids.values(), default=0) + 1
+        self._mirror: Optional[_Mirror] = None  # what the last full apply and the deltas since wrote
 
     def _assign(self, idents: List[Ident]) -> List[int]:
         """Ids for these backends, new ones numbered in order of first use.
@@ -618,8 +684,10 @@ class ServiceDatapath(Closing):
                 e.args = (f"{e.args[0]}: the change needs the old and the {len(k)} new entries at once",)
                 raise e
             unions.append((m, uk, uv))
+        self._mirror = None  # rebuilt below once everything is written; a failure leaves none (full path next)
+        writes = 0
         for m, uk, uv in unions:
-            m.reconcile(uk, uv)
+            writes += m.reconcile(uk, uv).writes
         # 2. the frontends themselves
         res["svc"] = mm.svc.reconcile(t.svc_keys, t.svc_values)
         # 3. what nothing points at any more (diffed against what step 1
@@ -646,6 +714,163 @@ class ServiceDatapath(Closing):
             live = set(p.bids)
             self._ids = {k: b for k, b in self._ids.items() if b in live}
         res["backend_ids_known"] = len(self._ids)
+        res["writes"] = writes + sum(r.writes for r in res.values() if isinstance(r, ReconcileResult))
+        self._mirror = _Mirror.of(p, t)
+        return res
+
+    @property
+    def synced(self) -> bool:
+        """Whether :meth:`apply_delta` may run: a full :meth:`apply` succeeded and no delta failed since."""
+        return self._mirror is not None
+
+    def resync(self, services: Sequence[Service]) -> int:
+        """A full :meth:`apply` (every map dumped and diffed); the entries it wrote, which after a delta
+        of the same state are drift: written by someone else, or lost."""
+        return self.apply(services)["writes"]
+
+    def apply_delta(self, upserts: Sequence[Service], removes: Sequence[str]) -> Dict[str, object]:
+        """Write what changed: ``upserts`` (Services added or changed, complete) and ``removes`` (names of
+        Services gone), against the in-memory mirror of the maps (no dump). The same order as
+        :meth:`apply`: backends, revnat, Maglev and source ranges first, then the frontends (slots before
+        their master), then what nothing points at any more. Any failure drops the mirror, so the next
+        change takes the full path. Raises RuntimeError when there is no mirror (call :meth:`apply`)."""
+        mir = self._mirror
+        if mir is None:
+            raise RuntimeError("service datapath: no mirror of the maps; a full apply is needed first")
+        self._mirror = None
+        p = self._parse_and_assign(upserts)
+        touched = set(removes) | {s.name for s in p.svcs}
+        # what the full path checks across all Services: svc_ids and frontends of the others
+        o = 0
+        new_fe: Dict[tuple, str] = {}
+        for svc, proto, c in zip(p.svcs, p.protos, p.fe_counts):
+            owner = mir.sid_owner.get(svc.svc_id)
+            if owner is not None and owner not in touched:
+                raise ServiceError(f"Service {svc.name}: svc_id {svc.svc_id} already used by Service {owner}")
+            for fe, addr in zip(svc.frontends, p.fe_addr[o:o + c]):
+                fk = (addr, fe.port, proto, fe.scope)
+                owner = new_fe.get(fk)
+                if owner is None:
+                    owner = mir.fe_owner.get(fk)
+                    owner = None if owner in touched else owner
+                if owner is not None:
+                    where = "" if fe.scope == SCOPE_EXT else " (scope INT)"
+                    raise ServiceError(f"Service {svc.name}: frontend {fe.ip}:{fe.port}/{fe.proto}{where} already "
+                                       f"used by Service {owner}")
+                new_fe[fk] = svc.name
+            o += c
+        prev = {s.svc_id: mir.maglev[s.svc_id] for s in p.svcs if s.maglev and s.svc_id in mir.maglev}
+        t = _tables(p, prev)
+        new = _Mirror.of(p, t)
+        old_rows = [mir.rows[n] for n in touched if n in mir.rows]
+        refs = mir.refs  # backend id -> Services using it; changed only once everything is written
+        dref: Dict[int, int] = {}
+        for r in old_rows:
+            for b in r.bids:
+                dref[b] = dref.get(b, 0) - 1
+        for r in new.rows.values():
+            for b in r.bids:
+                dref[b] = dref.get(b, 0) + 1
+        born = {b for b, d in dref.items() if d > 0 and not refs.get(b)}
+        dead = [b for b, d in dref.items() if d < 0 and refs.get(b, 0) + d == 0]
+        mm = self.maps
+        old_sk = concat_records([r.sk for r in old_rows]) if old_rows else None
+        grown = len(t.svc_keys) if old_sk is None or not len(t.svc_keys) else \
+            int((~_isin_rows(t.svc_keys, old_sk)).sum())
+        # the peak each map reaches (writes go in before deletes), refused before anything is written
+        for name, need in (("svc", mir.n_svc + grown), ("backends", len(mir.refs) + len(born)),
+                           ("revnat", len(mir.sid_owner) + sum(1 for s in p.svcs if s.svc_id not in mir.sid_owner)),
+                           ("maglev", len(mir.maglev) + sum(1 for s in new.maglev if s not in mir.maglev)),
+                           ("lb_src_ranges", mir.n_src + len(t.src_keys))):
+            m = getattr(mm, name)
+            if need > m.spec.max_entries:
+                e = m.full_error(need)
+                e.args = (f"{e.args[0]}: the change needs the old and the new entries at once",)
+                raise e
+        res: Dict[str, object] = {}
+        # 1. what a frontend may point at
+        if born:
+            sel = np.isin(t.backend_keys["backend_id"], np.fromiter(born, np.int64, len(born)))
+            if sel.any():
+                mm.backends.update(t.backend_keys[sel], t.backend_values[sel])
+        for name, k, v in (("revnat", t.revnat_keys, t.revnat_values), ("maglev", t.maglev_keys, t.maglev_values),
+                           ("lb_src_ranges", t.src_keys, t.src_values)):
+            if len(k):
+                getattr(mm, name).update(k, v)
+        # 2. the frontends
+        if len(t.svc_keys):
+            mm.svc.update(t.svc_keys, t.svc_values)
+        # 3. what nothing points at any more
+        if old_sk is not None and len(old_sk):
+            sk = old_sk
+            if len(t.svc_keys):
+                sk = sk[~_isin_rows(sk, t.svc_keys)]
+            if len(sk):
+                mm.svc.delete(sk, missing_ok=True)
+        res["svc_rows_written"] = len(t.svc_keys)
+        new_sids = {r.svc.svc_id for r in new.rows.values()}
+        old_src = [r.src for r in old_rows if r.src is not None and len(r.src)]
+        if old_src:
+            lk = concat_records(old_src)
+            if len(t.src_keys):
+                lk = lk[~_isin_rows(lk, t.src_keys)]
+            if len(lk):
+                mm.lb_src_ranges.delete(lk, missing_ok=True)
+        dt = layout.dtype_of
+        gone_mg = [r.svc.svc_id for r in old_rows if r.svc.svc_id in mir.maglev and r.svc.svc_id not in new.maglev]
+        if gone_mg:
+            k = np.zeros(len(gone_mg), dt("mc_maglev_key"))
+            k["svc_id"] = gone_mg
+            mm.maglev.delete(k, missing_ok=True)
+        gone_sid = [r.svc.svc_id for r in old_rows if r.svc.svc_id not in new_sids]
+        if gone_sid:
+            k = np.zeros(len(gone_sid), dt("mc_revnat_key"))
+            k["svc_id"] = gone_sid
+            mm.revnat.delete(k, missing_ok=True)
+        if dead:
+            k = np.zeros(len(dead), dt("mc_backend_key"))
+            k["backend_id"] = dead
+            mm.backends.delete(k, missing_ok=True)
+        # affinity to a backend that left its Service must not outlive it; only a Service that has (or had)
+        # ClientIP affinity can have such entries, so only then is the affinity map read
+        aff = [r for r in old_rows if r.svc.svc_id in mir.affinity_ever] if mir.affinity_ever else ()
+        gone_pairs = set()
+        for r in aff:
+            gone_pairs.update((r.svc.svc_id, b) for b in r.bids)
+        gone_pairs -= t.pairs
+        dropped = 0
+        if gone_pairs:
+            ak, av = mm.affinity.dump()
+            if len(ak):
+                gone = np.fromiter((a << 32 | b for a, b in gone_pairs), np.uint64, len(gone_pairs))
+                have = ak["svc_id"].astype(np.uint64) << np.uint64(32) | av["backend_id"].astype(np.uint64)
+                idx = np.flatnonzero(np.isin(have, gone))
+                if len(idx):
+                    mm.affinity.delete(ak[idx], missing_ok=True)
+                dropped = len(idx)
+        res["affinity_dropped"] = dropped
+        # the new mirror: the old one with the touched Services replaced
+        for n in touched:
+            r = mir.rows.pop(n, None)
+            if r is not None:
+                mir.forget(r)
+        for r in new.rows.values():
+            mir.remember(r)
+        mir.maglev.update(new.maglev)
+        for sid in gone_mg:
+            mir.maglev.pop(sid, None)
+        for b, d in dref.items():
+            c = refs.get(b, 0) + d
+            if c:
+                refs[b] = c
+            else:
+                refs.pop(b, None)
+        mir.affinity_ever |= new.affinity_ever
+        if len(self._ids) > 2 * len(refs) + 1024:
+            self._ids = {k: b for k, b in self._ids.items() if b in refs}
+        res["backend_ids_known"] = len(self._ids)
+        res["services"], res["backends_born"], res["backends_dead"] = len(touched), len(born), len(dead)
+        self._mirror = mir
         return res
 
     def close(self) -> None:

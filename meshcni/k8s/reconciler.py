@@ -58,6 +58,11 @@ It defines, besides the above::
         def keys_for(self, caches, cache, old, new):  # optional: the keys one event concerns
         def desired(self, caches, key): ...        # PURE, for one key; its state carries the key to apply
 
+A plain reconciler that keeps state between runs (to recompute only what
+changed) may define ``observe(cache, old, new)``: called on the informer's
+thread for every event of a cache it watches, before it is queued, so a run
+that starts after the event sees what it marked.
+
 ``keys_for`` runs on the informer's thread (keep it cheap); ``old`` is None
 for an add, ``new`` None for a delete; None means every key, ``()`` none.
 Queue keys are ``(name, key)``; metrics keep the label ``controller=name``;
