@@ -24,7 +24,7 @@ from .._closing import Closing
 from ..bpf import BpfObject, MeshMaps, object_path
 from ..bpf.pin import ensure_root
 from ..errors import BpfError
-from .policy import _ifindex, addr16, ct_gc, in_netns
+from .policy import CTGC, _ifindex, addr16, ct_gc, in_netns
 from .tc import TC_EGRESS, TC_INGRESS, TcHooks
 
 # a handle of its own: the uplink is no pod veth, but a node whose uplink is
@@ -202,26 +202,16 @@ def nat_gc(nat, now_ns: Optional[int] = None, batch: int = 4096) -> int:
     return ct_gc(nat, now_ns, batch)
 
 
-class NatGC:
-    """:func:`nat_gc` every ``interval`` seconds in a thread."""
+class NatGC(CTGC):
+    """:func:`nat_gc` every ``interval`` seconds in a thread (mc_nat has the
+    conntrack entry's ``expires_ns``, so the conntrack sweeper serves)."""
+
+    thread_name = "meshcni-nat-gc"
+    retry_on = (BpfError,)  # the next round retries; the LRU map evicts meanwhile
 
     def __init__(self, nat, interval: float = 30.0):
-        self.nat, self.interval = nat, interval
-        self.deleted = 0
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, name="meshcni-nat-gc", daemon=True)
+        super().__init__(nat, interval)
 
-    def start(self) -> "NatGC":
-        self._t.start()
-        return self
-
-    def _run(self):
-        while not self._stop.wait(self.interval):
-            try:
-                self.deleted += nat_gc(self.nat)
-            except BpfError:
-                pass  # the next round retries; the LRU map evicts meanwhile
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._t.join()
+    @property
+    def nat(self):
+        return self.ct

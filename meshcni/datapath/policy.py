@@ -264,11 +264,14 @@ def ct_gc(ct: BpfMap, now_ns: Optional[int] = None, batch: int = 4096) -> int:
 class CTGC:
     """Run :func:`ct_gc` every ``interval`` seconds in a thread."""
 
+    thread_name = "meshcni-ct-gc"
+    retry_on: Tuple[type, ...] = ()  # errors a round may meet that the next round retries
+
     def __init__(self, ct: BpfMap, interval: float = 60.0, batch: int = 4096):
         self.ct, self.interval, self.batch = ct, interval, batch
         self._stop = threading.Event()
         self.deleted = 0
-        self._t = threading.Thread(target=self._run, name="meshcni-ct-gc", daemon=True)
+        self._t = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
 
     def start(self) -> "CTGC":
         self._t.start()
@@ -276,7 +279,10 @@ class CTGC:
 
     def _run(self):
         while not self._stop.wait(self.interval):
-            self.deleted += ct_gc(self.ct, batch=self.batch)
+            try:
+                self.deleted += ct_gc(self.ct, batch=self.batch)
+            except self.retry_on:
+                pass
 
     def stop(self) -> None:
         self._stop.set()
