@@ -28,3 +28,17 @@ def sim(root, *args, check: bool = True, env=None, timeout: float = 240):
     if check and p.returncode != 0:
         raise AssertionError(f"sim {' '.join(args)} -> {p.returncode}\n{p.stdout}\n{p.stderr}")
     return p
+
+
+def netpol_manifest(ns, name, pods=None, ingress=None, egress=None, types=None):
+    """A NetworkPolicy manifest: ``pods`` the podSelector ({} when None); rules and policyTypes only
+    where given (their absence means something of its own to the API)."""
+    spec = {"podSelector": pods if pods is not None else {}}
+    if ingress is not None:
+        spec["ingress"] = ingress
+    if egress is not None:
+        spec["egress"] = egress
+    if types is not None:
+        spec["policyTypes"] = types
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": ns}, "spec": spec}

@@ -21,17 +21,17 @@ import numpy as np
 
 from .. import layout
 from .._closing import Closing
-from .._libbpf import ffi, lib
 from ..bpf import BpfObject, MeshMaps, object_path
 from ..bpf.pin import ensure_root
 from ..errors import BpfError
-from .policy import _ifindex, addr16, ct_gc, in_netns
-from .tcpins import TC_EGRESS, TC_INGRESS
+from .policy import CTGC, _ifindex, addr16, ct_gc, in_netns
+from .tc import TC_EGRESS, TC_INGRESS, TcHooks
 
 # a handle of its own: the uplink is no pod veth, but a node whose uplink is
 # also enslaved elsewhere must never have one program replace the other
 TC_HANDLE, TC_PRIORITY = 0x4D4E, 1  # "MN"
 HOOKS = (("mc_uplink_in", TC_INGRESS), ("mc_uplink_out", TC_EGRESS))
+UPLINK_TC = TcHooks(TC_HANDLE, TC_PRIORITY, HOOKS)
 
 
 def _c(name: str) -> int:
@@ -104,32 +104,13 @@ class NodePortDatapath(Closing):
 
     # ---- tc ----
     def attached(self, ifname: str) -> Dict[str, Optional[int]]:
-        out = {}
         with in_netns(self.netns):
-            ifindex = _ifindex(ifname)
-            pid = ffi.new("uint32_t *")
-            for prog, where in HOOKS:
-                rc = lib.mc_tc_query(ifindex, where, TC_HANDLE, TC_PRIORITY, pid)
-                out[prog] = pid[0] if rc == 0 else None
-        return out
+            return UPLINK_TC.attached(_ifindex(ifname))
 
     def attach(self, ifname: str) -> Dict[str, str]:
         """Both programs on ``ifname``; prog -> "attached" / "kept" / "updated"."""
-        done = {}
         with in_netns(self.netns):
-            ifindex = _ifindex(ifname)
-            pid = ffi.new("uint32_t *")
-            for prog, where in HOOKS:
-                fd = self.obj.prog_fd(prog)
-                rc = lib.mc_tc_query(ifindex, where, TC_HANDLE, TC_PRIORITY, pid)
-                if rc == 0 and pid[0] == lib.mc_prog_id(fd):
-                    done[prog] = "kept"
-                    continue
-                rc2 = lib.mc_tc_attach(ifindex, where, TC_HANDLE, TC_PRIORITY, fd, 1 if rc == 0 else 0)
-                if rc2 < 0:
-                    raise BpfError(-rc2, f"tc attach {prog} to {ifname}")
-                done[prog] = "updated" if rc == 0 else "attached"
-        return done
+            return UPLINK_TC.attach(_ifindex(ifname), {p: self.obj.prog_fd(p) for p, _ in HOOKS}, ifname)
 
     def detach(self, ifname: str) -> int:
         return detach(ifname, self.netns)
@@ -207,21 +188,12 @@ def detach(ifname: str, netns: Optional[str] = None) -> int:
 
 
 def detach_ifindex(ifindex: int) -> int:
-    n = 0
-    for _, where in HOOKS:
-        if lib.mc_tc_detach(ifindex, where, TC_HANDLE, TC_PRIORITY) == 0:
-            n += 1
-    return n
+    return UPLINK_TC.detach(ifindex)
 
 
 def attached_ifindex(ifindex: int) -> Dict[str, Optional[int]]:
     """prog -> id attached at the uplink's tc handle on ifindex (None: nothing)."""
-    out = {}
-    pid = ffi.new("uint32_t *")
-    for prog, where in HOOKS:
-        rc = lib.mc_tc_query(ifindex, where, TC_HANDLE, TC_PRIORITY, pid)
-        out[prog] = pid[0] if rc == 0 else None
-    return out
+    return UPLINK_TC.attached(ifindex)
 
 
 def nat_gc(nat, now_ns: Optional[int] = None, batch: int = 4096) -> int:
@@ -230,26 +202,16 @@ def nat_gc(nat, now_ns: Optional[int] = None, batch: int = 4096) -> int:
     return ct_gc(nat, now_ns, batch)
 
 
-class NatGC:
-    """:func:`nat_gc` every ``interval`` seconds in a thread."""
+class NatGC(CTGC):
+    """:func:`nat_gc` every ``interval`` seconds in a thread (mc_nat has the
+    conntrack entry's ``expires_ns``, so the conntrack sweeper serves)."""
+
+    thread_name = "meshcni-nat-gc"
+    retry_on = (BpfError,)  # the next round retries; the LRU map evicts meanwhile
 
     def __init__(self, nat, interval: float = 30.0):
-        self.nat, self.interval = nat, interval
-        self.deleted = 0
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, name="meshcni-nat-gc", daemon=True)
+        super().__init__(nat, interval)
 
-    def start(self) -> "NatGC":
-        self._t.start()
-        return self
-
-    def _run(self):
-        while not self._stop.wait(self.interval):
-            try:
-                self.deleted += nat_gc(self.nat)
-            except BpfError:
-                pass  # the next round retries; the LRU map evicts meanwhile
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._t.join()
+    @property
+    def nat(self):
+        return self.ct

@@ -264,11 +264,14 @@ def ct_gc(ct: BpfMap, now_ns: Optional[int] = None, batch: int = 4096) -> int:
 class CTGC:
     """Run :func:`ct_gc` every ``interval`` seconds in a thread."""
 
+    thread_name = "meshcni-ct-gc"
+    retry_on: Tuple[type, ...] = ()  # errors a round may meet that the next round retries
+
     def __init__(self, ct: BpfMap, interval: float = 60.0, batch: int = 4096):
         self.ct, self.interval, self.batch = ct, interval, batch
         self._stop = threading.Event()
         self.deleted = 0
-        self._t = threading.Thread(target=self._run, name="meshcni-ct-gc", daemon=True)
+        self._t = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
 
     def start(self) -> "CTGC":
         self._t.start()
@@ -276,7 +279,10 @@ class CTGC:
 
     def _run(self):
         while not self._stop.wait(self.interval):
-            self.deleted += ct_gc(self.ct, batch=self.batch)
+            try:
+                self.deleted += ct_gc(self.ct, batch=self.batch)
+            except self.retry_on:
+                pass
 
     def stop(self) -> None:
         self._stop.set()
@@ -348,7 +354,7 @@ class DropEvents(Closing):
 
 
 _CLONE_NEWNET = 0x40000000
-from .tcpins import HOOKS as _HOOKS, TC_HANDLE, TC_PRIORITY  # noqa: E402  (one place for the tc hook table)
+from .tcpins import HOOKS as _HOOKS, POD_TC  # noqa: E402  (one place for the tc hook table)
 from . import tcpins  # noqa: E402
 
 
@@ -390,43 +396,18 @@ class PolicyProgram(Closing):
 
     def attached(self, ifname: str, netns: Optional[str] = None) -> Dict[str, Optional[int]]:
         """prog -> attached program id (None if nothing at meshcni's handle)."""
-        out = {}
         with in_netns(netns):
-            ifindex = _ifindex(ifname)
-            pid = ffi.new("uint32_t *")
-            for prog, where in self.HOOKS:
-                rc = lib.mc_tc_query(ifindex, where, TC_HANDLE, TC_PRIORITY, pid)
-                out[prog] = pid[0] if rc == 0 else None
-        return out
+            return POD_TC.attached(_ifindex(ifname))
 
     def attach(self, ifname: str, netns: Optional[str] = None) -> Dict[str, str]:
         """Attach both programs; prog -> "attached" / "kept" / "updated"."""
-        done = {}
         with in_netns(netns):
-            ifindex = _ifindex(ifname)
-            pid = ffi.new("uint32_t *")
-            for prog, where in self.HOOKS:
-                fd = self.obj.prog_fd(prog)
-                want = lib.mc_prog_id(fd)
-                rc = lib.mc_tc_query(ifindex, where, TC_HANDLE, TC_PRIORITY, pid)
-                if rc == 0 and pid[0] == want:
-                    done[prog] = "kept"
-                    continue
-                rc2 = lib.mc_tc_attach(ifindex, where, TC_HANDLE, TC_PRIORITY, fd, 1 if rc == 0 else 0)
-                if rc2 < 0:
-                    raise BpfError(-rc2, f"tc attach {prog} to {ifname}")
-                done[prog] = "updated" if rc == 0 else "attached"
-        return done
+            return POD_TC.attach(_ifindex(ifname), {p: self.obj.prog_fd(p) for p, _ in self.HOOKS}, ifname)
 
     def detach(self, ifname: str, netns: Optional[str] = None) -> int:
         """Detach both programs (the clsact qdisc stays); returns how many went."""
-        n = 0
         with in_netns(netns):
-            ifindex = _ifindex(ifname)
-            for _, where in self.HOOKS:
-                if lib.mc_tc_detach(ifindex, where, TC_HANDLE, TC_PRIORITY) == 0:
-                    n += 1
-        return n
+            return POD_TC.detach(_ifindex(ifname))
 
     def pin_programs(self, pin_root: str) -> Dict[str, int]:
         """Pin both programs under ``<pin_root>/progs`` for the CNI plugin; prog -> id."""

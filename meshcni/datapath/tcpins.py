@@ -11,18 +11,18 @@ Imports only the cffi extension: the plugin must start fast (no numpy).
 """
 from __future__ import annotations
 
-import errno
 import os
 from typing import Dict, Optional
 
-from .._libbpf import ffi, lib
+from .._libbpf import lib
 from ..errors import BpfError
+from .tc import TC_EGRESS, TC_INGRESS, TcHooks
 
 PROG_DIR = "progs"
-TC_INGRESS, TC_EGRESS = 1, 2
 TC_HANDLE, TC_PRIORITY = 0x4D43, 1  # "MC"
 # (program, tc hook on the host-side veth): from_pod sees what the pod sends
 HOOKS = (("mc_from_pod", TC_INGRESS), ("mc_to_pod", TC_EGRESS))
+POD_TC = TcHooks(TC_HANDLE, TC_PRIORITY, HOOKS)
 
 
 def prog_pin(pin_root: str, prog: str) -> str:
@@ -65,12 +65,7 @@ def pinned_ids(pin_root: str) -> Dict[str, int]:
 
 def attached(ifindex: int) -> Dict[str, Optional[int]]:
     """prog -> id attached at meshcni's tc handle on ifindex (None: nothing)."""
-    out = {}
-    pid = ffi.new("uint32_t *")
-    for prog, where in HOOKS:
-        rc = lib.mc_tc_query(ifindex, where, TC_HANDLE, TC_PRIORITY, pid)
-        out[prog] = pid[0] if rc == 0 else None
-    return out
+    return POD_TC.attached(ifindex)
 
 
 def attach(pin_root: str, ifindex: int) -> Dict[str, int]:
@@ -78,31 +73,21 @@ def attach(pin_root: str, ifindex: int) -> Dict[str, int]:
 
     Replaces whatever sits at meshcni's handle, so a retried ADD converges.
     """
-    out = {}
-    pid = ffi.new("uint32_t *")
-    for prog, where in HOOKS:
-        path = prog_pin(pin_root, prog)
-        fd = lib.mc_obj_get(path.encode())
-        if fd < 0:
-            raise BpfError(-fd, f"pinned program {path}")
-        try:
-            exists = lib.mc_tc_query(ifindex, where, TC_HANDLE, TC_PRIORITY, pid) == 0
-            rc = lib.mc_tc_attach(ifindex, where, TC_HANDLE, TC_PRIORITY, fd, 1 if exists else 0)
-            if rc < 0:
-                raise BpfError(-rc, f"tc attach {prog} to ifindex {ifindex}")
-            out[prog] = lib.mc_prog_id(fd)
-        finally:
+    fds: Dict[str, int] = {}
+    try:
+        for prog, _ in HOOKS:
+            path = prog_pin(pin_root, prog)
+            fd = lib.mc_obj_get(path.encode())
+            if fd < 0:
+                raise BpfError(-fd, f"pinned program {path}")
+            fds[prog] = fd
+        POD_TC.attach(ifindex, fds, f"ifindex {ifindex}", keep_same=False)
+        return {prog: lib.mc_prog_id(fd) for prog, fd in fds.items()}
+    finally:
+        for fd in fds.values():
             lib.mc_close(fd)
-    return out
 
 
 def detach(ifindex: int) -> int:
     """Detach both programs; how many were there. A missing link is not an error."""
-    n = 0
-    for _, where in HOOKS:
-        rc = lib.mc_tc_detach(ifindex, where, TC_HANDLE, TC_PRIORITY)
-        if rc == 0:
-            n += 1
-        elif rc not in (-errno.ENOENT, -errno.ENODEV, -errno.EINVAL):
-            raise BpfError(-rc, f"tc detach from ifindex {ifindex}")
-    return n
+    return POD_TC.detach(ifindex, strict=True)

@@ -32,7 +32,8 @@ from meshcni.sim.cluster import read_config
 from meshcni.sim.kubelet import in_pod_argv, read_pod_record
 
 import netpol_reference as ref
-from test_netpol_truth import HERE, NAMED, PROBE_TIMEOUT, REPO, Prober, pod_manifest, table
+from netpol_harness import (HERE, NAMED, PROBE_TIMEOUT, REPO, Prober, check, expr, ml, np, pod_manifest, probe,
+                            ready_ip, relabel, sync_policies, table)
 from testutil import eventually, sim
 
 pytestmark = pytest.mark.e2e
@@ -78,11 +79,8 @@ class MeshNet:
                     self.core[c].create_namespaced_pod(ns, pod_manifest(ns, p, self.nodes[c][0].name))
                     self.pod_labels[(c, ns, p)] = {"pod": p}
         for (c, ns, p) in self.pod_labels:
-            def running(c=c, ns=ns, p=p):
-                o = self.core[c].read_namespaced_pod(p, ns)
-                ready = any(x.type == "Ready" and x.status == "True" for x in o.status.conditions or [])
-                return o.status.pod_ip if o.status.phase == "Running" and ready else None
-            self.ips[(c, ns, p)] = wait(running, what=f"pod {c}/{ns}/{p} running")
+            self.ips[(c, ns, p)] = wait(lambda c=c, ns=ns, p=p: ready_ip(self.core[c], ns, p),
+                                        what=f"pod {c}/{ns}/{p} running")
         sim(self.root, "mesh", *CLUSTERS)
         for here, other in ((CLUSTERS[0], CLUSTERS[1]), (CLUSTERS[1], CLUSTERS[0])):
             wait(lambda: len(self.remote_ips(here, other)) == 4, what=f"{other}'s pods' identities in {here}")
@@ -113,38 +111,15 @@ class MeshNet:
         for k, lb in (ns_labels or {}).items():
             c, ns = k.split(":")
             want_ns[(c, ns)] = lb
-        for (c, ns), lb in want_ns.items():
-            if self.ns_labels[(c, ns)] != lb:
-                patch = {k: None for k in self.ns_labels[(c, ns)] if k not in lb}
-                patch.update(lb)
-                self.core[c].patch_namespace(ns, {"metadata": {"labels": patch}})
-                self.ns_labels[(c, ns)] = dict(lb)
+        relabel(self.ns_labels, want_ns, lambda k, body: self.core[k[0]].patch_namespace(k[1], body))
         want_pods = {k: {"pod": k[2]} for k in self.pod_labels}
         for k, lb in (pod_labels or {}).items():
             c, rest = k.split(":")
             ns, p = rest.split("/")
             want_pods[(c, ns, p)] = lb
-        for (c, ns, p), lb in want_pods.items():
-            if self.pod_labels[(c, ns, p)] != lb:
-                patch = {k: None for k in self.pod_labels[(c, ns, p)] if k not in lb}
-                patch.update(lb)
-                self.core[c].patch_namespaced_pod(p, ns, {"metadata": {"labels": patch}})
-                self.pod_labels[(c, ns, p)] = dict(lb)
+        relabel(self.pod_labels, want_pods, lambda k, body: self.core[k[0]].patch_namespaced_pod(k[2], k[1], body))
         for c in CLUSTERS:
-            want = {(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in (policies or {}).get(c, [])}
-            have = self.policies[c]
-            for key in [k for k in have if k not in want]:
-                self.netv1[c].delete_namespaced_network_policy(key[1], key[0])
-                del have[key]
-            for key, pol in want.items():
-                body = copy.deepcopy(pol)
-                if key not in have:
-                    self.netv1[c].create_namespaced_network_policy(key[0], body)
-                elif have[key] != pol:
-                    cur = self.netv1[c].read_namespaced_network_policy(key[1], key[0])
-                    body["metadata"]["resourceVersion"] = cur.metadata.resource_version
-                    self.netv1[c].replace_namespaced_network_policy(key[1], key[0], body)
-                have[key] = copy.deepcopy(pol)
+            sync_policies(self.netv1[c], self.policies[c], (policies or {}).get(c, []))
 
     # -- what the reference says --
 
@@ -176,52 +151,17 @@ class MeshNet:
     # -- probing --
 
     def probe(self, cells):
-        by_src = {}
-        for i, (s, d, port, pr) in enumerate(cells):
-            # the pod server answers with namespace/name (the same name in both clusters: addressed by IP)
-            by_src.setdefault(s.key, []).append((i, (d.ip, port, pr, f"{d.namespace}/{d.name}")))
-        for key, items in by_src.items():
-            self.probers[key].send([x for _, x in items])
-        got = [None] * len(cells)
-        for key, items in by_src.items():
-            for (i, _), r in zip(items, self.probers[key].recv()):
-                got[i] = r
-        return got
+        # the pod server answers with namespace/name (the same name in both clusters: addressed by IP)
+        return probe(self.probers, cells, lambda d: f"{d.namespace}/{d.name}")
 
     def check(self, cells, expect, deadline=DEADLINE):
-        t0 = time.monotonic()
-        while True:
-            got = self.probe(cells)
-            bad = [(c, e, g) for c, e, g in zip(cells, expect, got) if (g == "ok") != e or g not in ("ok", "timeout")]
-            if not bad or time.monotonic() - t0 > deadline:
-                return time.monotonic() - t0, bad
+        return check(self.probe, cells, expect, deadline)
 
 
 # ------------------------------------------------------------------ scenarios
 
-def np(ns, name, pods=None, ingress=None, egress=None, types=None):
-    spec = {"podSelector": pods if pods is not None else {}}
-    if ingress is not None:
-        spec["ingress"] = ingress
-    if egress is not None:
-        spec["egress"] = egress
-    if types is not None:
-        spec["policyTypes"] = types
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": {"name": name, "namespace": ns}, "spec": spec}
-
-
-def ml(**labels):
-    return {"matchLabels": labels}
-
-
 def cl(name, **labels):
     return {"matchLabels": {CL: name, **labels}}
-
-
-def expr(*exprs):
-    return {"matchExpressions": [dict(key=k, operator=op, **({"values": list(v)} if v else {}))
-                                 for k, op, v in exprs]}
 
 
 ALL_NS = {"namespaceSelector": {}}

@@ -37,6 +37,8 @@ from meshcni.sim.cluster import read_config
 from meshcni.sim.kubelet import in_pod_argv, read_pod_record
 
 import netpol_reference as ref
+from netpol_harness import (HERE, NAMED, PROBE_TIMEOUT, REPO, WEB, Prober, check, expr, ml, np, pod_manifest, probe,
+                            ready_ip, relabel, sync_policies, table)
 from testutil import eventually, sim
 
 pytestmark = pytest.mark.e2e
@@ -47,14 +49,7 @@ PODS = ("a", "b", "c")
 PORTS = (80, 81)
 PROTOS = ("TCP", "UDP")
 EXTERNAL = (("ext1", "192.0.2.10"), ("ext2", "192.0.2.20"), ("ext3", "198.51.100.10"))
-PROBE_TIMEOUT = 0.8
 DEADLINE = 30.0
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
-
-# every pod's container ports; a and b also name "web" on different numbers (named-port resolution is per pod)
-NAMED = tuple((f"serve-{p}-{pr.lower()}", pr, p) for p in PORTS for pr in PROTOS)
-WEB = {"a": 80, "b": 81}
 
 
 def run(*cmd, check=True):
@@ -66,53 +61,6 @@ def run(*cmd, check=True):
 
 def wait(pred, timeout=60.0, what="condition"):
     return eventually(pred, timeout, what, interval=0.2)
-
-
-def pod_manifest(ns, name, node):
-    containers = [{"name": "app", "image": "sim", "ports": [
-        {"name": n, "containerPort": num, "protocol": pr} for n, pr, num in NAMED]}]
-    if name in WEB:
-        containers.append({"name": "sidecar", "image": "sim", "ports": [
-            {"name": "web", "containerPort": WEB[name], "protocol": "TCP"}]})
-    return {"metadata": {"name": name, "namespace": ns, "labels": {"pod": name}},
-            "spec": {"nodeName": node, "containers": containers}}
-
-
-class Prober:
-    """One persistent probe worker; rounds are JSON lines both ways."""
-
-    def __init__(self, key, argv):
-        self.key = key
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True, cwd=REPO)
-        first = self.proc.stdout.readline()
-        if json.loads(first or "null") != "ready":
-            raise AssertionError(f"prober {key} did not start: {self.proc.stderr.read()[-2000:]}")
-        self.port = 20000
-
-    def send(self, probes):
-        # a fresh source port per probe: no probe meets the conntrack entry of an earlier one
-        out = []
-        for ip, port, proto, expect in probes:
-            self.port = 20000 if self.port >= 32000 else self.port + 1
-            out.append([ip, port, proto, self.port, expect])
-        self.proc.stdin.write(json.dumps(out) + "\n")
-        self.proc.stdin.flush()
-
-    def recv(self):
-        line = self.proc.stdout.readline()
-        if not line:
-            raise AssertionError(f"prober {self.key} died: {self.proc.stderr.read()[-2000:]}")
-        return json.loads(line)
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 class Net:
@@ -149,11 +97,7 @@ class Net:
         self.ips = {}
         for ns in NAMESPACES:
             for p in PODS:
-                def running(ns=ns, p=p):
-                    o = self.core.read_namespaced_pod(p, ns)
-                    ready = any(c.type == "Ready" and c.status == "True" for c in o.status.conditions or [])
-                    return o.status.pod_ip if o.status.phase == "Running" and ready else None
-                self.ips[(ns, p)] = wait(running, what=f"pod {ns}/{p} running")
+                self.ips[(ns, p)] = wait(lambda ns=ns, p=p: ready_ip(self.core, ns, p), what=f"pod {ns}/{p} running")
         self._externals()
         self._probers()
 
@@ -238,90 +182,25 @@ class Net:
     def set_state(self, policies, pod_labels=None, ns_labels=None):
         want_ns = {ns: {"ns": ns} for ns in NAMESPACES}
         want_ns.update(ns_labels or {})
-        for ns, lb in want_ns.items():
-            if self.ns_labels[ns] != lb:
-                patch = {k: None for k in self.ns_labels[ns] if k not in lb}
-                patch.update(lb)
-                self.core.patch_namespace(ns, {"metadata": {"labels": patch}})
-                self.ns_labels[ns] = dict(lb)
+        relabel(self.ns_labels, want_ns, self.core.patch_namespace)
         want_pods = {k: {"pod": k[1]} for k in self.pod_labels}
         for key, lb in (pod_labels or {}).items():
             ns, p = key.split("/")
             want_pods[(ns, p)] = lb
-        for (ns, p), lb in want_pods.items():
-            if self.pod_labels[(ns, p)] != lb:
-                patch = {k: None for k in self.pod_labels[(ns, p)] if k not in lb}
-                patch.update(lb)
-                self.core.patch_namespaced_pod(p, ns, {"metadata": {"labels": patch}})
-                self.pod_labels[(ns, p)] = dict(lb)
-        want = {(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in policies}
-        for key in [k for k in self.policies if k not in want]:
-            self.netv1.delete_namespaced_network_policy(key[1], key[0])
-            del self.policies[key]
-        for key, pol in want.items():
-            body = copy.deepcopy(pol)
-            if key not in self.policies:
-                self.netv1.create_namespaced_network_policy(key[0], body)
-            elif self.policies[key] != pol:
-                cur = self.netv1.read_namespaced_network_policy(key[1], key[0])
-                body["metadata"]["resourceVersion"] = cur.metadata.resource_version
-                self.netv1.replace_namespaced_network_policy(key[1], key[0], body)
-            self.policies[key] = copy.deepcopy(pol)
+        relabel(self.pod_labels, want_pods, lambda k, body: self.core.patch_namespaced_pod(k[1], k[0], body))
+        sync_policies(self.netv1, self.policies, policies)
 
     # -- probing --
 
     def probe(self, cells):
-        by_src = {}
-        for i, (s, d, port, pr) in enumerate(cells):
-            by_src.setdefault(s.key, []).append((i, (d.ip, port, pr, d.key)))
-        for key, items in by_src.items():
-            self.probers[key].send([x for _, x in items])
-        got = [None] * len(cells)
-        for key, items in by_src.items():
-            for (i, _), r in zip(items, self.probers[key].recv()):
-                got[i] = r
-        return got
+        return probe(self.probers, cells, lambda d: d.key)
 
     def check(self, cells, expect, deadline=DEADLINE):
         """Probe until every cell is what ``expect`` says; returns (seconds to converge, mismatches)."""
-        t0 = time.monotonic()
-        while True:
-            got = self.probe(cells)
-            bad = [(c, e, g) for c, e, g in zip(cells, expect, got) if (g == "ok") != e or g not in ("ok", "timeout")]
-            if not bad or time.monotonic() - t0 > deadline:
-                return time.monotonic() - t0, bad
-
-
-def table(bad):
-    rows = [("SOURCE", "DESTINATION", "PORT", "EXPECTED", "GOT")]
-    for (s, d, port, pr), e, g in sorted(bad, key=lambda b: (b[0][0].key, b[0][1].key, b[0][2], b[0][3])):
-        rows.append((s.key, d.key, f"{port}/{pr}", "allow" if e else "deny", g))
-    w = [max(len(r[i]) for r in rows) for i in range(5)]
-    return "\n".join("  ".join(c.ljust(w[i]) for i, c in enumerate(r)) for r in rows)
+        return check(self.probe, cells, expect, deadline)
 
 
 # ------------------------------------------------------------------ scenarios
-
-def np(ns, name, pods=None, ingress=None, egress=None, types=None):
-    spec = {"podSelector": pods if pods is not None else {}}
-    if ingress is not None:
-        spec["ingress"] = ingress
-    if egress is not None:
-        spec["egress"] = egress
-    if types is not None:
-        spec["policyTypes"] = types
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": {"name": name, "namespace": ns}, "spec": spec}
-
-
-def ml(**labels):
-    return {"matchLabels": labels}
-
-
-def expr(*exprs):
-    return {"matchExpressions": [dict(key=k, operator=op, **({"values": list(v)} if v else {}))
-                                 for k, op, v in exprs]}
-
 
 def port(p, proto=None, end=None):
     out = {"port": p}
@@ -508,8 +387,8 @@ def test_established_connections_of_unconcerned_pods_survive_changes(net):
             ([np("y", "allow-x", ml(pod="b"), ingress=[{"from": [{"namespaceSelector": ml(ns="x")}]}])], None),
             ([], None),
         ]
-        for i, (policies, relabel) in enumerate(changes):
-            net.set_state(policies, relabel)
+        for i, (policies, pod_labels) in enumerate(changes):
+            net.set_state(policies, pod_labels)
             cells = net.cells()
             world = net.world()
             took, bad = net.check(cells, [ref.allowed(world, s, d, port, pr) for s, d, port, pr in cells])

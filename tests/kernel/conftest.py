@@ -10,6 +10,19 @@ TCPECHO = os.path.join(os.path.dirname(__file__), "helpers", "tcpecho.py")
 
 
 @pytest.fixture
+def sock_lb(pin_root, cgroup2_child):
+    """The socket-LB programs attached to a private cgroup (``cgroup2_child``); detached afterwards."""
+    from meshcni.datapath import SockLB
+    s = SockLB(pin_root)
+    s.attach(cgroup2_child)
+    try:
+        yield s
+    finally:
+        s.detach(cgroup2_child)
+        s.close()
+
+
+@pytest.fixture
 def servers():
     """start(ns, ip, port): a TCP echo server inside netns ``ns``, killed afterwards."""
     procs = []

@@ -419,6 +419,26 @@ def test_ct_gc_thread_runs_on_its_interval(dp):
     assert gc.deleted == 3 and len(dp.ct) == 2
 
 
+def test_nat_gc_thread_is_the_conntrack_sweeper(dp):
+    # mc_nat rows carry the conntrack value's expires_ns: the same sweeper serves, in its own thread
+    from meshcni.datapath.nodeport import NatGC
+    dp.apply([PolicyEntry(POD, EGRESS)], [(POD, EGRESS)])
+    for p in range(4):
+        from_pod(dp, out4(udp(21000 + p, 53), UDP))
+    k, v = dp.ct.dump()
+    v["expires_ns"][:2] = 1
+    dp.ct.update(k[:2], v[:2])
+    gc = NatGC(dp.ct, interval=0.05).start()
+    try:
+        assert gc.nat is dp.ct and gc._t.name == "meshcni-nat-gc"
+        deadline = time.time() + 5
+        while gc.deleted < 2 and time.time() < deadline:
+            time.sleep(0.02)
+    finally:
+        gc.stop()
+    assert gc.deleted == 2 and len(dp.ct) == 2
+
+
 def test_cli_prints_drop_reasons(dp, pin_root, capsys):
     from meshcni.cli import main
     dp.apply([], [(POD, INGRESS)])

@@ -31,14 +31,8 @@ def cgroup(cgroup2_child):
 
 
 @pytest.fixture
-def lb(pin_root, cgroup):
-    s = SockLB(pin_root)
-    s.attach(cgroup)
-    try:
-        yield s
-    finally:
-        s.detach(cgroup)
-        s.close()
+def lb(sock_lb):
+    return sock_lb
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import sys
 import pytest
 
 from meshcni.bpf import MeshMaps
-from meshcni.datapath import SockLB
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "helpers"))
 from svcrows import EXT, INT, write_frontend, write_ipcache, write_src_range  # noqa: E402
@@ -34,14 +33,8 @@ def maps(pin_root):
 
 
 @pytest.fixture
-def lb(pin_root, cgroup2_child, maps):
-    s = SockLB(pin_root)
-    s.attach(cgroup2_child)
-    try:
-        yield cgroup2_child
-    finally:
-        s.detach(cgroup2_child)
-        s.close()
+def lb(maps, sock_lb, cgroup2_child):
+    return cgroup2_child
 
 
 @pytest.fixture

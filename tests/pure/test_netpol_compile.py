@@ -6,6 +6,7 @@ from meshcni.controllers.identity import (MANAGED_BY, MANAGER, cidr_identity_bod
                                           identity_name)
 from meshcni.controllers.netpol import compile_policies
 from meshcni.controllers.model import EGRESS, INGRESS
+from testutil import netpol_manifest
 
 pytestmark = pytest.mark.pure
 
@@ -64,14 +65,7 @@ class World:
 
 
 def netpol(name, ns="prod", selector=None, ingress=None, egress=None, types=None):
-    spec = {"podSelector": selector if selector is not None else {}}
-    if ingress is not None:
-        spec["ingress"] = ingress
-    if egress is not None:
-        spec["egress"] = egress
-    if types is not None:
-        spec["policyTypes"] = types
-    return {"metadata": {"name": name, "namespace": ns}, "spec": spec}
+    return netpol_manifest(ns, name, selector, ingress, egress, types)
 
 
 def keys(out):
