@@ -71,7 +71,11 @@ def _cidrs(items, kind, name, fld, problems) -> List[str]:
     return out
 
 
-def desired_uplink(nodes: Sequence[dict], node_name: str, opts: UplinkOptions) -> Desired:
+def desired_uplink(nodes: Sequence[dict], node_name: str, opts: UplinkOptions,
+                   clusters: Sequence[dict] = ()) -> Desired:
+    """The uplink's config. Pod CIDRs (never masqueraded) are this cluster's Nodes' and those of every
+    meshed Cluster's ``status.nodes``: a pod reaching a remote cluster's pod keeps its own address, so
+    the remote cluster's NetworkPolicy sees its identity, not this node's."""
     problems: List[Problem] = []
     own = None
     pods: List[str] = []
@@ -83,6 +87,12 @@ def desired_uplink(nodes: Sequence[dict], node_name: str, opts: UplinkOptions) -
         pods += got
         if name == node_name:
             own = (n, got)
+    for c in clusters:
+        cname = (c.get("metadata") or {}).get("name", "")
+        st = c.get("status") if isinstance(c.get("status"), dict) else {}
+        for i, rn in enumerate(st.get("nodes") or [] if isinstance(st.get("nodes"), list) else []):
+            if isinstance(rn, dict) and isinstance(rn.get("podCIDRs"), list):
+                pods += _cidrs(rn["podCIDRs"], "Cluster", cname, f"status.nodes[{i}].podCIDRs", problems)
     for fld, items in (("--non-masquerade-cidr", opts.non_masquerade_cidrs),
                        ("--service-cidr", opts.service_cidrs)):
         bad = []
@@ -136,7 +146,7 @@ def resolve_devices(state: UplinkState):
 class Uplink(Reconciler):
     """Nodes -> the uplink program's config and attachments on this node, and its NAT GC."""
     name = "uplink"
-    watches = ("nodes",)
+    watches = ("nodes", "clusters")
 
     def __init__(self, datapath, node_name: str, opts: UplinkOptions):
         self.datapath = datapath
@@ -150,7 +160,7 @@ class Uplink(Reconciler):
         return cls(NodePortDatapath(bpf_root, maps), node_name, opts or UplinkOptions())
 
     def desired(self, caches) -> Desired:
-        return desired_uplink(caches["nodes"].list(), self.node_name, self.opts)
+        return desired_uplink(caches["nodes"].list(), self.node_name, self.opts, caches["clusters"].list())
 
     def apply(self, state: Optional[UplinkState]) -> dict:
         from ..datapath.nodeport import UplinkConfig

@@ -41,6 +41,19 @@ def test_bad_input_is_a_problem_naming_the_object_and_field():
     assert d.state.addrs == [] and d.state.pod_cidrs == ["10.1.1.0/24"]
 
 
+def test_meshed_clusters_pod_cidrs_are_never_masqueraded():
+    # a pod reaching a remote cluster's pod keeps its address: the remote NetworkPolicy selects it by identity
+    nodes = [node("n1", ["10.1.1.0/24"], [("InternalIP", "192.0.2.10")])]
+    clusters = [{"metadata": {"name": "west"},
+                 "status": {"nodes": [{"name": "w1", "addresses": ["192.0.2.20"], "podCIDRs": ["10.2.1.0/24"]},
+                                      {"name": "w2", "addresses": ["192.0.2.21"], "podCIDRs": ["bad"]}]}},
+                {"metadata": {"name": "new"}}]  # no status yet
+    d = desired_uplink(nodes, "n1", UplinkOptions(), clusters)
+    assert d.state.pod_cidrs == ["10.1.1.0/24", "10.2.1.0/24"]
+    assert d.state.local_pod_cidrs == ["10.1.1.0/24"]
+    assert [(p.kind, p.name, p.field) for p in d.problems] == [("Cluster", "west", "status.nodes[1].podCIDRs")]
+
+
 def test_no_own_node_yet_is_no_state():
     assert desired_uplink([node("n2", [])], "n1", UplinkOptions()).state is None
 
